@@ -1,0 +1,205 @@
+import Foundation
+import Logging
+
+/// A logical operation, as Vault defines them. HTTP verbs map onto these in the Gateway.
+public enum LogicalOperation: String, Sendable, Hashable, CaseIterable {
+    case create, read, update, patch, delete, list, help
+}
+
+/// The token that made a request, as the core resolved it (never the raw token id,
+/// except for the token store, which needs it to revoke or look up "self").
+public struct RequestToken: Sendable {
+    public var accessor: String
+    public var policies: [String]
+    public var displayName: String
+    public var namespacePath: String
+    public var entityID: String
+    /// The raw token, only handed to `auth/token/` (lookup-self, revoke-self...).
+    public var clientToken: String?
+    public var isRoot: Bool { policies.contains("root") }
+
+    public init(accessor: String, policies: [String], displayName: String, namespacePath: String = "", entityID: String = "", clientToken: String? = nil) {
+        self.accessor = accessor
+        self.policies = policies
+        self.displayName = displayName
+        self.namespacePath = namespacePath
+        self.entityID = entityID
+        self.clientToken = clientToken
+    }
+}
+
+/// One request to a `LogicalBackend`, already routed and validated.
+public struct LogicalRequest: Sendable {
+    public var id: String
+    public var operation: LogicalOperation
+    /// The path relative to the mount point.
+    public var path: String
+    public var mountPoint: String
+    /// The raw request body / query parameters.
+    public var data: [String: JSONValue]
+    /// Values captured by the route pattern (`:name`, `*name`).
+    public var captures: [String: String]
+    /// Field values validated against the route declaration (filled by the dispatcher).
+    public var fields: FieldValues
+    public var token: RequestToken?
+    public var remoteAddress: String?
+
+    public init(id: String = UUID().uuidString.lowercased(), operation: LogicalOperation, path: String, mountPoint: String = "", data: [String: JSONValue] = [:], token: RequestToken? = nil, remoteAddress: String? = nil) {
+        self.id = id
+        self.operation = operation
+        self.path = path
+        self.mountPoint = mountPoint
+        self.data = data
+        self.captures = [:]
+        self.fields = FieldValues(values: [:])
+        self.token = token
+        self.remoteAddress = remoteAddress
+    }
+}
+
+/// A lease attached to a response (dynamic secrets and renewable reads).
+public struct SecretLease: Sendable {
+    public var ttl: Int
+    public var maxTTL: Int
+    public var renewable: Bool
+    public var internalData: [String: JSONValue]
+
+    public init(ttl: Int, maxTTL: Int = 0, renewable: Bool = false, internalData: [String: JSONValue] = [:]) {
+        self.ttl = ttl
+        self.maxTTL = maxTTL
+        self.renewable = renewable
+        self.internalData = internalData
+    }
+}
+
+/// The `auth` block of a response: a token that was created (token store) or an identity
+/// for which the core should create one (auth methods).
+public struct AuthInfo: Sendable {
+    public var clientToken: String
+    public var accessor: String
+    public var policies: [String]
+    public var tokenPolicies: [String]
+    public var metadata: [String: String]
+    public var leaseDuration: Int
+    public var renewable: Bool
+    public var entityID: String
+    public var tokenType: String
+    public var orphan: Bool
+    public var numUses: Int
+
+    public init(clientToken: String = "", accessor: String = "", policies: [String] = [], tokenPolicies: [String] = [], metadata: [String: String] = [:], leaseDuration: Int = 0, renewable: Bool = false, entityID: String = "", tokenType: String = "service", orphan: Bool = false, numUses: Int = 0) {
+        self.clientToken = clientToken
+        self.accessor = accessor
+        self.policies = policies
+        self.tokenPolicies = tokenPolicies
+        self.metadata = metadata
+        self.leaseDuration = leaseDuration
+        self.renewable = renewable
+        self.entityID = entityID
+        self.tokenType = tokenType
+        self.orphan = orphan
+        self.numUses = numUses
+    }
+
+    public var json: JSONValue {
+        .object([
+            "client_token": .string(clientToken),
+            "accessor": .string(accessor),
+            "policies": .array(policies.map { .string($0) }),
+            "token_policies": .array(tokenPolicies.map { .string($0) }),
+            "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
+            "lease_duration": .int(Int64(leaseDuration)),
+            "renewable": .bool(renewable),
+            "entity_id": .string(entityID),
+            "token_type": .string(tokenType),
+            "orphan": .bool(orphan),
+            "mfa_requirement": .null,
+            "num_uses": .int(Int64(numUses)),
+        ])
+    }
+}
+
+/// What a `LogicalBackend` answers.
+public struct LogicalResponse: Sendable {
+    public var data: [String: JSONValue]?
+    public var secret: SecretLease?
+    public var auth: AuthInfo?
+    public var warnings: [String]
+    public var wrapInfo: JSONValue?
+    /// A non-default HTTP status with the envelope (Vault uses 404 + data for deleted KV versions).
+    public var statusCode: Int?
+    /// A raw JSON body instead of the Vault envelope (sys/health, sys/seal-status...).
+    public var rawBody: JSONValue?
+    /// Copy `data` to the top level of the envelope, as Vault does for legacy sys/ paths.
+    public var dataAtTopLevel: Bool
+
+    public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
+        self.data = data
+        self.secret = secret
+        self.auth = auth
+        self.warnings = warnings
+        self.statusCode = statusCode
+        self.wrapInfo = nil
+        self.rawBody = nil
+        self.dataAtTopLevel = false
+    }
+
+    public static func raw(_ body: JSONValue, status: Int = 200) -> LogicalResponse {
+        var r = LogicalResponse(statusCode: status)
+        r.rawBody = body
+        return r
+    }
+
+    public static func list(_ keys: [String]) -> LogicalResponse {
+        LogicalResponse(data: ["keys": .array(keys.map { .string($0) })])
+    }
+}
+
+/// Engine-wide facts the core gives a backend when it is mounted.
+public struct BackendConfiguration: Sendable {
+    public var storage: StorageView
+    public var mountPath: String
+    public var mountType: String
+    public var options: [String: String]
+    public var defaultLeaseTTL: Int
+    public var maxLeaseTTL: Int
+    public var logger: Logger
+
+    public init(storage: StorageView, mountPath: String, mountType: String, options: [String: String] = [:], defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, logger: Logger = Logger(label: "coffer.engine")) {
+        self.storage = storage
+        self.mountPath = mountPath
+        self.mountType = mountType
+        self.options = options
+        self.defaultLeaseTTL = defaultLeaseTTL
+        self.maxLeaseTTL = maxLeaseTTL
+        self.logger = logger
+    }
+}
+
+/// A secret engine or auth method: it declares its routes and answers requests on them.
+///
+/// The dispatcher (`LogicalBackend.handle`) matches the path against the declared
+/// routes, refuses unsupported operations (405), validates fields (400), then calls the
+/// route's handler. Engines see only their own `StorageView`.
+public protocol LogicalBackend: Sendable {
+    /// The routes, matched in order: the first pattern that matches wins.
+    var routes: [Route] { get }
+    /// One paragraph of help for the whole backend.
+    var backendHelp: String { get }
+    /// Paths (relative, glob with trailing `*`) that need `sudo` besides the capability.
+    var rootPaths: [String] { get }
+    /// Paths reachable without a token (logins).
+    var unauthenticatedPaths: [String] { get }
+    /// Called once after mounting (and after unseal) before the first request.
+    func setup() async throws
+}
+
+extension LogicalBackend {
+    public var rootPaths: [String] { [] }
+    public var unauthenticatedPaths: [String] { [] }
+    public func setup() async throws {}
+    public var backendHelp: String { "" }
+}
+
+/// Builds a backend for a mount: the executable's engine catalog holds one per type name.
+public typealias BackendFactory = @Sendable (BackendConfiguration) async throws -> any LogicalBackend

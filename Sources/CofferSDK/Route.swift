@@ -1,0 +1,342 @@
+import Foundation
+
+/// The type of a declared field; the dispatcher converts raw JSON to it once.
+public enum FieldType: String, Sendable {
+    case string, int, bool
+    /// Seconds, given as a number or a Go-style duration string ("90s", "1h30m", "768h").
+    case duration
+    /// A list of strings, given as an array or a comma-separated string.
+    case commaStringSlice = "comma_string_slice"
+    /// A JSON object.
+    case map
+    /// An object whose values are strings (metadata).
+    case keyValuePairs = "kv_pairs"
+    /// Any JSON value (not validated).
+    case any
+}
+
+/// A field a route accepts.
+public struct Field: Sendable {
+    public var name: String
+    public var type: FieldType
+    public var defaultValue: JSONValue?
+    public var required: Bool
+    public var description: String
+
+    public init(_ name: String, _ type: FieldType, default defaultValue: JSONValue? = nil, required: Bool = false, description: String = "") {
+        self.name = name
+        self.type = type
+        self.defaultValue = defaultValue
+        self.required = required
+        self.description = description
+    }
+}
+
+/// Fields of one request, validated and converted: typed accessors with defaults applied.
+public struct FieldValues: Sendable {
+    public var values: [String: JSONValue]
+    /// Names the client actually sent (distinguishes "0" from "absent").
+    public var provided: Set<String>
+
+    public init(values: [String: JSONValue], provided: Set<String> = []) {
+        self.values = values
+        self.provided = provided
+    }
+
+    public func has(_ name: String) -> Bool { provided.contains(name) }
+    public func string(_ name: String) -> String { values[name]?.stringValue ?? "" }
+    public func optionalString(_ name: String) -> String? { has(name) ? values[name]?.stringValue : nil }
+    public func int(_ name: String) -> Int { Int(values[name]?.intValue ?? 0) }
+    public func bool(_ name: String) -> Bool { values[name]?.boolValue ?? false }
+    public func strings(_ name: String) -> [String] { values[name]?.arrayValue?.compactMap(\.stringValue) ?? [] }
+    public func map(_ name: String) -> [String: JSONValue] { values[name]?.objectValue ?? [:] }
+    public func stringMap(_ name: String) -> [String: String] {
+        (values[name]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+    }
+    public subscript(name: String) -> JSONValue? { values[name] }
+}
+
+/// The handler of one operation on a route.
+public typealias RouteHandler = @Sendable (LogicalRequest) async throws -> LogicalResponse?
+
+/// One declared path of a backend.
+///
+/// Pattern syntax: literal segments, `:name` for exactly one non-empty segment, and a final
+/// `*name` for the rest of the path (possibly empty, may contain `/`). A trailing `/?`
+/// makes a trailing slash optional.
+public struct Route: Sendable {
+    public var pattern: String
+    public var fields: [Field]
+    public var operations: [LogicalOperation: RouteHandler]
+    /// Decides create vs update for POST/PUT (true: the object exists → update).
+    public var existenceCheck: (@Sendable (LogicalRequest) async throws -> Bool)?
+    public var summary: String
+    public var help: String
+
+    let segments: [Segment]
+    let optionalTrailingSlash: Bool
+
+    enum Segment: Sendable {
+        case literal(String)
+        case one(String)
+        case rest(String)
+    }
+
+    public init(_ pattern: String, fields: [Field] = [], operations: [LogicalOperation: RouteHandler], existenceCheck: (@Sendable (LogicalRequest) async throws -> Bool)? = nil, summary: String = "", help: String = "") {
+        self.pattern = pattern
+        self.fields = fields
+        self.operations = operations
+        self.existenceCheck = existenceCheck
+        self.summary = summary
+        self.help = help
+        var p = pattern
+        var optional = false
+        if p.hasSuffix("/?") {
+            optional = true
+            p.removeLast(2)
+        }
+        self.optionalTrailingSlash = optional
+        self.segments = p.isEmpty ? [] : p.split(separator: "/", omittingEmptySubsequences: false).map { s in
+            if s.hasPrefix(":") { return .one(String(s.dropFirst())) }
+            if s.hasPrefix("*") { return .rest(String(s.dropFirst())) }
+            return .literal(String(s))
+        }
+    }
+
+    /// Matches a mount-relative path; returns the captures or nil.
+    public func match(_ path: String) -> [String: String]? {
+        var path = path
+        if optionalTrailingSlash, path.hasSuffix("/") { path.removeLast() }
+        let parts = path.isEmpty ? [] : path.split(separator: "/", omittingEmptySubsequences: false)
+        var captures: [String: String] = [:]
+        var i = 0
+        for (si, seg) in segments.enumerated() {
+            switch seg {
+            case .literal(let l):
+                guard i < parts.count, parts[i] == l else { return nil }
+                i += 1
+            case .one(let name):
+                guard i < parts.count, !parts[i].isEmpty else { return nil }
+                captures[name] = String(parts[i])
+                i += 1
+            case .rest(let name):
+                precondition(si == segments.count - 1, "*name must be last")
+                captures[name] = i < parts.count ? parts[i...].joined(separator: "/") : ""
+                return captures
+            }
+        }
+        return i == parts.count ? captures : nil
+    }
+}
+
+extension LogicalBackend {
+    /// Finds the route for a path.
+    public func route(for path: String) -> (Route, [String: String])? {
+        for r in routes {
+            if let c = r.match(path) { return (r, c) }
+        }
+        return nil
+    }
+
+    /// Whether the object behind a create/update request exists (decides the ACL capability).
+    public func exists(_ request: LogicalRequest) async throws -> Bool? {
+        guard let (r, c) = route(for: request.path), let check = r.existenceCheck else { return nil }
+        var req = request
+        req.captures = c
+        req.fields = try Route.validate(r.fields, data: request.data, captures: c)
+        return try await check(req)
+    }
+
+    /// Routes, validates and runs a request: the one dispatcher every backend shares.
+    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
+        guard let (r, c) = route(for: request.path) else {
+            throw CofferError(.notFound, "unsupported path")
+        }
+        if request.operation == .help {
+            return LogicalResponse(data: ["help": .string(r.help.isEmpty ? r.summary : r.help)])
+        }
+        var op = request.operation
+        if r.operations[op] == nil {
+            // Like Vault: a route without create handles create as update, and vice versa.
+            if op == .create, r.operations[.update] != nil { op = .update }
+            else if op == .update, r.operations[.create] != nil { op = .create }
+        }
+        guard let handler = r.operations[op] else {
+            throw CofferError(.unsupportedOperation, "unsupported operation")
+        }
+        var req = request
+        req.operation = op
+        req.captures = c
+        req.fields = try Route.validate(r.fields, data: request.data, captures: c)
+        return try await handler(req)
+    }
+}
+
+extension Route {
+    /// Validates raw data against declared fields: converts types, applies defaults,
+    /// enforces required fields. Unknown keys are ignored, as in Vault.
+    public static func validate(_ fields: [Field], data: [String: JSONValue], captures: [String: String]) throws -> FieldValues {
+        var values: [String: JSONValue] = [:]
+        var provided = Set<String>()
+        for f in fields {
+            let raw: JSONValue?
+            if let c = captures[f.name] {
+                raw = .string(c)
+            } else {
+                raw = data[f.name]
+            }
+            if let raw, !raw.isNull {
+                values[f.name] = try convert(raw, to: f.type, field: f.name)
+                provided.insert(f.name)
+            } else if f.required {
+                throw CofferError.invalid("missing required field \"\(f.name)\"")
+            } else if let d = f.defaultValue {
+                values[f.name] = try convert(d, to: f.type, field: f.name)
+            }
+        }
+        for (k, v) in captures where values[k] == nil {
+            values[k] = .string(v)
+            provided.insert(k)
+        }
+        return FieldValues(values: values, provided: provided)
+    }
+
+    static func convert(_ raw: JSONValue, to type: FieldType, field: String) throws -> JSONValue {
+        func bad(_ expected: String) -> CofferError {
+            CofferError.invalid("error converting input for field \"\(field)\": expected \(expected), got \(raw.kindName)")
+        }
+        switch type {
+        case .any:
+            return raw
+        case .string:
+            switch raw {
+            case .string: return raw
+            case .int(let i): return .string(String(i))
+            case .double(let d): return .string(d.rounded() == d ? String(Int64(d)) : String(d))
+            case .bool(let b): return .string(b ? "true" : "false")
+            default: throw bad("string")
+            }
+        case .int:
+            switch raw {
+            case .int: return raw
+            case .double(let d) where d.rounded() == d && abs(d) < 9e18: return .int(Int64(d))
+            case .string(let s):
+                if s.isEmpty { return .int(0) }
+                guard let i = Int64(s) else { throw bad("integer") }
+                return .int(i)
+            default: throw bad("integer")
+            }
+        case .bool:
+            switch raw {
+            case .bool: return raw
+            case .string(let s):
+                switch s.lowercased() {
+                case "true", "1", "t": return .bool(true)
+                case "false", "0", "f", "": return .bool(false)
+                default: throw bad("bool")
+                }
+            case .int(let i): return .bool(i != 0)
+            default: throw bad("bool")
+            }
+        case .duration:
+            switch raw {
+            case .int(let i) where i >= 0: return .int(i)
+            case .double(let d) where d >= 0 && d < 9e15: return .int(Int64(d))
+            case .string(let s):
+                guard let secs = Duration.parseSeconds(s) else {
+                    throw CofferError.invalid("error converting input for field \"\(field)\": invalid duration \"\(s.prefix(64))\"")
+                }
+                return .int(secs)
+            default: throw bad("duration")
+            }
+        case .commaStringSlice:
+            switch raw {
+            case .string(let s):
+                return .array(s.split(separator: ",").map { .string($0.trimmingCharacters(in: .whitespaces)) }.filter { $0 != .string("") })
+            case .array(let a):
+                return .array(try a.map {
+                    switch $0 {
+                    case .string: return $0
+                    case .int(let i): return .string(String(i))
+                    default: throw bad("list of strings")
+                    }
+                })
+            default: throw bad("list of strings")
+            }
+        case .map:
+            switch raw {
+            case .object: return raw
+            case .string(let s) where !s.isEmpty:
+                if let v = try? JSONValue.parse(s), case .object = v { return v }
+                throw bad("object")
+            default: throw bad("object")
+            }
+        case .keyValuePairs:
+            switch raw {
+            case .object(let o):
+                return .object(try o.mapValues {
+                    switch $0 {
+                    case .string: return $0
+                    case .int(let i): return .string(String(i))
+                    case .bool(let b): return .string(String(b))
+                    default: throw bad("map of strings")
+                    }
+                })
+            case .array(let a):
+                // Vault also accepts ["k=v", ...]
+                var o: [String: JSONValue] = [:]
+                for e in a {
+                    guard let s = e.stringValue, let eq = s.firstIndex(of: "=") else { throw bad("map of strings") }
+                    o[String(s[..<eq])] = .string(String(s[s.index(after: eq)...]))
+                }
+                return .object(o)
+            default: throw bad("map of strings")
+            }
+        }
+    }
+}
+
+/// Go-style durations, as Vault accepts them.
+public enum Duration {
+    /// "90", "90s", "1h30m", "1.5h", "768h", "7d" (Vault accepts d) → whole seconds.
+    public static func parseSeconds(_ text: String) -> Int64? {
+        let s = text.trimmingCharacters(in: .whitespaces)
+        if s.isEmpty { return 0 }
+        if let i = Int64(s) { return i >= 0 ? i : nil }
+        var total: Double = 0
+        var rest = Substring(s)
+        guard !rest.hasPrefix("-") else { return nil }
+        if rest.hasPrefix("+") { rest = rest.dropFirst() }
+        while !rest.isEmpty {
+            let numEnd = rest.firstIndex(where: { !($0.isNumber || $0 == ".") }) ?? rest.endIndex
+            guard numEnd != rest.startIndex, let n = Double(rest[..<numEnd]) else { return nil }
+            rest = rest[numEnd...]
+            let unitEnd = rest.firstIndex(where: { $0.isNumber || $0 == "." }) ?? rest.endIndex
+            let unit = rest[..<unitEnd]
+            rest = rest[unitEnd...]
+            let mult: Double
+            switch unit {
+            case "ns": mult = 1e-9
+            case "us", "µs": mult = 1e-6
+            case "ms": mult = 1e-3
+            case "s": mult = 1
+            case "m": mult = 60
+            case "h": mult = 3600
+            case "d": mult = 86400
+            default: return nil
+            }
+            total += n * mult
+        }
+        guard total < 9e15 else { return nil }
+        return Int64(total)
+    }
+
+    /// Seconds → Go's duration string form ("768h0m0s", "0s").
+    public static func format(_ seconds: Int) -> String {
+        if seconds == 0 { return "0s" }
+        let h = seconds / 3600, m = (seconds % 3600) / 60, s = seconds % 60
+        if h > 0 { return "\(h)h\(m)m\(s)s" }
+        if m > 0 { return "\(m)m\(s)s" }
+        return "\(s)s"
+    }
+}

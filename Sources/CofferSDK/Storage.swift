@@ -1,0 +1,147 @@
+/// One change in a `Storage` change feed.
+public struct StorageChange: Sendable, Hashable {
+    public let revision: UInt64
+    public let key: String
+    /// `true` when the key was deleted at this revision.
+    public let deleted: Bool
+
+    public init(revision: UInt64, key: String, deleted: Bool) {
+        self.revision = revision
+        self.key = key
+        self.deleted = deleted
+    }
+}
+
+/// What `Storage.changes(since:)` returns.
+public enum StorageChanges: Sendable, Hashable {
+    /// Every change after the requested revision, oldest first (possibly empty).
+    case changes([StorageChange], head: UInt64)
+    /// The feed no longer holds the requested revision: the reader must re-list.
+    case compacted(head: UInt64)
+}
+
+/// The physical storage tier: a small ordered key/value store.
+///
+/// Values written here are barrier ciphertext (or the seal configuration); a `Storage`
+/// never sees plaintext. `list(prefix:)` follows Vault's semantics: the immediate children
+/// of the prefix, with sub-folders returned once each with a trailing `/`, sorted.
+public protocol Storage: Sendable {
+    func get(_ key: String) async throws -> [UInt8]?
+    func put(_ key: String, _ value: [UInt8]) async throws
+    func delete(_ key: String) async throws
+    func list(prefix: String) async throws -> [String]
+    /// Atomically replaces `key`'s value when it currently equals `expected` (`nil`: the key
+    /// must not exist). `new == nil` deletes. Returns whether the swap happened.
+    func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool
+    /// The ordered change feed after `revision`, at most `limit` entries.
+    func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges
+}
+
+extension Storage {
+    /// Vault's list semantics over a sorted list of full keys.
+    public static func immediateChildren(of prefix: String, in keys: some Sequence<String>) -> [String] {
+        var out: [String] = []
+        var last: String?
+        for key in keys where key.hasPrefix(prefix) {
+            let rest = key.dropFirst(prefix.count)
+            let child: String
+            if let slash = rest.firstIndex(of: "/") {
+                child = String(rest[...slash])
+            } else {
+                child = String(rest)
+            }
+            if child.isEmpty || child == last { continue }
+            out.append(child)
+            last = child
+        }
+        var seen = Set<String>()
+        return out.filter { seen.insert($0).inserted }.sorted()
+    }
+}
+
+/// Plaintext key/value access above the barrier: what engines and core stores use.
+public protocol LogicalStorage: Sendable {
+    func get(_ key: String) async throws -> [UInt8]?
+    func put(_ key: String, _ value: [UInt8]) async throws
+    func delete(_ key: String) async throws
+    func list(prefix: String) async throws -> [String]
+}
+
+/// A `LogicalStorage` confined to one key prefix: an engine sees only its own records.
+public struct StorageView: LogicalStorage {
+    public let underlying: any LogicalStorage
+    public let prefix: String
+
+    public init(_ underlying: any LogicalStorage, prefix: String) {
+        self.underlying = underlying
+        self.prefix = prefix
+    }
+
+    /// A view of a sub-prefix of this view.
+    public func sub(_ prefix: String) -> StorageView { StorageView(underlying, prefix: self.prefix + prefix) }
+
+    func checked(_ key: String) throws -> String {
+        // A view can never escape its prefix: relative segments are refused outright.
+        if key.hasPrefix("/") || key.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
+            throw CofferError.invalid("invalid storage key")
+        }
+        return prefix + key
+    }
+
+    public func get(_ key: String) async throws -> [UInt8]? { try await underlying.get(checked(key)) }
+    public func put(_ key: String, _ value: [UInt8]) async throws { try await underlying.put(checked(key), value) }
+    public func delete(_ key: String) async throws { try await underlying.delete(checked(key)) }
+    public func list(prefix: String) async throws -> [String] { try await underlying.list(prefix: checked(prefix)) }
+
+    /// Deletes every key below `prefix` (recursively).
+    public func deleteTree(_ prefix: String = "") async throws {
+        for child in try await list(prefix: prefix) {
+            if child.hasSuffix("/") {
+                try await deleteTree(prefix + child)
+            } else {
+                try await delete(prefix + child)
+            }
+        }
+    }
+}
+
+extension LogicalStorage {
+    /// Reads and decodes a JSON record.
+    public func getJSON(_ key: String) async throws -> JSONValue? {
+        guard let bytes = try await get(key) else { return nil }
+        do {
+            return try JSONValue.parse(bytes)
+        } catch {
+            throw CofferError.internalError("stored record is corrupt")
+        }
+    }
+
+    public func putJSON(_ key: String, _ value: JSONValue) async throws {
+        try await put(key, value.serialized())
+    }
+
+    public func getCodable<T: Decodable>(_ type: T.Type, _ key: String) async throws -> T? {
+        guard let bytes = try await get(key) else { return nil }
+        do {
+            return try StoredJSON.decoder.decode(T.self, from: Data(bytes))
+        } catch {
+            throw CofferError.internalError("stored record is corrupt", cause: error)
+        }
+    }
+
+    public func putCodable<T: Encodable>(_ key: String, _ value: T) async throws {
+        try await put(key, Array(try StoredJSON.encoder.encode(value)))
+    }
+}
+
+import Foundation
+
+/// The encoders used for stored records (sorted keys: deterministic bytes).
+public enum StoredJSON {
+    public static var encoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+    public static var decoder: JSONDecoder { JSONDecoder() }
+}

@@ -1,0 +1,385 @@
+import CofferSDK
+@preconcurrency import Crypto
+import Foundation
+
+/// One version's bookkeeping inside the key metadata.
+struct VersionMeta: Codable, Sendable {
+    var createdTime: Date
+    var deletionTime: Date?
+    var destroyed: Bool
+}
+
+/// The metadata record of one key.
+struct KeyMetadata: Codable, Sendable {
+    var createdTime: Date
+    var updatedTime: Date
+    var currentVersion: Int
+    var oldestVersion: Int
+    var maxVersions: Int
+    var casRequired: Bool
+    var deleteVersionAfter: Int
+    var customMetadata: [String: String]
+    var versions: [Int: VersionMeta]
+}
+
+/// The mount-wide configuration (`config`).
+struct KVConfig: Codable, Sendable {
+    var maxVersions: Int = 0
+    var casRequired: Bool = false
+    var deleteVersionAfter: Int = 0
+}
+
+/// KV version 2: versioned secrets with soft delete, undelete, destroy, check-and-set,
+/// patch and per-key metadata, on Vault's paths.
+///
+/// Layout: `config`, `metadata/<key>` (lists like the key space), and
+/// `versions/<sha256(key)>/<n>` holding `{"data": ...}`.
+public struct KVv2Backend: LogicalBackend {
+    let config: BackendConfiguration
+    var storage: StorageView { config.storage }
+
+    public var backendHelp: String { "Versioned key/value secret storage (version 2)." }
+
+    static let versionsField = Field("versions", .any)
+
+    public var routes: [Route] {
+        let path = Field("path", .string)
+        return [
+            Route("config", fields: [Field("max_versions", .int), Field("cas_required", .bool), Field("delete_version_after", .duration)],
+                  operations: [.read: readConfig, .update: writeConfig], summary: "Configure the KV mount."),
+            Route("data/*path", fields: [path, Field("version", .int), Field("data", .map), Field("options", .map)],
+                  operations: [.read: readData, .create: writeData, .update: writeData, .patch: patchData, .delete: deleteLatest],
+                  existenceCheck: { try await metadata($0.fields.string("path")) != nil },
+                  summary: "Read, write, patch or soft-delete the latest version of a secret."),
+            Route("metadata/*path", fields: [path, Field("max_versions", .int), Field("cas_required", .bool),
+                                             Field("delete_version_after", .duration), Field("custom_metadata", .keyValuePairs)],
+                  operations: [.read: readMetadata, .create: writeMetadata, .update: writeMetadata, .patch: patchMetadata, .delete: deleteMetadata, .list: list],
+                  existenceCheck: { try await metadata($0.fields.string("path")) != nil },
+                  summary: "Read, write, list or delete the metadata of a secret."),
+            Route("delete/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .delete) }],
+                  summary: "Soft-delete versions of a secret."),
+            Route("undelete/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .undelete) }],
+                  summary: "Restore soft-deleted versions of a secret."),
+            Route("destroy/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .destroy) }],
+                  summary: "Permanently remove versions of a secret."),
+            Route("subkeys/*path", fields: [path, Field("version", .int), Field("depth", .int)], operations: [.read: subkeys],
+                  summary: "The structure of a secret without its values."),
+        ]
+    }
+
+    // MARK: storage helpers
+
+    static func versionsPrefix(_ key: String) -> String {
+        "versions/" + SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined() + "/"
+    }
+
+    func metadata(_ key: String) async throws -> KeyMetadata? {
+        guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
+        return try await storage.getCodable(KeyMetadata.self, "metadata/" + key)
+    }
+
+    func kvConfig() async throws -> KVConfig { try await storage.getCodable(KVConfig.self, "config") ?? KVConfig() }
+
+    func effectiveMaxVersions(_ m: KeyMetadata, _ c: KVConfig) -> Int {
+        if m.maxVersions > 0 && c.maxVersions > 0 { return min(m.maxVersions, c.maxVersions) }
+        if m.maxVersions > 0 { return m.maxVersions }
+        return c.maxVersions > 0 ? c.maxVersions : 10
+    }
+
+    static func time(_ d: Date?) -> JSONValue {
+        guard let d else { return .string("") }
+        return .string(ISO8601DateFormatter.string(from: d, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime, .withFractionalSeconds]))
+    }
+
+    func versionJSON(_ n: Int, _ v: VersionMeta, _ m: KeyMetadata) -> JSONValue {
+        .object([
+            "created_time": Self.time(v.createdTime),
+            "custom_metadata": m.customMetadata.isEmpty ? .null : .object(m.customMetadata.mapValues { .string($0) }),
+            "deletion_time": Self.time(v.deletionTime),
+            "destroyed": .bool(v.destroyed),
+            "version": .int(Int64(n)),
+        ])
+    }
+
+    static func isDeleted(_ v: VersionMeta, now: Date = Date()) -> Bool {
+        if let d = v.deletionTime, d <= now { return true }
+        return false
+    }
+
+    // MARK: config
+
+    func readConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let c = try await kvConfig()
+        return LogicalResponse(data: [
+            "max_versions": .int(Int64(c.maxVersions)), "cas_required": .bool(c.casRequired),
+            "delete_version_after": .string(Duration.format(c.deleteVersionAfter)),
+        ])
+    }
+
+    func writeConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        var c = try await kvConfig()
+        let f = req.fields
+        if f.has("max_versions") {
+            guard f.int("max_versions") >= 0 else { throw CofferError.invalid("max_versions must be zero or positive") }
+            c.maxVersions = f.int("max_versions")
+        }
+        if f.has("cas_required") { c.casRequired = f.bool("cas_required") }
+        if f.has("delete_version_after") { c.deleteVersionAfter = f.int("delete_version_after") }
+        try await storage.putCodable("config", c)
+        return nil
+    }
+
+    // MARK: data
+
+    func readData(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        guard let m = try await metadata(key) else { return nil }
+        var n = req.fields.int("version")
+        if n == 0 { n = m.currentVersion }
+        guard let v = m.versions[n] else { return nil }
+        if Self.isDeleted(v) || v.destroyed {
+            var r = LogicalResponse(data: ["data": .null, "metadata": versionJSON(n, v, m)])
+            r.statusCode = 404
+            return r
+        }
+        guard let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(n)) else { return nil }
+        return LogicalResponse(data: ["data": rec["data"] ?? .null, "metadata": versionJSON(n, v, m)])
+    }
+
+    func writeData(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        try KVEngine.checkKey(key)
+        guard req.fields.has("data") else { throw CofferError.invalid("no data provided") }
+        let data = req.fields.map("data")
+        let options = req.fields.map("options")
+        return try await storeVersion(key: key, data: .object(data), cas: options["cas"])
+    }
+
+    func storeVersion(key: String, data: JSONValue, cas: JSONValue?) async throws -> LogicalResponse {
+        let c = try await kvConfig()
+        let now = Date()
+        var m = try await metadata(key) ?? KeyMetadata(
+            createdTime: now, updatedTime: now, currentVersion: 0, oldestVersion: 0, maxVersions: 0,
+            casRequired: false, deleteVersionAfter: 0, customMetadata: [:], versions: [:])
+        if let cas, !cas.isNull {
+            guard let want = cas.intValue else { throw CofferError.invalid("error parsing check-and-set parameter") }
+            if Int(want) != m.currentVersion {
+                throw CofferError.invalid("check-and-set parameter did not match the current version")
+            }
+        } else if m.casRequired || c.casRequired {
+            throw CofferError.invalid("check-and-set parameter required for this call")
+        }
+        let n = m.currentVersion + 1
+        let dva = m.deleteVersionAfter > 0 ? m.deleteVersionAfter : c.deleteVersionAfter
+        let v = VersionMeta(createdTime: now, deletionTime: dva > 0 ? now.addingTimeInterval(TimeInterval(dva)) : nil, destroyed: false)
+        try await storage.putJSON(Self.versionsPrefix(key) + String(n), ["data": data])
+        m.versions[n] = v
+        m.currentVersion = n
+        m.updatedTime = now
+        if m.oldestVersion == 0 { m.oldestVersion = 1 }
+        try await prune(key: key, &m, max: effectiveMaxVersions(m, c))
+        try await storage.putCodable("metadata/" + key, m)
+        return LogicalResponse(data: versionJSON(n, v, m).objectValue)
+    }
+
+    func prune(key: String, _ m: inout KeyMetadata, max: Int) async throws {
+        let sorted = m.versions.keys.sorted()
+        guard sorted.count > max else { return }
+        for old in sorted.prefix(sorted.count - max) {
+            m.versions[old] = nil
+            try await storage.delete(Self.versionsPrefix(key) + String(old))
+        }
+        m.oldestVersion = m.versions.keys.min() ?? 0
+    }
+
+    func patchData(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        try KVEngine.checkKey(key)
+        guard req.fields.has("data") else { throw CofferError.invalid("no data provided") }
+        guard let m = try await metadata(key), let v = m.versions[m.currentVersion], !Self.isDeleted(v), !v.destroyed,
+              let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(m.currentVersion)) else {
+            return nil
+        }
+        let merged = Self.mergePatch(rec["data"] ?? .object([:]), .object(req.fields.map("data")))
+        return try await storeVersion(key: key, data: merged, cas: req.fields.map("options")["cas"])
+    }
+
+    /// RFC 7396 JSON merge patch.
+    static func mergePatch(_ target: JSONValue, _ patch: JSONValue) -> JSONValue {
+        guard case .object(let p) = patch else { return patch }
+        var t = target.objectValue ?? [:]
+        for (k, v) in p {
+            if v.isNull { t[k] = nil } else { t[k] = mergePatch(t[k] ?? .null, v) }
+        }
+        return .object(t)
+    }
+
+    func deleteLatest(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        guard var m = try await metadata(key), var v = m.versions[m.currentVersion] else { return nil }
+        if v.deletionTime == nil || !Self.isDeleted(v) {
+            v.deletionTime = Date()
+            m.versions[m.currentVersion] = v
+            m.updatedTime = Date()
+            try await storage.putCodable("metadata/" + key, m)
+        }
+        return nil
+    }
+
+    enum VersionChange { case delete, undelete, destroy }
+
+    func changeVersions(_ req: LogicalRequest, _ change: VersionChange) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        try KVEngine.checkKey(key)
+        var versions: [Int] = []
+        switch req.fields["versions"] {
+        case .array(let a)?:
+            for e in a {
+                if let i = e.intValue { versions.append(Int(i)) }
+                else if let s = e.stringValue, let i = Int(s) { versions.append(i) }
+                else { throw CofferError.invalid("versions must be a list of integers") }
+            }
+        case .int(let i)?: versions = [Int(i)]
+        case .string(let s)?:
+            for part in s.split(separator: ",") {
+                guard let i = Int(part.trimmingCharacters(in: .whitespaces)) else { throw CofferError.invalid("versions must be a list of integers") }
+                versions.append(i)
+            }
+        case nil, .null?: break
+        default: throw CofferError.invalid("versions must be a list of integers")
+        }
+        guard !versions.isEmpty else { throw CofferError.invalid("no version number provided") }
+        guard var m = try await metadata(key) else { return nil }
+        let now = Date()
+        for n in versions {
+            guard var v = m.versions[n] else { continue }
+            switch change {
+            case .delete:
+                if !v.destroyed && !Self.isDeleted(v) { v.deletionTime = now }
+            case .undelete:
+                if !v.destroyed { v.deletionTime = nil }
+            case .destroy:
+                v.destroyed = true
+                try await storage.delete(Self.versionsPrefix(key) + String(n))
+            }
+            m.versions[n] = v
+        }
+        m.updatedTime = now
+        try await storage.putCodable("metadata/" + key, m)
+        return nil
+    }
+
+    // MARK: metadata
+
+    func readMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        guard let m = try await metadata(key) else { return nil }
+        var versions: [String: JSONValue] = [:]
+        for (n, v) in m.versions {
+            versions[String(n)] = .object([
+                "created_time": Self.time(v.createdTime), "deletion_time": Self.time(v.deletionTime), "destroyed": .bool(v.destroyed),
+            ])
+        }
+        return LogicalResponse(data: [
+            "cas_required": .bool(m.casRequired),
+            "created_time": Self.time(m.createdTime),
+            "current_version": .int(Int64(m.currentVersion)),
+            "custom_metadata": m.customMetadata.isEmpty ? .null : .object(m.customMetadata.mapValues { .string($0) }),
+            "delete_version_after": .string(Duration.format(m.deleteVersionAfter)),
+            "max_versions": .int(Int64(m.maxVersions)),
+            "oldest_version": .int(Int64(m.oldestVersion)),
+            "updated_time": Self.time(m.updatedTime),
+            "versions": .object(versions),
+        ])
+    }
+
+    func applyMetadata(_ f: FieldValues, _ m: inout KeyMetadata) throws {
+        if f.has("max_versions") {
+            guard f.int("max_versions") >= 0 else { throw CofferError.invalid("max_versions must be zero or positive") }
+            m.maxVersions = f.int("max_versions")
+        }
+        if f.has("cas_required") { m.casRequired = f.bool("cas_required") }
+        if f.has("delete_version_after") { m.deleteVersionAfter = f.int("delete_version_after") }
+        if f.has("custom_metadata") {
+            let cm = f.stringMap("custom_metadata")
+            guard cm.count <= 64 else { throw CofferError.invalid("custom_metadata may hold at most 64 keys") }
+            for (k, v) in cm where k.count > 128 || v.count > 512 {
+                throw CofferError.invalid("custom_metadata keys are limited to 128 and values to 512 characters")
+            }
+            m.customMetadata = cm
+        }
+    }
+
+    func writeMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        try KVEngine.checkKey(key)
+        let now = Date()
+        var m = try await metadata(key) ?? KeyMetadata(
+            createdTime: now, updatedTime: now, currentVersion: 0, oldestVersion: 0, maxVersions: 0,
+            casRequired: false, deleteVersionAfter: 0, customMetadata: [:], versions: [:])
+        try applyMetadata(req.fields, &m)
+        m.updatedTime = now
+        try await prune(key: key, &m, max: effectiveMaxVersions(m, try await kvConfig()))
+        try await storage.putCodable("metadata/" + key, m)
+        return nil
+    }
+
+    func patchMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        guard var m = try await metadata(key) else { return nil }
+        var f = req.fields
+        if f.has("custom_metadata"), case .object(let patch)? = req.data["custom_metadata"] {
+            var cm = m.customMetadata
+            for (k, v) in patch {
+                if v.isNull { cm[k] = nil } else if let s = v.stringValue { cm[k] = s }
+            }
+            f.values["custom_metadata"] = .object(cm.mapValues { .string($0) })
+        }
+        try applyMetadata(f, &m)
+        m.updatedTime = Date()
+        try await storage.putCodable("metadata/" + key, m)
+        return nil
+    }
+
+    func deleteMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        try KVEngine.checkKey(key)
+        guard let m = try await metadata(key) else { return nil }
+        for n in m.versions.keys { try await storage.delete(Self.versionsPrefix(key) + String(n)) }
+        try await storage.delete("metadata/" + key)
+        return nil
+    }
+
+    func list(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        var path = req.fields.string("path")
+        if !path.isEmpty && !path.hasSuffix("/") { path += "/" }
+        let keys = try await storage.list(prefix: "metadata/" + path)
+        return keys.isEmpty ? nil : .list(keys)
+    }
+
+    // MARK: subkeys
+
+    func subkeys(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let key = req.fields.string("path")
+        guard let m = try await metadata(key) else { return nil }
+        var n = req.fields.int("version")
+        if n == 0 { n = m.currentVersion }
+        guard let v = m.versions[n] else { return nil }
+        if Self.isDeleted(v) || v.destroyed {
+            var r = LogicalResponse(data: ["subkeys": .null, "metadata": versionJSON(n, v, m)])
+            r.statusCode = 404
+            return r
+        }
+        guard let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(n)) else { return nil }
+        let depth = req.fields.int("depth")
+        return LogicalResponse(data: ["subkeys": Self.structure(rec["data"] ?? .null, depth: depth, level: 1), "metadata": versionJSON(n, v, m)])
+    }
+
+    static func structure(_ v: JSONValue, depth: Int, level: Int) -> JSONValue {
+        guard case .object(let o) = v else { return .null }
+        return .object(o.mapValues { child in
+            if case .object = child, depth == 0 || level < depth { return structure(child, depth: depth, level: level + 1) }
+            return .null
+        })
+    }
+}

@@ -1,0 +1,281 @@
+import CofferSDK
+import Foundation
+import HTTPTypes
+import Hummingbird
+import Logging
+import NIOCore
+import TenantCore
+
+/// The request context: the client address, carried explicitly.
+public struct CofferRequestContext: RequestContext {
+    public var coreContext: CoreRequestContextStorage
+    public let remoteAddress: SocketAddress?
+
+    public init(source: ApplicationRequestContextSource) {
+        self.coreContext = .init(source: source)
+        self.remoteAddress = source.channel.remoteAddress
+    }
+}
+
+/// Maps Vault's HTTP API onto the core: verbs to operations, the response envelope,
+/// `{"errors": [...]}` with Vault's status codes, and the node-level `sys/` endpoints
+/// that answer while sealed.
+public struct VaultResponder: HTTPResponder {
+    public typealias Context = CofferRequestContext
+
+    let core: Core
+    let maxRequestSize: Int
+    let logger: Logger
+
+    public init(core: Core, maxRequestSize: Int = 32 * 1024 * 1024, logger: Logger) {
+        self.core = core
+        self.maxRequestSize = maxRequestSize
+        self.logger = logger
+    }
+
+    static let jsonHeaders: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        let requestID = UUID().uuidString.lowercased()
+        do {
+            return try await handle(request, context: context, requestID: requestID)
+        } catch let e as CofferError {
+            if e.code == .internal {
+                logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(e.message)", "at": "\(e.file):\(e.line)"])
+            }
+            return Self.error(e.code.httpStatus, e.message.isEmpty ? [] : [e.message])
+        } catch let e as HTTPError where e.status == .contentTooLarge {
+            return Self.error(.contentTooLarge, ["http: request body too large"])
+        } catch {
+            logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(type(of: error))"])
+            return Self.error(.internalServerError, ["internal error"])
+        }
+    }
+
+    static func error(_ status: HTTPResponse.Status, _ messages: [String]) -> Response {
+        let body = JSONValue.object(["errors": .array(messages.map { .string($0) })]).serialized()
+        return Response(status: status, headers: jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func json(_ status: HTTPResponse.Status, _ value: JSONValue, head: Bool = false) -> Response {
+        if head { return Response(status: status, headers: jsonHeaders) }
+        var bytes = value.serialized()
+        bytes.append(10)
+        return Response(status: status, headers: jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: bytes)))
+    }
+
+    /// Decodes `%xx` in a path segment string.
+    static func percentDecode(_ s: Substring) -> String {
+        guard s.contains("%") || s.contains("+") else { return String(s) }
+        return s.removingPercentEncoding ?? String(s)
+    }
+
+    static func parseQuery(_ q: Substring) -> [String: JSONValue] {
+        var out: [String: JSONValue] = [:]
+        for pair in q.split(separator: "&") {
+            let kv = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+            let k = (kv[0].replacingOccurrences(of: "+", with: " ")).removingPercentEncoding ?? String(kv[0])
+            let v = kv.count > 1 ? ((kv[1].replacingOccurrences(of: "+", with: " ")).removingPercentEncoding ?? String(kv[1])) : ""
+            out[k] = .string(v)
+        }
+        return out
+    }
+
+    func handle(_ request: Request, context: Context, requestID: String) async throws -> Response {
+        let uri = request.head.path ?? "/"
+        let pathPart: Substring
+        let query: Substring
+        if let q = uri.firstIndex(of: "?") {
+            pathPart = uri[..<q]
+            query = uri[uri.index(after: q)...]
+        } else {
+            pathPart = Substring(uri)
+            query = ""
+        }
+        guard pathPart.hasPrefix("/v1/") else {
+            return Self.error(.notFound, [])
+        }
+        var path = Self.percentDecode(pathPart.dropFirst(4))
+        while path.hasPrefix("/") { path.removeFirst() }
+        var params = query.isEmpty ? [:] : Self.parseQuery(query)
+
+        let method = request.method
+        var operation: LogicalOperation
+        switch method {
+        case .get, .head:
+            operation = params["list"]?.stringValue.map { $0 == "true" || $0 == "1" } == true ? .list : .read
+        case .post, .put: operation = .update
+        case .patch: operation = .patch
+        case .delete: operation = .delete
+        default:
+            if method.rawValue == "LIST" { operation = .list } else { return Self.error(.methodNotAllowed, ["unsupported operation"]) }
+        }
+        if params["help"] != nil { operation = .help }
+        params["list"] = nil
+        params["help"] = nil
+
+        var data: [String: JSONValue] = params
+        if operation == .update || operation == .patch {
+            let body = try await request.body.collect(upTo: maxRequestSize)
+            if body.readableBytes > 0 {
+                let parsed = try JSONValue.parse(body.readableBytesView)
+                guard case .object(let obj) = parsed else {
+                    throw CofferError.invalid("failed to parse JSON input: request body must be a JSON object")
+                }
+                data = obj
+            } else {
+                data = [:]
+            }
+        } else if method == .delete {
+            _ = try await request.body.collect(upTo: maxRequestSize)
+        }
+
+        var token = request.headers[.init("X-Vault-Token")!]
+        if token == nil, let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") {
+            token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+        }
+
+        // Node-level endpoints that answer whether or not the core is sealed.
+        if let r = try await nodeEndpoint(path: path, method: method, operation: operation, data: data, params: params) {
+            return r
+        }
+
+        let ns = try core.root()
+        var remote: String?
+        if let addr = context.remoteAddress { remote = addr.ipAddress }
+        let coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
+        let response: LogicalResponse
+        do {
+            response = try await ns.handle(coreRequest)
+        } catch let e as CofferError where e.code == .notFound && (operation == .read || operation == .list) && e.message == "" {
+            return Self.error(.notFound, [])
+        }
+        return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: nil)
+    }
+
+    func render(_ r: LogicalResponse, requestID: String, operation: LogicalOperation, head: Bool, mountType: String?) -> Response {
+        if let raw = r.rawBody {
+            return Self.json(HTTPResponse.Status(code: r.statusCode ?? 200), raw, head: head)
+        }
+        if r.statusCode == 204 && r.data == nil && r.auth == nil && r.warnings.isEmpty {
+            return Response(status: .noContent)
+        }
+        if r.data == nil && r.auth == nil && r.secret == nil && r.warnings.isEmpty {
+            if operation == .read || operation == .list { return Self.error(.notFound, []) }
+            return Response(status: .noContent)
+        }
+        var env: [String: JSONValue] = [
+            "request_id": .string(requestID),
+            "lease_id": .string(""),
+            "renewable": .bool(r.secret?.renewable ?? false),
+            "lease_duration": .int(Int64(r.secret?.ttl ?? 0)),
+            "data": r.data.map { .object($0) } ?? .null,
+            "wrap_info": r.wrapInfo ?? .null,
+            "warnings": r.warnings.isEmpty ? .null : .array(r.warnings.map { .string($0) }),
+            "auth": r.auth.map(\.json) ?? .null,
+        ]
+        if let mountType { env["mount_type"] = .string(mountType) }
+        if r.dataAtTopLevel, let d = r.data {
+            for (k, v) in d where env[k] == nil { env[k] = v }
+        }
+        return Self.json(HTTPResponse.Status(code: r.statusCode ?? 200), .object(env), head: head)
+    }
+
+    // MARK: sys/ endpoints that work while sealed
+
+    func nodeEndpoint(path: String, method: HTTPRequest.Method, operation: LogicalOperation, data: [String: JSONValue], params: [String: JSONValue]) async throws -> Response? {
+        switch path {
+        case "sys/init":
+            switch operation {
+            case .read:
+                let initialized = try await core.sealConfiguration() != nil
+                return Self.json(.ok, ["initialized": .bool(initialized)])
+            case .update:
+                let shares = try Self.intField(data, "secret_shares")
+                let threshold = try Self.intField(data, "secret_threshold")
+                if data["pgp_keys"].map({ !$0.isNull }) == true || data["stored_shares"]?.intValue ?? 0 > 0 {
+                    throw CofferError.invalid("pgp_keys and stored_shares are not supported with the shamir seal")
+                }
+                let (keys, root) = try await core.initialize(shares: shares ?? 0, threshold: threshold ?? 0)
+                return Self.json(.ok, [
+                    "keys": .array(keys.map { .string($0.map { String(format: "%02x", $0) }.joined()) }),
+                    "keys_base64": .array(keys.map { .string(Data($0).base64EncodedString()) }),
+                    "root_token": .string(root),
+                ])
+            default:
+                throw CofferError(.unsupportedOperation, "unsupported operation")
+            }
+        case "sys/seal-status":
+            guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            return Self.json(.ok, try await sealStatusJSON())
+        case "sys/unseal":
+            guard operation == .update else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            let reset = data["reset"]?.boolValue ?? (data["reset"]?.stringValue == "true")
+            if let k = data["key"], !k.isNull, k.stringValue == nil {
+                throw CofferError.invalid("'key' must be a string")
+            }
+            _ = try await core.unseal(key: data["key"]?.stringValue, reset: reset)
+            return Self.json(.ok, try await sealStatusJSON())
+        case "sys/health":
+            guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            return try await health(params: params, head: method == .head)
+        case "sys/leader":
+            guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            if core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
+            return Self.json(.ok, [
+                "ha_enabled": false, "is_self": false, "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
+                "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0,
+            ])
+        default:
+            if path.hasPrefix("sys/") && core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
+            return nil
+        }
+    }
+
+    static func intField(_ data: [String: JSONValue], _ name: String) throws -> Int? {
+        guard let v = data[name], !v.isNull else { return nil }
+        if let i = v.intValue { return Int(i) }
+        if let s = v.stringValue, let i = Int(s) { return i }
+        throw CofferError.invalid("error converting input for field \"\(name)\": expected integer, got \(v.kindName)")
+    }
+
+    func sealStatusJSON() async throws -> JSONValue {
+        let s = try await core.status()
+        var o: [String: JSONValue] = [
+            "type": "shamir", "initialized": .bool(s.initialized), "sealed": .bool(s.sealed),
+            "t": .int(Int64(s.threshold)), "n": .int(Int64(s.shares)), "progress": .int(Int64(s.progress)),
+            "nonce": .string(s.nonce), "version": .string(core.configuration.version), "build_date": "2026-11-29T00:00:00Z",
+            "migration": false, "recovery_seal": false, "storage_type": .string(core.storageType),
+        ]
+        if !s.sealed {
+            o["cluster_name"] = .string(core.configuration.clusterName)
+            o["cluster_id"] = .string(core.clusterID)
+        }
+        return .object(o)
+    }
+
+    func health(params: [String: JSONValue], head: Bool) async throws -> Response {
+        let s = try await core.status()
+        func code(_ name: String, _ dflt: Int) -> Int {
+            if let v = params[name]?.stringValue, let i = Int(v), (100...599).contains(i) { return i }
+            return dflt
+        }
+        let status: Int
+        if !s.initialized {
+            status = code("uninitcode", 501)
+        } else if s.sealed {
+            status = code("sealedcode", 503)
+        } else {
+            status = code("activecode", 200)
+        }
+        let body: JSONValue = [
+            "initialized": .bool(s.initialized), "sealed": .bool(s.sealed), "standby": false,
+            "performance_standby": false, "replication_performance_mode": "disabled",
+            "replication_dr_mode": "disabled", "server_time_utc": .int(Int64(Date().timeIntervalSince1970)),
+            "version": .string(core.configuration.version), "cluster_name": .string(core.configuration.clusterName),
+            "cluster_id": .string(s.sealed ? "" : core.clusterID), "enterprise": false, "echo_duration_ms": 0,
+            "clock_skew_ms": 0, "replication_primary_canary_age_ms": 0,
+        ]
+        return Self.json(HTTPResponse.Status(code: status), body, head: head)
+    }
+}

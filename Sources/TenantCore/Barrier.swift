@@ -1,0 +1,158 @@
+import CofferSDK
+@preconcurrency import Crypto
+import Foundation
+import Synchronization
+
+/// One key of the keyring: AES-256-GCM, identified by its term.
+public struct KeyTerm: Codable, Sendable {
+    public var term: UInt32
+    public var key: [UInt8]
+    public var installTime: Date
+}
+
+/// The barrier keyring: every term ever installed (old data stays readable) and the active one.
+public struct Keyring: Codable, Sendable {
+    public var terms: [KeyTerm]
+    public var activeTerm: UInt32
+
+    public static func generate() -> Keyring {
+        Keyring(terms: [KeyTerm(term: 1, key: Random.bytes(32), installTime: Date())], activeTerm: 1)
+    }
+
+    public func rotated() -> Keyring {
+        var k = self
+        let next = (terms.map(\.term).max() ?? 0) + 1
+        k.terms.append(KeyTerm(term: next, key: Random.bytes(32), installTime: Date()))
+        k.activeTerm = next
+        return k
+    }
+}
+
+/// CSPRNG bytes from the system generator.
+public enum Random {
+    public static func bytes(_ n: Int) -> [UInt8] {
+        var g = SystemRandomNumberGenerator()
+        return (0..<n).map { _ in UInt8.random(in: 0...255, using: &g) }
+    }
+}
+
+/// AES-256-GCM with the storage path as additional data: a value moved to another path,
+/// truncated or altered fails to open.
+///
+/// Format: `0x01 | term (4 bytes, big endian) | nonce (12) | ciphertext | tag (16)`.
+public enum Sealer {
+    static let version: UInt8 = 1
+
+    public static func seal(_ plaintext: [UInt8], key: SymmetricKey, term: UInt32, aad: String) throws -> [UInt8] {
+        let box = try AES.GCM.seal(plaintext, using: key, nonce: AES.GCM.Nonce(), authenticating: Array(aad.utf8))
+        var out: [UInt8] = [version]
+        out.reserveCapacity(plaintext.count + 33)
+        withUnsafeBytes(of: term.bigEndian) { out.append(contentsOf: $0) }
+        out.append(contentsOf: box.nonce)
+        out.append(contentsOf: box.ciphertext)
+        out.append(contentsOf: box.tag)
+        return out
+    }
+
+    public static func term(of sealed: [UInt8]) -> UInt32? {
+        guard sealed.count >= 33, sealed[0] == version else { return nil }
+        return UInt32(sealed[1]) << 24 | UInt32(sealed[2]) << 16 | UInt32(sealed[3]) << 8 | UInt32(sealed[4])
+    }
+
+    public static func open(_ sealed: [UInt8], key: SymmetricKey, aad: String) throws -> [UInt8] {
+        guard sealed.count >= 33, sealed[0] == version else {
+            throw CofferError.internalError("stored value is not barrier ciphertext")
+        }
+        do {
+            let box = try AES.GCM.SealedBox(
+                nonce: AES.GCM.Nonce(data: sealed[5..<17]),
+                ciphertext: sealed[17..<(sealed.count - 16)],
+                tag: sealed[(sealed.count - 16)...])
+            return Array(try AES.GCM.open(box, using: key, authenticating: Array(aad.utf8)))
+        } catch {
+            throw CofferError.internalError("stored value failed authentication (tampered or wrong key)")
+        }
+    }
+}
+
+/// The cryptographic barrier: plaintext above, ciphertext below.
+///
+/// Everything Coffer stores goes through here, except the seal configuration and the
+/// encrypted root key / keyring, which the seal manages. Encryption counts per term are
+/// kept for `sys/key-status`.
+public final class Barrier: LogicalStorage {
+    public let physical: any Storage
+
+    struct State {
+        var keyring: Keyring?
+        var keys: [UInt32: SymmetricKey] = [:]
+        var encryptions: Int64 = 0
+    }
+
+    let state = Mutex(State())
+
+    public init(physical: any Storage) { self.physical = physical }
+
+    public var isUnsealed: Bool { state.withLock { $0.keyring != nil } }
+
+    /// Installs a keyring (unseal).
+    public func install(_ keyring: Keyring) {
+        state.withLock { s in
+            s.keyring = keyring
+            s.keys = Dictionary(uniqueKeysWithValues: keyring.terms.map { ($0.term, SymmetricKey(data: $0.key)) })
+        }
+    }
+
+    /// Forgets every key (seal).
+    public func clear() { state.withLock { $0 = State() } }
+
+    public var keyring: Keyring? { state.withLock { $0.keyring } }
+    public var encryptions: Int64 { state.withLock { $0.encryptions } }
+
+    func activeKey() throws -> (SymmetricKey, UInt32) {
+        try state.withLock { s in
+            guard let ring = s.keyring, let key = s.keys[ring.activeTerm] else {
+                throw CofferError(.sealed, "Vault is sealed")
+            }
+            s.encryptions += 1
+            return (key, ring.activeTerm)
+        }
+    }
+
+    public func encrypt(_ plaintext: [UInt8], path: String) throws -> [UInt8] {
+        let (key, term) = try activeKey()
+        return try Sealer.seal(plaintext, key: key, term: term, aad: path)
+    }
+
+    public func decrypt(_ sealed: [UInt8], path: String) throws -> [UInt8] {
+        guard let term = Sealer.term(of: sealed) else {
+            throw CofferError.internalError("stored value is not barrier ciphertext")
+        }
+        let key: SymmetricKey = try state.withLock { s in
+            guard s.keyring != nil else { throw CofferError(.sealed, "Vault is sealed") }
+            guard let k = s.keys[term] else { throw CofferError.internalError("no key for term \(term)") }
+            return k
+        }
+        return try Sealer.open(sealed, key: key, aad: path)
+    }
+
+    public func get(_ key: String) async throws -> [UInt8]? {
+        guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+        guard let sealed = try await physical.get(key) else { return nil }
+        return try decrypt(sealed, path: key)
+    }
+
+    public func put(_ key: String, _ value: [UInt8]) async throws {
+        try await physical.put(key, try encrypt(value, path: key))
+    }
+
+    public func delete(_ key: String) async throws {
+        guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+        try await physical.delete(key)
+    }
+
+    public func list(prefix: String) async throws -> [String] {
+        guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+        return try await physical.list(prefix: prefix)
+    }
+}

@@ -1,0 +1,262 @@
+import CofferSDK
+@preconcurrency import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+/// The stored seal configuration (outside the barrier, plaintext by design).
+public struct SealConfiguration: Codable, Sendable {
+    public var type: String
+    public var secretShares: Int
+    public var secretThreshold: Int
+}
+
+/// Seal state as a value: what `sys/seal-status` reports.
+public struct SealStatus: Sendable {
+    public var initialized: Bool
+    public var sealed: Bool
+    public var shares: Int
+    public var threshold: Int
+    public var progress: Int
+    public var nonce: String
+}
+
+/// One Coffer node: the physical storage, the seal, the barrier and the root namespace.
+///
+/// Unsealing installs the keyring in the barrier and loads the root `NamespaceCore`;
+/// sealing forgets both. Requests that must work while sealed (`sys/init`,
+/// `sys/seal-status`, `sys/unseal`, `sys/health`, `sys/leader`) are answered here.
+public final class Core: Sendable {
+    public let physical: any Storage
+    public let barrier: Barrier
+    public let configuration: CoreConfiguration
+    public let storageType: String
+    let catalog: EngineCatalog
+    let logger: Logger
+    public let clusterID = UUID().uuidString.lowercased()
+
+    struct Progress {
+        var parts: [[UInt8]] = []
+        var nonce = ""
+    }
+
+    let progress = Mutex(Progress())
+    let rootNamespace = Mutex<NamespaceCore?>(nil)
+    let transition = AsyncMutex()
+
+    static let sealConfigKey = "core/seal-config"
+    static let rootKeyKey = "core/root-key"
+    static let keyringKey = "core/keyring"
+
+    public init(physical: any Storage, storageType: String, catalog: EngineCatalog, configuration: CoreConfiguration, logger: Logger) {
+        self.physical = physical
+        self.storageType = storageType
+        self.barrier = Barrier(physical: physical)
+        self.catalog = catalog
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    // MARK: seal
+
+    public func sealConfiguration() async throws -> SealConfiguration? {
+        guard let bytes = try await physical.get(Self.sealConfigKey) else { return nil }
+        return try StoredJSON.decoder.decode(SealConfiguration.self, from: Data(bytes))
+    }
+
+    public var isSealed: Bool { !barrier.isUnsealed || rootNamespace.withLock { $0 == nil } }
+
+    public func status() async throws -> SealStatus {
+        let config = try await sealConfiguration()
+        let p = progress.withLock { $0 }
+        return SealStatus(initialized: config != nil, sealed: isSealed, shares: config?.secretShares ?? 0,
+                          threshold: config?.secretThreshold ?? 0, progress: p.parts.count, nonce: p.nonce)
+    }
+
+    /// `sys/init`: creates the unseal key, root key and keyring; returns key shares and the
+    /// initial root token. The node stays sealed afterwards, as Vault's does.
+    public func initialize(shares: Int, threshold: Int) async throws -> (keys: [[UInt8]], rootToken: String) {
+        try await transition.withLock {
+            if try await sealConfiguration() != nil { throw CofferError.invalid("Vault is already initialized") }
+            guard shares >= 1, threshold >= 1, threshold <= shares else {
+                throw CofferError.invalid("invalid seal configuration: threshold must be between 1 and the number of shares")
+            }
+            if shares > 1 && threshold < 2 { throw CofferError.invalid("invalid seal configuration: threshold must be at least 2 when shares > 1") }
+            let unsealKey = Random.bytes(32)
+            let rootKey = Random.bytes(32)
+            let keyring = Keyring.generate()
+            let parts: [[UInt8]] = shares == 1 ? [unsealKey] : try Shamir.split(secret: unsealKey, shares: shares, threshold: threshold)
+            try await physical.put(Self.rootKeyKey, try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: Self.rootKeyKey))
+            try await storeKeyring(keyring, rootKey: rootKey)
+            // Create the root token and the default objects with the barrier open, then close it.
+            barrier.install(keyring)
+            let token: String
+            do {
+                let ns = try await loadRoot()
+                token = try await Self.createRootToken(ns)
+            } catch {
+                barrier.clear()
+                throw error
+            }
+            barrier.clear()
+            rootNamespace.withLock { $0 = nil }
+            let config = SealConfiguration(type: "shamir", secretShares: shares, secretThreshold: threshold)
+            try await physical.put(Self.sealConfigKey, Array(try StoredJSON.encoder.encode(config)))
+            logger.info("core initialized", metadata: ["shares": "\(shares)", "threshold": "\(threshold)"])
+            return (parts, token)
+        }
+    }
+
+    static func createRootToken(_ ns: NamespaceCore, id: String? = nil) async throws -> String {
+        let now = TokenStore.now()
+        let entry = TokenEntry(
+            idHash: "", accessor: "", parentHash: "", policies: ["root"], meta: [:], displayName: "root", numUses: 0,
+            creationTime: now, creationTTL: 0, expireTime: 0, explicitMaxTTL: 0, period: 0, renewable: false, orphan: true,
+            path: "auth/token/root", role: "", type: "service", entityID: "", namespacePath: "", lastRenewalTime: 0)
+        return try await ns.tokens.create(entry, id: id).0
+    }
+
+    func storeKeyring(_ keyring: Keyring, rootKey: [UInt8]) async throws {
+        let json = try StoredJSON.encoder.encode(keyring)
+        try await physical.put(Self.keyringKey, try Sealer.seal(Array(json), key: SymmetricKey(data: rootKey), term: 0, aad: Self.keyringKey))
+    }
+
+    /// Parses an unseal key share given as hex or base64.
+    public static func decodeKey(_ text: String) throws -> [UInt8] {
+        let t = text.trimmingCharacters(in: .whitespaces)
+        if t.count % 2 == 0, t.count >= 2, t.allSatisfy(\.isHexDigit) {
+            var out: [UInt8] = []
+            var idx = t.startIndex
+            while idx < t.endIndex {
+                let next = t.index(idx, offsetBy: 2)
+                out.append(UInt8(t[idx..<next], radix: 16)!)
+                idx = next
+            }
+            return out
+        }
+        if let d = Data(base64Encoded: t), !d.isEmpty { return Array(d) }
+        throw CofferError.invalid("'key' must be a valid hex or base64 string")
+    }
+
+    /// `sys/unseal`: adds a key share; at the threshold, recombines and opens the barrier.
+    public func unseal(key: String?, reset: Bool) async throws -> SealStatus {
+        try await transition.withLock {
+            guard let config = try await sealConfiguration() else {
+                throw CofferError.invalid("Vault is not initialized")
+            }
+            if reset {
+                progress.withLock { $0 = Progress() }
+                return try await status()
+            }
+            if !isSealed { return try await status() }
+            guard let key, !key.isEmpty else { throw CofferError.invalid("'key' must be specified in request body as JSON, or 'reset' set to true") }
+            let part = try Self.decodeKey(key)
+            let expectedLength = config.secretShares == 1 ? 32 : 33
+            guard part.count == expectedLength else {
+                throw CofferError.invalid("unseal key has the wrong length: expected \(expectedLength) bytes, got \(part.count)")
+            }
+            let ready: [[UInt8]]? = progress.withLock { p in
+                if p.parts.isEmpty { p.nonce = UUID().uuidString.lowercased() }
+                if !p.parts.contains(where: { constantTimeEquals($0, part) }) { p.parts.append(part) }
+                return p.parts.count >= config.secretThreshold ? p.parts : nil
+            }
+            guard let ready else { return try await status() }
+            progress.withLock { $0 = Progress() }
+            let unsealKey = config.secretShares == 1 ? ready[0] : try Shamir.combine(ready)
+            try await openBarrier(unsealKey: unsealKey)
+            return try await status()
+        }
+    }
+
+    func openBarrier(unsealKey: [UInt8]) async throws {
+        guard let sealedRoot = try await physical.get(Self.rootKeyKey), let sealedRing = try await physical.get(Self.keyringKey) else {
+            throw CofferError.internalError("root key or keyring missing from storage")
+        }
+        let rootKey: [UInt8]
+        do {
+            rootKey = try Sealer.open(sealedRoot, key: SymmetricKey(data: unsealKey), aad: Self.rootKeyKey)
+        } catch {
+            throw CofferError.invalid("Error unsealing: unseal keys are invalid (message authentication failed)")
+        }
+        let ring = try Sealer.open(sealedRing, key: SymmetricKey(data: rootKey), aad: Self.keyringKey)
+        let keyring = try StoredJSON.decoder.decode(Keyring.self, from: Data(ring))
+        barrier.install(keyring)
+        do {
+            _ = try await loadRoot()
+        } catch {
+            barrier.clear()
+            throw error
+        }
+        rootKeyHolder.withLock { $0 = rootKey }
+        logger.info("core unsealed", metadata: ["term": "\(keyring.activeTerm)"])
+    }
+
+    let rootKeyHolder = Mutex<[UInt8]?>(nil)
+
+    func loadRoot() async throws -> NamespaceCore {
+        let hooks = NodeHooks(
+            seal: { [weak self] in try await self?.seal() },
+            rotate: { [weak self] in try await self?.rotate() },
+            keyStatus: { [weak self] in try await self?.keyStatus() ?? [:] })
+        let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger)
+        rootNamespace.withLock { $0 = ns }
+        return ns
+    }
+
+    /// `sys/seal`: forgets the keyring and every loaded namespace.
+    public func seal() async throws {
+        barrier.clear()
+        rootNamespace.withLock { $0 = nil }
+        rootKeyHolder.withLock { $0 = nil }
+        progress.withLock { $0 = Progress() }
+        if let c = physical as? CachingStorage { c.invalidateAll() }
+        logger.info("core sealed")
+    }
+
+    /// `sys/rotate`: adds a keyring term; new writes use it, old terms stay for reads.
+    public func rotate() async throws {
+        try await transition.withLock {
+            guard let ring = barrier.keyring, let rootKey = rootKeyHolder.withLock({ $0 }) else {
+                throw CofferError(.sealed, "Vault is sealed")
+            }
+            let next = ring.rotated()
+            try await storeKeyring(next, rootKey: rootKey)
+            barrier.install(next)
+            logger.info("barrier key rotated", metadata: ["term": "\(next.activeTerm)"])
+        }
+    }
+
+    public func keyStatus() async throws -> [String: JSONValue] {
+        guard let ring = barrier.keyring, let active = ring.terms.first(where: { $0.term == ring.activeTerm }) else {
+            throw CofferError(.sealed, "Vault is sealed")
+        }
+        return [
+            "term": .int(Int64(active.term)),
+            "install_time": .string(ISO8601DateFormatter().string(from: active.installTime)),
+            "encryptions": .int(barrier.encryptions),
+        ]
+    }
+
+    /// Dev mode: initialize with one share, unseal, and optionally fix the root token id.
+    public func bootstrapDev(rootTokenID: String?) async throws -> (key: [UInt8], rootToken: String) {
+        let (keys, generated) = try await initialize(shares: 1, threshold: 1)
+        _ = try await unseal(key: keys[0].map { String(format: "%02x", $0) }.joined(), reset: false)
+        var token = generated
+        if let rootTokenID, !rootTokenID.isEmpty, let ns = rootNamespace.withLock({ $0 }) {
+            if let e = try await ns.tokens.lookup(token: generated) { try await ns.tokens.revokeTree(hash: e.idHash) }
+            token = try await Self.createRootToken(ns, id: rootTokenID)
+        }
+        return (keys[0], token)
+    }
+
+    /// The loaded root namespace, or 503 when sealed.
+    public func root() throws -> NamespaceCore {
+        guard barrier.isUnsealed, let ns = rootNamespace.withLock({ $0 }) else { throw CofferError(.sealed, "Vault is sealed") }
+        return ns
+    }
+
+    /// Mounts a secret engine (dev mode's `secret/`).
+    public func mountDefault(path: String, type: String, options: [String: String]) async throws {
+        try await root().enableMount(path: path, type: type, description: "key/value secret storage", config: MountConfig(), options: options, local: false, sealWrap: false, kind: .secret)
+    }
+}

@@ -1,0 +1,131 @@
+import CofferSDK
+import Foundation
+
+/// The per-mount tunables of Vault's mount `config`.
+public struct MountConfig: Codable, Sendable {
+    public var defaultLeaseTTL: Int = 0
+    public var maxLeaseTTL: Int = 0
+    public var forceNoCache: Bool = false
+    public var listingVisibility: String = ""
+
+    public init() {}
+}
+
+/// One row of a mount table (secret engines or auth methods).
+public struct MountEntry: Codable, Sendable {
+    public var path: String
+    public var type: String
+    public var description: String
+    public var uuid: String
+    public var accessor: String
+    public var config: MountConfig
+    public var options: [String: String]
+    public var local: Bool
+    public var sealWrap: Bool
+
+    public init(path: String, type: String, description: String = "", options: [String: String] = [:], config: MountConfig = MountConfig(), local: Bool = false, sealWrap: Bool = false, accessorPrefix: String? = nil) {
+        self.path = path
+        self.type = type
+        self.description = description
+        self.uuid = UUID().uuidString.lowercased()
+        self.accessor = "\(accessorPrefix ?? type)_\(String(UUID().uuidString.lowercased().prefix(8)))"
+        self.config = config
+        self.options = options
+        self.local = local
+        self.sealWrap = sealWrap
+    }
+
+    /// Vault's JSON shape for `sys/mounts` and `sys/auth`.
+    public func json(systemDefaultTTL: Int, systemMaxTTL: Int) -> JSONValue {
+        .object([
+            "accessor": .string(accessor),
+            "config": .object([
+                "default_lease_ttl": .int(Int64(config.defaultLeaseTTL)),
+                "max_lease_ttl": .int(Int64(config.maxLeaseTTL)),
+                "force_no_cache": .bool(config.forceNoCache),
+            ]),
+            "description": .string(description),
+            "external_entropy_access": .bool(false),
+            "local": .bool(local),
+            "options": options.isEmpty ? .null : .object(options.mapValues { .string($0) }),
+            "plugin_version": .string(""),
+            "running_plugin_version": .string(""),
+            "running_sha256": .string(""),
+            "seal_wrap": .bool(sealWrap),
+            "type": .string(type),
+            "uuid": .string(uuid),
+        ])
+    }
+}
+
+/// Where engines come from: type name → factory. Built by the executable, so the core
+/// never imports an engine.
+public struct EngineCatalog: Sendable {
+    public var secrets: [String: BackendFactory]
+    public var auth: [String: BackendFactory]
+
+    public init(secrets: [String: BackendFactory] = [:], auth: [String: BackendFactory] = [:]) {
+        self.secrets = secrets
+        self.auth = auth
+    }
+
+    /// Canonical type and options: `kv-v2` is `kv` with `version=2`, as Vault accepts it.
+    public static func canonical(type: String, options: [String: String]) -> (String, [String: String]) {
+        var o = options
+        switch type {
+        case "kv-v2":
+            o["version"] = "2"
+            return ("kv", o)
+        case "kv-v1":
+            o["version"] = "1"
+            return ("kv", o)
+        case "generic":
+            return ("kv", o)
+        default:
+            return (type, o)
+        }
+    }
+}
+
+/// A mount with its live backend.
+public struct MountedBackend: Sendable {
+    public enum Kind: Sendable { case secret, auth, system }
+    public var entry: MountEntry
+    public var backend: any LogicalBackend
+    public var kind: Kind
+    /// Route prefix within the namespace (`secret/`, `auth/userpass/`, `sys/`).
+    public var routePath: String
+}
+
+/// Longest-prefix routing over the mounts of one namespace.
+public struct MountRouter: Sendable {
+    public private(set) var mounts: [MountedBackend] = []
+
+    public init() {}
+
+    public mutating func add(_ m: MountedBackend) {
+        mounts.removeAll { $0.routePath == m.routePath }
+        mounts.append(m)
+        mounts.sort { $0.routePath.count > $1.routePath.count }
+    }
+
+    public mutating func remove(routePath: String) { mounts.removeAll { $0.routePath == routePath } }
+
+    /// The mount serving `path` (the longest matching prefix). A path equal to a mount
+    /// without its trailing slash (`secret`) routes to that mount.
+    public func route(_ path: String) -> MountedBackend? {
+        for m in mounts {
+            if path.hasPrefix(m.routePath) { return m }
+            if path.count == m.routePath.count - 1, m.routePath.hasPrefix(path) { return m }
+        }
+        return nil
+    }
+
+    /// Is `candidate` overlapping an existing mount (same, nested under, or above)?
+    public func conflicts(_ candidate: String) -> String? {
+        for m in mounts where candidate.hasPrefix(m.routePath) || m.routePath.hasPrefix(candidate) {
+            return m.routePath
+        }
+        return nil
+    }
+}

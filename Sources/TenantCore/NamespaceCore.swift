@@ -1,0 +1,360 @@
+import CofferSDK
+import Foundation
+import Logging
+import Synchronization
+
+/// A request as the Gateway hands it to the core: a Vault path, an operation and a token.
+public struct CoreRequest: Sendable {
+    public var id: String
+    public var operation: LogicalOperation
+    /// The path below `/v1/`, relative to the namespace.
+    public var path: String
+    public var data: [String: JSONValue]
+    public var clientToken: String?
+    public var remoteAddress: String?
+
+    public init(id: String = UUID().uuidString.lowercased(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil) {
+        self.id = id
+        self.operation = operation
+        self.path = path
+        self.data = data
+        self.clientToken = clientToken
+        self.remoteAddress = remoteAddress
+    }
+}
+
+/// Node-level operations a namespace's `sys/` backend reaches through (seal, keyring).
+public struct NodeHooks: Sendable {
+    public var seal: @Sendable () async throws -> Void
+    public var rotate: @Sendable () async throws -> Void
+    public var keyStatus: @Sendable () async throws -> [String: JSONValue]
+
+    public init(seal: @escaping @Sendable () async throws -> Void, rotate: @escaping @Sendable () async throws -> Void, keyStatus: @escaping @Sendable () async throws -> [String: JSONValue]) {
+        self.seal = seal
+        self.rotate = rotate
+        self.keyStatus = keyStatus
+    }
+}
+
+/// Defaults that come from the server configuration.
+public struct CoreConfiguration: Sendable {
+    public var defaultLeaseTTL: Int
+    public var maxLeaseTTL: Int
+    public var clusterName: String
+    public var version: String
+
+    public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
+        self.defaultLeaseTTL = defaultLeaseTTL
+        self.maxLeaseTTL = maxLeaseTTL
+        self.clusterName = clusterName
+        self.version = version
+    }
+}
+
+/// One namespace's core: mounts and router, policies, tokens. Everything it stores goes
+/// through its `storage` (the barrier, or a namespace keyring view of it).
+public final class NamespaceCore: Sendable {
+    public let path: String
+    let storage: any LogicalStorage
+    let catalog: EngineCatalog
+    let configuration: CoreConfiguration
+    let hooks: NodeHooks
+    let logger: Logger
+    public let policies: PolicyStore
+    public let tokens: TokenStore
+    let router = Mutex(MountRouter())
+    let mountLock = AsyncMutex()
+
+    static let secretTable = "core/mounts"
+    static let authTable = "core/auth"
+
+    /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
+    public static func load(path: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
+        let root = StorageView(storage, prefix: "")
+        var salt = try await root.get("core/token-salt")
+        if salt == nil {
+            salt = Random.bytes(32)
+            try await root.put("core/token-salt", salt!)
+        }
+        let tokens = TokenStore(view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL)
+        let policies = PolicyStore(view: root.sub("sys/policy/"))
+        try await policies.setupDefaults()
+        let ns = NamespaceCore(path: path, storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
+        try await ns.loadMounts()
+        return ns
+    }
+
+    init(path: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
+        self.path = path
+        self.storage = storage
+        self.catalog = catalog
+        self.configuration = configuration
+        self.hooks = hooks
+        self.logger = logger
+        self.policies = policies
+        self.tokens = tokens
+    }
+
+    var rootView: StorageView { StorageView(storage, prefix: "") }
+
+    func loadMounts() async throws {
+        let sysEntry = MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
+        let sys = SystemBackend(ns: self)
+        let tokenEntry = MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
+        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path)
+        router.withLock { r in
+            r.add(MountedBackend(entry: sysEntry, backend: sys, kind: .system, routePath: "sys/"))
+            r.add(MountedBackend(entry: tokenEntry, backend: tokenBackend, kind: .auth, routePath: "auth/token/"))
+        }
+        for entry in try await mountTable(Self.secretTable) {
+            try await instantiate(entry, kind: .secret)
+        }
+        for entry in try await mountTable(Self.authTable) {
+            try await instantiate(entry, kind: .auth)
+        }
+    }
+
+    func mountTable(_ key: String) async throws -> [MountEntry] {
+        try await rootView.getCodable([MountEntry].self, key) ?? []
+    }
+
+    func instantiate(_ entry: MountEntry, kind: MountedBackend.Kind) async throws {
+        let factories = kind == .auth ? catalog.auth : catalog.secrets
+        guard let factory = factories[entry.type] else {
+            throw CofferError.invalid("plugin not found in the catalog: \(entry.type)")
+        }
+        let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
+        let config = BackendConfiguration(
+            storage: rootView.sub(prefix), mountPath: entry.path, mountType: entry.type, options: entry.options,
+            defaultLeaseTTL: entry.config.defaultLeaseTTL > 0 ? entry.config.defaultLeaseTTL : configuration.defaultLeaseTTL,
+            maxLeaseTTL: entry.config.maxLeaseTTL > 0 ? entry.config.maxLeaseTTL : configuration.maxLeaseTTL,
+            logger: logger)
+        let backend = try await factory(config)
+        try await backend.setup()
+        let routePath = kind == .auth ? "auth/" + entry.path : entry.path
+        router.withLock { $0.add(MountedBackend(entry: entry, backend: backend, kind: kind, routePath: routePath)) }
+    }
+
+    // MARK: mount management (used by sys/)
+
+    public func mounts(kind: MountedBackend.Kind) -> [MountedBackend] {
+        router.withLock { r in r.mounts.filter { $0.kind == kind || (kind == .secret && $0.kind == .system) } }
+    }
+
+    public func enableMount(path rawPath: String, type rawType: String, description: String, config: MountConfig, options: [String: String], local: Bool, sealWrap: Bool, kind: MountedBackend.Kind) async throws {
+        let trimmed = rawPath.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        guard !trimmed.isEmpty else { throw CofferError.invalid("path cannot be empty") }
+        guard !trimmed.contains("..") && !trimmed.contains("//") && trimmed.count <= 256 else { throw CofferError.invalid("invalid mount path") }
+        let path = trimmed + "/"
+        let (type, opts) = EngineCatalog.canonical(type: rawType, options: options)
+        guard !type.isEmpty else { throw CofferError.invalid("backend type must be specified as a string") }
+        if kind == .secret {
+            for reserved in ["sys/", "auth/", "cubbyhole/", "identity/"] where path.hasPrefix(reserved) {
+                throw CofferError.invalid("cannot mount under reserved path \"\(reserved)\"")
+            }
+        } else if path == "token/" {
+            throw CofferError.invalid("token credential backend cannot be instantiated")
+        }
+        let factories = kind == .auth ? catalog.auth : catalog.secrets
+        guard factories[type] != nil else {
+            throw CofferError.invalid(kind == .auth ? "unknown auth method type: \(type)" : "plugin not found in the catalog: \(type)")
+        }
+        let routePath = kind == .auth ? "auth/" + path : path
+        try await mountLock.withLock {
+            if let c = router.withLock({ $0.conflicts(routePath) }) {
+                throw CofferError.invalid("path is already in use at \(c)")
+            }
+            let entry = MountEntry(path: path, type: type, description: description, options: opts, config: config, local: local, sealWrap: sealWrap, accessorPrefix: kind == .auth ? "auth_\(type)" : type)
+            try await instantiate(entry, kind: kind)
+            let table = kind == .auth ? Self.authTable : Self.secretTable
+            var entries = try await mountTable(table)
+            entries.append(entry)
+            try await rootView.putCodable(table, entries)
+        }
+    }
+
+    public func disableMount(path rawPath: String, kind: MountedBackend.Kind) async throws {
+        let path = rawPath.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/"
+        let table = kind == .auth ? Self.authTable : Self.secretTable
+        if kind == .secret, path == "sys/" || path == "cubbyhole/" || path == "identity/" {
+            throw CofferError.invalid("cannot unmount \"\(path)\"")
+        }
+        if kind == .auth, path == "token/" { throw CofferError.invalid("token credential backend cannot be disabled") }
+        try await mountLock.withLock {
+            var entries = try await mountTable(table)
+            guard let entry = entries.first(where: { $0.path == path }) else { return }
+            entries.removeAll { $0.path == path }
+            try await rootView.putCodable(table, entries)
+            router.withLock { $0.remove(routePath: kind == .auth ? "auth/" + path : path) }
+            let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
+            try await rootView.sub(prefix).deleteTree()
+        }
+    }
+
+    public func tuneMount(path rawPath: String, kind: MountedBackend.Kind, apply: @Sendable (inout MountEntry) throws -> Void) async throws {
+        let path = rawPath.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/"
+        let table = kind == .auth ? Self.authTable : Self.secretTable
+        try await mountLock.withLock {
+            var entries = try await mountTable(table)
+            guard let i = entries.firstIndex(where: { $0.path == path }) else {
+                throw CofferError.invalid("no mount at \(path)")
+            }
+            let before = entries[i]
+            try apply(&entries[i])
+            try await rootView.putCodable(table, entries)
+            if before.options != entries[i].options || before.config.defaultLeaseTTL != entries[i].config.defaultLeaseTTL || before.config.maxLeaseTTL != entries[i].config.maxLeaseTTL {
+                try await instantiate(entries[i], kind: kind)
+            } else {
+                let updated = entries[i]
+                router.withLock { r in
+                    let routePath = kind == .auth ? "auth/" + path : path
+                    if var m = r.route(routePath), m.routePath == routePath {
+                        m.entry = updated
+                        r.add(m)
+                    }
+                }
+            }
+        }
+    }
+
+    public func remount(from: String, to: String) async throws {
+        var srcPath = from.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/"
+        var dstPath = to.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/"
+        var kindValue = MountedBackend.Kind.secret
+        if srcPath.hasPrefix("auth/") {
+            guard dstPath.hasPrefix("auth/") else { throw CofferError.invalid("cannot move an auth mount to a secrets path") }
+            kindValue = .auth
+            srcPath.removeFirst(5)
+            dstPath.removeFirst(5)
+        }
+        let src = srcPath, dst = dstPath, kind = kindValue
+        guard dst.count > 1, !dst.contains("..") else { throw CofferError.invalid("invalid destination path") }
+        let table = kind == .auth ? Self.authTable : Self.secretTable
+        try await mountLock.withLock {
+            var entries = try await mountTable(table)
+            guard let i = entries.firstIndex(where: { $0.path == src }) else {
+                throw CofferError.invalid("no secret engine mount at \(src)")
+            }
+            let dstRoute = kind == .auth ? "auth/" + dst : dst
+            if kind == .secret {
+                for reserved in ["sys/", "auth/", "cubbyhole/", "identity/"] where dst.hasPrefix(reserved) {
+                    throw CofferError.invalid("cannot remount to reserved path \"\(reserved)\"")
+                }
+            }
+            let srcRoute = kind == .auth ? "auth/" + src : src
+            if let c = router.withLock({ r in r.mounts.first { $0.routePath != srcRoute && (dstRoute.hasPrefix($0.routePath) || $0.routePath.hasPrefix(dstRoute)) }?.routePath }) {
+                throw CofferError.invalid("path already in use at \(c)")
+            }
+            entries[i].path = dst
+            try await rootView.putCodable(table, entries)
+            router.withLock { r in
+                if var m = r.mounts.first(where: { $0.routePath == srcRoute }) {
+                    r.remove(routePath: srcRoute)
+                    m.entry.path = dst
+                    m.routePath = dstRoute
+                    r.add(m)
+                }
+            }
+        }
+    }
+
+    // MARK: request handling
+
+    /// Resolves a token, authorizes, dispatches: the request path of DESIGN §2.
+    public func handle(_ request: CoreRequest) async throws -> LogicalResponse {
+        let path = request.path
+        guard let mount = router.withLock({ $0.route(path) }) else {
+            throw CofferError(.notFound, "no handler for route \"\(path.prefix(256))\". route entry not found.")
+        }
+        var rel = path.count >= mount.routePath.count ? String(path.dropFirst(mount.routePath.count)) : ""
+        if rel.hasPrefix("/") { rel.removeFirst() }
+
+        var logical = LogicalRequest(id: request.id, operation: request.operation, path: rel, mountPoint: mount.routePath, data: request.data, remoteAddress: request.remoteAddress)
+
+        let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
+        var revokeAfter: String?
+        if !unauthenticated {
+            guard let raw = request.clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+                throw CofferError.denied()
+            }
+            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
+
+            if logical.operation == .update || logical.operation == .create {
+                if let exists = try await mount.backend.exists(logical) {
+                    logical.operation = exists ? .update : .create
+                } else {
+                    logical.operation = .update
+                }
+            }
+            let acl = try await policies.acl(for: e.policies)
+            let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
+            try acl.authorize(logical.operation, path: path, data: request.data, needsSudo: needsSudo)
+            if e.numUses > 0 {
+                let (_, last) = try await tokens.useToken(e)
+                if last { revokeAfter = e.idHash }
+            }
+        } else if logical.operation == .update {
+            if let exists = try await mount.backend.exists(logical) { logical.operation = exists ? .update : .create }
+        }
+        let result: LogicalResponse?
+        do {
+            result = try await mount.backend.handle(logical)
+        } catch {
+            if let h = revokeAfter { try? await tokens.revokeTree(hash: h) }
+            throw error
+        }
+        if let h = revokeAfter { try? await tokens.revokeTree(hash: h) }
+        guard var response = result else {
+            if logical.operation == .read || logical.operation == .list { throw CofferError(.notFound, "") }
+            return LogicalResponse(statusCode: 204)
+        }
+        if mount.kind == .system { response.dataAtTopLevel = true }
+        return response
+    }
+
+    /// Capabilities of a token on paths (sys/capabilities*).
+    public func capabilities(policies names: [String], paths: [String]) async throws -> [String: [String]] {
+        let acl = try await policies.acl(for: names)
+        var out: [String: [String]] = [:]
+        for p in paths {
+            var path = p
+            if path.hasPrefix("/") { path.removeFirst() }
+            if acl.isRoot {
+                out[p] = ["root"]
+            } else {
+                let c = acl.capabilities(path).names
+                out[p] = c.isEmpty ? ["deny"] : c
+            }
+        }
+        return out
+    }
+
+    /// Glob with an optional trailing `*`.
+    static func globMatch(_ pattern: String, _ path: String) -> Bool {
+        if pattern.hasSuffix("*") { return path.hasPrefix(pattern.dropLast()) }
+        return pattern == path
+    }
+}
+
+/// A mutex for async critical sections (mount table changes).
+public actor AsyncMutex {
+    var busy = false
+    var waiters: [CheckedContinuation<Void, Never>] = []
+
+    public init() {}
+
+    public func withLock<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        await acquire()
+        defer { release() }
+        return try await body()
+    }
+
+    func acquire() async {
+        if !busy { busy = true; return }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+    }
+}

@@ -1,0 +1,74 @@
+import CofferSDK
+import Synchronization
+
+/// One namespace's ACL policies: stored behind the barrier, parsed once, cached; compiled
+/// ACLs are cached per policy set and dropped whenever a policy changes.
+public final class PolicyStore: Sendable {
+    let view: StorageView
+    let parsed = Mutex<[String: Policy]>([:])
+    let acls = Mutex<[String: ACL]>([:])
+
+    public init(view: StorageView) { self.view = view }
+
+    static func normalize(_ name: String) -> String { name.lowercased() }
+
+    public func setupDefaults() async throws {
+        if try await view.get("default") == nil {
+            try await write(name: "default", text: Policy.defaultPolicyText)
+        }
+    }
+
+    public func get(_ name: String) async throws -> Policy? {
+        let name = Self.normalize(name)
+        if name == "root" { return Policy(name: "root", text: "", rules: []) }
+        if let p = parsed.withLock({ $0[name] }) { return p }
+        guard let rec = try await view.getJSON(name), let text = rec["policy"]?.stringValue else { return nil }
+        let p = try Policy.parse(name: name, text: text)
+        parsed.withLock { $0[name] = p }
+        return p
+    }
+
+    public func write(name: String, text: String) async throws {
+        let name = Self.normalize(name)
+        guard name != "root" else { throw CofferError.invalid("cannot update \"root\" policy") }
+        guard !name.isEmpty, name.count <= 128, !name.contains("/"), !name.contains("..") else {
+            throw CofferError.invalid("invalid policy name")
+        }
+        let p = try Policy.parse(name: name, text: text)
+        try await view.putJSON(name, ["name": .string(name), "policy": .string(text)])
+        parsed.withLock { $0[name] = p }
+        acls.withLock { $0.removeAll() }
+    }
+
+    public func delete(_ name: String) async throws {
+        let name = Self.normalize(name)
+        guard name != "root", name != "default" else {
+            throw CofferError.invalid("cannot delete \"\(name)\" policy")
+        }
+        try await view.delete(name)
+        parsed.withLock { _ = $0.removeValue(forKey: name) }
+        acls.withLock { $0.removeAll() }
+    }
+
+    public func list() async throws -> [String] {
+        var names = try await view.list(prefix: "").filter { !$0.hasSuffix("/") }
+        names.append("root")
+        return Array(Set(names)).sorted()
+    }
+
+    /// The compiled ACL for a set of policy names (unknown names contribute nothing).
+    public func acl(for names: [String]) async throws -> ACL {
+        let key = names.joined(separator: "\u{0}")
+        if let a = acls.withLock({ $0[key] }) { return a }
+        var policies: [Policy] = []
+        for n in names {
+            if let p = try await get(n) { policies.append(p) }
+        }
+        let acl = ACL(policies: policies)
+        acls.withLock { c in
+            if c.count > 10_000 { c.removeAll() }
+            c[key] = acl
+        }
+        return acl
+    }
+}

@@ -1,0 +1,235 @@
+import CofferSDK
+import Foundation
+
+/// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
+/// (Seal, unseal, init, health and leader are node-level and answered before routing.)
+struct SystemBackend: LogicalBackend {
+    unowned(unsafe) let ns: NamespaceCore
+
+    var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
+    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
+
+    static let mountFields: [Field] = [
+        Field("path", .string), Field("type", .string), Field("description", .string), Field("config", .map),
+        Field("options", .keyValuePairs), Field("local", .bool), Field("seal_wrap", .bool), Field("plugin_name", .string),
+        Field("external_entropy_access", .bool),
+    ]
+    static let tuneFields: [Field] = [
+        Field("path", .string), Field("default_lease_ttl", .string), Field("max_lease_ttl", .string), Field("description", .string),
+        Field("options", .keyValuePairs), Field("listing_visibility", .string), Field("force_no_cache", .bool),
+        Field("audit_non_hmac_request_keys", .commaStringSlice), Field("audit_non_hmac_response_keys", .commaStringSlice),
+        Field("passthrough_request_headers", .commaStringSlice), Field("allowed_response_headers", .commaStringSlice),
+    ]
+
+    var routes: [Route] {
+        [
+            Route("mounts", operations: [.read: { _ in listMounts(.secret) }], summary: "List secret engines."),
+            Route("mounts/*path", fields: Self.mountFields + Self.tuneFields, operations: [
+                .read: { try await mountRead($0, kind: .secret) },
+                .update: { try await mountWrite($0, kind: .secret) },
+                .delete: { try await mountDelete($0, kind: .secret) },
+            ], summary: "Enable, disable, read or tune a secret engine."),
+            Route("auth", operations: [.read: { _ in listMounts(.auth) }], summary: "List auth methods."),
+            Route("auth/*path", fields: Self.mountFields + Self.tuneFields, operations: [
+                .read: { try await mountRead($0, kind: .auth) },
+                .update: { try await mountWrite($0, kind: .auth) },
+                .delete: { try await mountDelete($0, kind: .auth) },
+            ], summary: "Enable, disable, read or tune an auth method."),
+            Route("remount", fields: [Field("from", .string, required: true), Field("to", .string, required: true)], operations: [.update: remount], summary: "Move a mount."),
+            Route("policy", operations: [.read: listPoliciesLegacy, .list: listPolicies], summary: "List policies."),
+            Route("policy/:name", fields: [Field("name", .string), Field("rules", .string), Field("policy", .string)], operations: [
+                .read: readPolicyLegacy, .update: writePolicy, .delete: deletePolicy,
+            ], summary: "Read, write or delete an ACL policy."),
+            Route("policies/acl/?", operations: [.list: listPolicies, .read: listPolicies], summary: "List ACL policies."),
+            Route("policies/acl/:name", fields: [Field("name", .string), Field("policy", .string)], operations: [
+                .read: readPolicy, .update: writePolicy, .delete: deletePolicy,
+            ], summary: "Read, write or delete an ACL policy."),
+            Route("capabilities", fields: [Field("token", .string), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilities], summary: "Capabilities of a token on paths."),
+            Route("capabilities-self", fields: [Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesSelf], summary: "Capabilities of the calling token."),
+            Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesAccessor], summary: "Capabilities of a token by accessor."),
+            Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
+            Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
+            Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
+        ]
+    }
+
+    func listMounts(_ kind: MountedBackend.Kind) -> LogicalResponse {
+        var data: [String: JSONValue] = [:]
+        for m in ns.mounts(kind: kind) {
+            data[m.entry.path] = m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL)
+        }
+        return LogicalResponse(data: data)
+    }
+
+    static func splitTune(_ path: String) -> (String, Bool) {
+        if path.hasSuffix("/tune") { return (String(path.dropLast(5)), true) }
+        return (path, false)
+    }
+
+    func mount(_ path: String, kind: MountedBackend.Kind) -> MountedBackend? {
+        let p = path.trimmingCharacters(in: CharacterSet(charactersIn: "/")) + "/"
+        return ns.mounts(kind: kind).first { $0.entry.path == p && ($0.kind == kind || kind == .secret) }
+    }
+
+    func mountRead(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {
+        let (path, tune) = Self.splitTune(req.fields.string("path"))
+        guard let m = mount(path, kind: kind) else {
+            throw CofferError.invalid("cannot fetch sysview for path \"\(path.prefix(128))\"")
+        }
+        if tune {
+            var d: [String: JSONValue] = [
+                "default_lease_ttl": .int(Int64(m.entry.config.defaultLeaseTTL > 0 ? m.entry.config.defaultLeaseTTL : ns.configuration.defaultLeaseTTL)),
+                "max_lease_ttl": .int(Int64(m.entry.config.maxLeaseTTL > 0 ? m.entry.config.maxLeaseTTL : ns.configuration.maxLeaseTTL)),
+                "force_no_cache": .bool(m.entry.config.forceNoCache),
+                "description": .string(m.entry.description),
+            ]
+            if !m.entry.options.isEmpty { d["options"] = .object(m.entry.options.mapValues { .string($0) }) }
+            return LogicalResponse(data: d)
+        }
+        return LogicalResponse(data: m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL).objectValue)
+    }
+
+    static func ttl(_ v: JSONValue?, field: String) throws -> Int? {
+        guard let v, !v.isNull else { return nil }
+        switch v {
+        case .int(let i): return Int(i)
+        case .double(let d): return Int(d)
+        case .string(let s):
+            if s == "system" || s.isEmpty { return 0 }
+            guard let secs = CofferSDK.Duration.parseSeconds(s) else { throw CofferError.invalid("invalid \(field): \"\(s.prefix(32))\"") }
+            return Int(secs)
+        default: throw CofferError.invalid("invalid \(field)")
+        }
+    }
+
+    func mountWrite(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {
+        let f = req.fields
+        let (path, tune) = Self.splitTune(f.string("path"))
+        if tune {
+            let dflt = try Self.ttl(f["default_lease_ttl"], field: "default_lease_ttl")
+            let max = try Self.ttl(f["max_lease_ttl"], field: "max_lease_ttl")
+            let description = f.optionalString("description")
+            let options = f.has("options") ? f.stringMap("options") : nil
+            let systemMax = ns.configuration.maxLeaseTTL
+            try await ns.tuneMount(path: path, kind: kind) { e in
+                if let dflt { e.config.defaultLeaseTTL = dflt }
+                if let max { e.config.maxLeaseTTL = max }
+                if e.config.maxLeaseTTL > 0, e.config.defaultLeaseTTL > e.config.maxLeaseTTL {
+                    throw CofferError.invalid("default lease TTL greater than max lease TTL")
+                }
+                if e.config.maxLeaseTTL > systemMax { throw CofferError.invalid("max lease TTL exceeds system max") }
+                if let description { e.description = description }
+                if let options {
+                    for (k, v) in options {
+                        if k == "version", let old = e.options["version"], let o = Int(old), let n = Int(v), n < o {
+                            throw CofferError.invalid("cannot downgrade mount from version \(o) to \(n)")
+                        }
+                        e.options[k] = v
+                    }
+                }
+            }
+            return nil
+        }
+        var type = f.string("type")
+        if type.isEmpty { type = f.string("plugin_name") }
+        let configMap = f.map("config")
+        var config = MountConfig()
+        config.defaultLeaseTTL = try Self.ttl(configMap["default_lease_ttl"], field: "default_lease_ttl") ?? 0
+        config.maxLeaseTTL = try Self.ttl(configMap["max_lease_ttl"], field: "max_lease_ttl") ?? 0
+        config.forceNoCache = configMap["force_no_cache"]?.boolValue ?? false
+        if config.maxLeaseTTL > 0, config.defaultLeaseTTL > config.maxLeaseTTL {
+            throw CofferError.invalid("default lease TTL greater than max lease TTL")
+        }
+        var options = f.stringMap("options")
+        if let v = options["version"], Int(v) == nil { throw CofferError.invalid("invalid version option \"\(v.prefix(8))\"") }
+        if type == "kv" && options["version"] == nil { options["version"] = "1" }
+        try await ns.enableMount(path: path, type: type, description: f.string("description"), config: config, options: options, local: f.bool("local"), sealWrap: f.bool("seal_wrap"), kind: kind)
+        return nil
+    }
+
+    func mountDelete(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {
+        let (path, _) = Self.splitTune(req.fields.string("path"))
+        try await ns.disableMount(path: path, kind: kind)
+        return nil
+    }
+
+    func remount(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await ns.remount(from: req.fields.string("from"), to: req.fields.string("to"))
+        return LogicalResponse(data: ["migration_id": .string(UUID().uuidString.lowercased())])
+    }
+
+    func listPoliciesLegacy(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let names = try await ns.policies.list()
+        return LogicalResponse(data: ["policies": .array(names.map { .string($0) }), "keys": .array(names.map { .string($0) })])
+    }
+
+    func listPolicies(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let names = try await ns.policies.list()
+        return LogicalResponse(data: ["keys": .array(names.map { .string($0) }), "policies": .array(names.map { .string($0) })])
+    }
+
+    func readPolicyLegacy(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let p = try await ns.policies.get(req.fields.string("name")) else { return nil }
+        return LogicalResponse(data: ["name": .string(p.name), "rules": .string(p.text)])
+    }
+
+    func readPolicy(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let p = try await ns.policies.get(req.fields.string("name")) else { return nil }
+        return LogicalResponse(data: ["name": .string(p.name), "policy": .string(p.text)])
+    }
+
+    func writePolicy(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        var text = req.fields.string("policy")
+        if text.isEmpty { text = req.fields.string("rules") }
+        guard !text.isEmpty else { throw CofferError.invalid("'policy' parameter not supplied or empty") }
+        if let decoded = Data(base64Encoded: text), let s = String(data: decoded, encoding: .utf8), !text.contains("{") {
+            text = s
+        }
+        try await ns.policies.write(name: req.fields.string("name"), text: text)
+        return nil
+    }
+
+    func deletePolicy(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await ns.policies.delete(req.fields.string("name"))
+        return nil
+    }
+
+    static func paths(_ f: FieldValues) -> [String] {
+        f.strings("paths") + f.strings("path")
+    }
+
+    func capsResponse(_ caps: [String: [String]], paths: [String]) -> LogicalResponse {
+        var data: [String: JSONValue] = caps.mapValues { .array($0.map { .string($0) }) }
+        if paths.count == 1, let only = caps[paths[0]] { data["capabilities"] = .array(only.map { .string($0) }) }
+        return LogicalResponse(data: data)
+    }
+
+    func capabilities(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let paths = Self.paths(req.fields)
+        guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
+        let tok = req.fields.string("token")
+        let policies: [String]
+        if tok.isEmpty {
+            policies = req.token?.policies ?? []
+        } else {
+            guard let e = try await ns.tokens.lookup(token: tok) else { throw CofferError.invalid("invalid token") }
+            policies = e.policies
+        }
+        return capsResponse(try await ns.capabilities(policies: policies, paths: paths), paths: paths)
+    }
+
+    func capabilitiesSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let paths = Self.paths(req.fields)
+        guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
+        return capsResponse(try await ns.capabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
+    }
+
+    func capabilitiesAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let paths = Self.paths(req.fields)
+        guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
+        guard let e = try await ns.tokens.lookup(accessor: req.fields.string("accessor")) else {
+            throw CofferError.invalid("invalid accessor")
+        }
+        return capsResponse(try await ns.capabilities(policies: e.policies, paths: paths), paths: paths)
+    }
+}

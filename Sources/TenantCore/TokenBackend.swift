@@ -1,0 +1,348 @@
+import CofferSDK
+import Foundation
+
+/// A token role (`auth/token/roles/:name`).
+struct TokenRole: Codable, Sendable {
+    var name: String
+    var allowedPolicies: [String]
+    var disallowedPolicies: [String]
+    var orphan: Bool
+    var period: Int
+    var renewable: Bool
+    var explicitMaxTTL: Int
+    var pathSuffix: String
+    var tokenType: String
+    var tokenTTL: Int
+    var tokenMaxTTL: Int
+
+    var json: [String: JSONValue] {
+        [
+            "name": .string(name),
+            "allowed_policies": .array(allowedPolicies.map { .string($0) }),
+            "disallowed_policies": .array(disallowedPolicies.map { .string($0) }),
+            "orphan": .bool(orphan),
+            "period": .int(Int64(period)),
+            "token_period": .int(Int64(period)),
+            "renewable": .bool(renewable),
+            "explicit_max_ttl": .int(Int64(explicitMaxTTL)),
+            "token_explicit_max_ttl": .int(Int64(explicitMaxTTL)),
+            "path_suffix": .string(pathSuffix),
+            "token_type": .string(tokenType),
+            "token_ttl": .int(Int64(tokenTTL)),
+            "token_max_ttl": .int(Int64(tokenMaxTTL)),
+            "allowed_entity_aliases": .null,
+            "allowed_policies_glob": .array([]),
+            "disallowed_policies_glob": .array([]),
+            "token_bound_cidrs": .array([]),
+            "token_no_default_policy": .bool(false),
+            "token_num_uses": .int(0),
+        ]
+    }
+}
+
+/// `auth/token/`: the token store as a `LogicalBackend`, as in Vault.
+public struct TokenBackend: LogicalBackend {
+    let store: TokenStore
+    let roles: StorageView
+    let namespacePath: String
+
+    public init(store: TokenStore, roles: StorageView, namespacePath: String) {
+        self.store = store
+        self.roles = roles
+        self.namespacePath = namespacePath
+    }
+
+    public var backendHelp: String { "The token store creates, looks up, renews and revokes tokens." }
+    public var rootPaths: [String] { ["revoke-orphan/*", "revoke-orphan", "accessors/*", "accessors/"] }
+
+    static let createFields: [Field] = [
+        Field("id", .string), Field("policies", .commaStringSlice), Field("meta", .keyValuePairs),
+        Field("no_parent", .bool), Field("no_default_policy", .bool), Field("ttl", .duration),
+        Field("explicit_max_ttl", .duration), Field("period", .duration), Field("num_uses", .int),
+        Field("renewable", .bool, default: true), Field("display_name", .string), Field("type", .string),
+        Field("role_name", .string), Field("lease", .duration), Field("entity_alias", .string),
+    ]
+
+    public var routes: [Route] {
+        [
+            Route("create", fields: Self.createFields, operations: [.update: { try await create($0, orphan: false, roleName: nil) }],
+                  summary: "Create a token; a child of the calling token."),
+            Route("create-orphan", fields: Self.createFields, operations: [.update: { try await create($0, orphan: true, roleName: nil) }],
+                  summary: "Create a token with no parent."),
+            Route("create/:role_name", fields: Self.createFields, operations: [.update: { try await create($0, orphan: false, roleName: $0.fields.string("role_name")) }],
+                  summary: "Create a token from a role."),
+            Route("lookup", fields: [Field("token", .string)], operations: [.update: lookup, .read: lookup], summary: "Look up a token."),
+            Route("lookup-self", operations: [.read: lookupSelf, .update: lookupSelf], summary: "Look up the calling token."),
+            Route("lookup-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: lookupAccessor], summary: "Look up a token by accessor."),
+            Route("renew", fields: [Field("token", .string, required: true), Field("increment", .duration)], operations: [.update: renew], summary: "Renew a token."),
+            Route("renew-self", fields: [Field("increment", .duration)], operations: [.update: renewSelf], summary: "Renew the calling token."),
+            Route("renew-accessor", fields: [Field("accessor", .string, required: true), Field("increment", .duration)], operations: [.update: renewAccessor], summary: "Renew a token by accessor."),
+            Route("revoke", fields: [Field("token", .string, required: true)], operations: [.update: revoke], summary: "Revoke a token and its children."),
+            Route("revoke-self", operations: [.update: revokeSelf], summary: "Revoke the calling token and its children."),
+            Route("revoke-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: revokeAccessor], summary: "Revoke a token by accessor."),
+            Route("revoke-orphan", fields: [Field("token", .string, required: true)], operations: [.update: revokeOrphan], summary: "Revoke a token, orphaning its children."),
+            Route("accessors/?", operations: [.list: listAccessors], summary: "List token accessors."),
+            Route("roles/?", operations: [.list: listRoles], summary: "List token roles."),
+            Route("roles/:role_name", fields: [
+                Field("role_name", .string, required: true), Field("allowed_policies", .commaStringSlice),
+                Field("disallowed_policies", .commaStringSlice), Field("orphan", .bool), Field("period", .duration),
+                Field("token_period", .duration), Field("renewable", .bool, default: true), Field("explicit_max_ttl", .duration),
+                Field("token_explicit_max_ttl", .duration), Field("path_suffix", .string), Field("token_type", .string),
+                Field("token_ttl", .duration), Field("token_max_ttl", .duration),
+            ], operations: [.read: readRole, .create: writeRole, .update: writeRole, .delete: deleteRole],
+                  existenceCheck: { try await roles.get($0.fields.string("role_name")) != nil }, summary: "Manage token roles."),
+            Route("tidy", operations: [.update: { _ in LogicalResponse(warnings: ["Tidy operation successfully started."]) }], summary: "Clean up the token store."),
+        ]
+    }
+
+    func caller(_ req: LogicalRequest) async throws -> (String, TokenEntry) {
+        guard let raw = req.token?.clientToken, let e = try await store.lookup(token: raw) else {
+            throw CofferError.denied()
+        }
+        return (raw, e)
+    }
+
+    func create(_ req: LogicalRequest, orphan: Bool, roleName: String?) async throws -> LogicalResponse? {
+        let f = req.fields
+        let (_, parent) = try await caller(req)
+        let parentIsRoot = parent.policies.contains("root")
+        var role: TokenRole?
+        if let roleName {
+            guard let r = try await roles.getCodable(TokenRole.self, roleName) else {
+                throw CofferError.invalid("unknown role \(roleName)")
+            }
+            role = r
+        }
+        if let t = f.optionalString("type"), !t.isEmpty, t != "service", t != "default" {
+            throw CofferError.invalid("unsupported token type \"\(t.prefix(16))\": only service tokens are available")
+        }
+        var wantOrphan = orphan || (role?.orphan ?? false)
+        if f.bool("no_parent") {
+            guard parentIsRoot || req.token?.policies.contains("root") == true else {
+                throw CofferError.invalid("root or sudo privileges required to create orphan token")
+            }
+            wantOrphan = true
+        }
+        if f.has("id") && !parentIsRoot {
+            throw CofferError.invalid("root or sudo privileges required to specify token id")
+        }
+        var policies = f.has("policies") ? f.strings("policies") : parent.policies.filter { $0 != "default" }
+        policies = Array(Set(policies.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }))
+        if let role {
+            if f.has("policies") {
+                for p in policies where p != "default" && !role.allowedPolicies.isEmpty && !role.allowedPolicies.contains(p) {
+                    throw CofferError.invalid("token policies (\(policies.sorted())) must be subset of the role's allowed policies (\(role.allowedPolicies.sorted()))")
+                }
+            } else if !role.allowedPolicies.isEmpty {
+                policies = role.allowedPolicies
+            }
+            for p in policies where role.disallowedPolicies.contains(p) {
+                throw CofferError.invalid("token policy \(p) is disallowed by this role")
+            }
+        } else if !parentIsRoot {
+            let allowed = Set(parent.policies)
+            for p in policies where p != "default" && !allowed.contains(p) {
+                throw CofferError.invalid("child policies must be subset of parent")
+            }
+        }
+        if policies.contains("root") && !parentIsRoot {
+            throw CofferError.invalid("root tokens may not be created by a non-root token")
+        }
+        if !f.bool("no_default_policy") && !policies.contains("default") && !policies.contains("root") {
+            policies.append("default")
+        }
+        policies.sort()
+        if policies.isEmpty { policies = ["default"] }
+
+        let numUses = f.int("num_uses")
+        guard numUses >= 0 else { throw CofferError.invalid("number of uses cannot be negative") }
+        var explicitMax = f.int("explicit_max_ttl")
+        if let role, role.explicitMaxTTL > 0 { explicitMax = explicitMax == 0 ? role.explicitMaxTTL : min(explicitMax, role.explicitMaxTTL) }
+        var period = f.int("period")
+        if let role, role.period > 0 { period = role.period }
+        var ttl = f.has("ttl") ? f.int("ttl") : f.int("lease")
+        if ttl == 0, let role, role.tokenTTL > 0 { ttl = role.tokenTTL }
+        let now = TokenStore.now()
+        var effective: Int
+        if period > 0 {
+            effective = period
+        } else if ttl > 0 {
+            effective = ttl
+        } else if parentIsRoot && policies == ["root"] {
+            effective = 0
+        } else {
+            effective = store.defaultTTL
+        }
+        if effective > 0 || period == 0 {
+            if period == 0 && effective == 0 && !policies.contains("root") { effective = store.defaultTTL }
+        }
+        if period == 0 && effective > store.maxTTL { effective = store.maxTTL }
+        if explicitMax > 0 && (effective == 0 || effective > explicitMax) { effective = explicitMax }
+        // A child can never outlive a parent with a fixed expiry.
+        if !wantOrphan && parent.expireTime != 0 {
+            let parentLeft = Int(parent.expireTime - now)
+            if effective == 0 || effective > parentLeft { effective = max(1, parentLeft) }
+        }
+        var renewable = f.bool("renewable")
+        if let role { renewable = renewable && role.renewable }
+        if effective == 0 { renewable = false }
+        var display = f.string("display_name").trimmingCharacters(in: .whitespaces)
+        display = display.isEmpty ? "token" : "token-" + display.replacingOccurrences(of: " ", with: "-")
+        var path = "auth/token/create"
+        if wantOrphan && roleName == nil { path = orphan ? "auth/token/create-orphan" : "auth/token/create" }
+        if let roleName { path = "auth/token/create/\(roleName)" + (role?.pathSuffix.isEmpty == false ? "/\(role!.pathSuffix)" : "") }
+
+        let template = TokenEntry(
+            idHash: "", accessor: "", parentHash: wantOrphan ? "" : parent.idHash, policies: policies,
+            meta: f.stringMap("meta"), displayName: display, numUses: numUses, creationTime: now,
+            creationTTL: effective, expireTime: effective > 0 ? now + Int64(effective) : 0, explicitMaxTTL: explicitMax,
+            period: period, renewable: renewable, orphan: wantOrphan, path: path, role: roleName ?? "",
+            type: "service", entityID: "", namespacePath: namespacePath, lastRenewalTime: 0)
+        let id = f.optionalString("id").flatMap { $0.isEmpty ? nil : $0 }
+        let (token, entry) = try await store.create(template, id: id)
+        return LogicalResponse(auth: entry.authInfo(token: token))
+    }
+
+    func lookup(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let t = req.fields.string("token")
+        if t.isEmpty { return try await lookupSelf(req) }
+        guard let e = try await store.lookup(token: t) else { throw CofferError.invalid("bad token") }
+        return LogicalResponse(data: e.lookupData(id: t, now: TokenStore.now()))
+    }
+
+    func lookupSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let (raw, e) = try await caller(req)
+        return LogicalResponse(data: e.lookupData(id: raw, now: TokenStore.now()))
+    }
+
+    func lookupAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let e = try await store.lookup(accessor: req.fields.string("accessor")) else {
+            throw CofferError.invalid("invalid accessor")
+        }
+        return LogicalResponse(data: e.lookupData(id: "", now: TokenStore.now()))
+    }
+
+    func renewEntry(_ entry: TokenEntry, token: String, increment: Int) async throws -> LogicalResponse {
+        var e = entry
+        guard e.renewable else { throw CofferError.invalid("invalid lease ID, or lease is not renewable") }
+        let now = TokenStore.now()
+        var ttl: Int
+        if e.period > 0 {
+            ttl = e.period
+        } else {
+            ttl = increment > 0 ? increment : e.creationTTL
+            if ttl > store.maxTTL { ttl = store.maxTTL }
+        }
+        var warnings: [String] = []
+        if e.explicitMaxTTL > 0 {
+            let hardEnd = e.creationTime + Int64(e.explicitMaxTTL)
+            if now + Int64(ttl) > hardEnd {
+                ttl = Int(max(0, hardEnd - now))
+                warnings.append("TTL of \"\(Duration.format(increment))\" exceeded the effective max_ttl of \"\(Duration.format(ttl))\"; TTL value is capped accordingly")
+            }
+        }
+        e.expireTime = now + Int64(ttl)
+        e.lastRenewalTime = now
+        try await store.update(e)
+        var auth = e.authInfo(token: token)
+        auth.leaseDuration = ttl
+        return LogicalResponse(auth: auth, warnings: warnings)
+    }
+
+    func renew(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let t = req.fields.string("token")
+        guard let e = try await store.lookup(token: t) else { throw CofferError.invalid("invalid token") }
+        return try await renewEntry(e, token: t, increment: req.fields.int("increment"))
+    }
+
+    func renewSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let (raw, e) = try await caller(req)
+        return try await renewEntry(e, token: raw, increment: req.fields.int("increment"))
+    }
+
+    func renewAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let e = try await store.lookup(accessor: req.fields.string("accessor")) else {
+            throw CofferError.invalid("invalid accessor")
+        }
+        var r = try await renewEntry(e, token: "", increment: req.fields.int("increment"))
+        r.auth?.clientToken = ""
+        return r
+    }
+
+    func revoke(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let t = req.fields.string("token")
+        if let e = try await store.lookup(token: t) { try await store.revokeTree(hash: e.idHash) }
+        return nil
+    }
+
+    func revokeSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let (_, e) = try await caller(req)
+        try await store.revokeTree(hash: e.idHash)
+        return nil
+    }
+
+    func revokeAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let e = try await store.lookup(accessor: req.fields.string("accessor")) else {
+            throw CofferError.invalid("invalid accessor")
+        }
+        try await store.revokeTree(hash: e.idHash)
+        return nil
+    }
+
+    func revokeOrphan(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let t = req.fields.string("token")
+        guard let e = try await store.lookup(token: t) else { throw CofferError.invalid("invalid token") }
+        try await store.revokeOrphan(hash: e.idHash)
+        return nil
+    }
+
+    func listAccessors(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        .list(try await store.accessors())
+    }
+
+    func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        .list(try await roles.list(prefix: ""))
+    }
+
+    func readRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let r = try await roles.getCodable(TokenRole.self, req.fields.string("role_name")) else { return nil }
+        return LogicalResponse(data: r.json)
+    }
+
+    func writeRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let f = req.fields
+        let name = f.string("role_name")
+        var r = try await roles.getCodable(TokenRole.self, name) ?? TokenRole(
+            name: name, allowedPolicies: [], disallowedPolicies: [], orphan: false, period: 0, renewable: true,
+            explicitMaxTTL: 0, pathSuffix: "", tokenType: "default-service", tokenTTL: 0, tokenMaxTTL: 0)
+        if f.has("allowed_policies") { r.allowedPolicies = f.strings("allowed_policies").map { $0.lowercased() } }
+        if f.has("disallowed_policies") { r.disallowedPolicies = f.strings("disallowed_policies").map { $0.lowercased() } }
+        if f.has("orphan") { r.orphan = f.bool("orphan") }
+        if f.has("period") { r.period = f.int("period") }
+        if f.has("token_period") { r.period = f.int("token_period") }
+        if f.has("renewable") { r.renewable = f.bool("renewable") }
+        if f.has("explicit_max_ttl") { r.explicitMaxTTL = f.int("explicit_max_ttl") }
+        if f.has("token_explicit_max_ttl") { r.explicitMaxTTL = f.int("token_explicit_max_ttl") }
+        if f.has("path_suffix") {
+            let s = f.string("path_suffix")
+            guard !s.contains("..") else { throw CofferError.invalid("path_suffix cannot contain '..'") }
+            r.pathSuffix = s
+        }
+        if f.has("token_type") {
+            let t = f.string("token_type")
+            guard ["service", "default-service", "default"].contains(t) else {
+                throw CofferError.invalid("unsupported token_type \"\(t.prefix(16))\"")
+            }
+            r.tokenType = t
+        }
+        if f.has("token_ttl") { r.tokenTTL = f.int("token_ttl") }
+        if f.has("token_max_ttl") { r.tokenMaxTTL = f.int("token_max_ttl") }
+        try await roles.putCodable(name, r)
+        return nil
+    }
+
+    func deleteRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await roles.delete(req.fields.string("role_name"))
+        return nil
+    }
+}

@@ -1,0 +1,245 @@
+import CofferSDK
+@preconcurrency import Crypto
+import Foundation
+import Synchronization
+
+/// A token as stored: the id itself is never stored, only its salted hash (the key).
+public struct TokenEntry: Codable, Sendable {
+    public var idHash: String
+    public var accessor: String
+    public var parentHash: String
+    public var policies: [String]
+    public var meta: [String: String]
+    public var displayName: String
+    public var numUses: Int
+    public var creationTime: Int64
+    public var creationTTL: Int
+    public var expireTime: Int64  // unix seconds; 0 = never
+    public var explicitMaxTTL: Int
+    public var period: Int
+    public var renewable: Bool
+    public var orphan: Bool
+    public var path: String
+    public var role: String
+    public var type: String
+    public var entityID: String
+    public var namespacePath: String
+    public var lastRenewalTime: Int64
+
+    public func isExpired(now: Int64) -> Bool { expireTime != 0 && now >= expireTime }
+    public func ttl(now: Int64) -> Int { expireTime == 0 ? 0 : Int(max(0, expireTime - now)) }
+}
+
+/// Token ids and accessors as Vault shapes them: `hvs.` + 24 base62 characters.
+public enum TokenID {
+    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+    public static func random(_ n: Int) -> String {
+        var g = SystemRandomNumberGenerator()
+        var s = ""
+        s.reserveCapacity(n)
+        for _ in 0..<n {
+            // Rejection sampling: no modulo bias.
+            while true {
+                let b = UInt8.random(in: 0...255, using: &g)
+                if b < 248 { s.append(alphabet[Int(b) % 62]); break }
+            }
+        }
+        return s
+    }
+
+    public static func newToken() -> String { "hvs." + random(24) }
+    public static func newAccessor() -> String { random(24) }
+}
+
+/// Compares two byte strings in time independent of where they differ.
+public func constantTimeEquals(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    var diff: UInt8 = 0
+    for (x, y) in zip(a, b) { diff |= x ^ y }
+    return diff == 0
+}
+
+/// One namespace's token store: create, look up, renew and revoke, with parent/child trees.
+///
+/// Layout below its view: `id/<hash>` entry, `accessor/<hash>` → id hash,
+/// `parent/<parentHash>/<childHash>` index. Hashes are HMAC-SHA256 with a salt kept behind
+/// the barrier, so storage and its backups never hold a usable token.
+public final class TokenStore: Sendable {
+    let view: StorageView
+    let salt: SymmetricKey
+    let cache = Mutex<[String: TokenEntry]>([:])
+    public let defaultTTL: Int
+    public let maxTTL: Int
+
+    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int) {
+        self.view = view
+        self.salt = SymmetricKey(data: salt)
+        self.defaultTTL = defaultTTL
+        self.maxTTL = maxTTL
+    }
+
+    public func hash(_ value: String) -> String {
+        let mac = HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: salt)
+        return mac.map { String(format: "%02x", $0) }.joined()
+    }
+
+    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+
+    /// Stores a new entry and returns the raw token id (the only time it exists in clear).
+    public func create(_ template: TokenEntry, id: String? = nil) async throws -> (String, TokenEntry) {
+        let token = id ?? TokenID.newToken()
+        var entry = template
+        entry.idHash = hash(token)
+        if entry.accessor.isEmpty { entry.accessor = TokenID.newAccessor() }
+        if try await view.get("id/" + entry.idHash) != nil {
+            throw CofferError.invalid("token with that id already exists")
+        }
+        try await view.putCodable("id/" + entry.idHash, entry)
+        try await view.put("accessor/" + hash(entry.accessor), Array(entry.idHash.utf8))
+        if !entry.parentHash.isEmpty {
+            try await view.put("parent/\(entry.parentHash)/\(entry.idHash)", [])
+        }
+        cache.withLock { $0[entry.idHash] = entry }
+        return (token, entry)
+    }
+
+    /// Looks up a raw token id; expired tokens are revoked and reported as absent.
+    public func lookup(token: String) async throws -> TokenEntry? {
+        guard token.count <= 256, !token.isEmpty else { return nil }
+        return try await lookup(hash: hash(token))
+    }
+
+    public func lookup(hash h: String) async throws -> TokenEntry? {
+        let cached = cache.withLock { $0[h] }
+        let entry: TokenEntry
+        if let cached {
+            entry = cached
+        } else {
+            guard let e = try await view.getCodable(TokenEntry.self, "id/" + h) else { return nil }
+            entry = e
+            cache.withLock { c in
+                if c.count > 50_000 { c.removeAll() }
+                c[h] = e
+            }
+        }
+        if entry.isExpired(now: Self.now()) {
+            try? await revokeTree(hash: h)
+            return nil
+        }
+        return entry
+    }
+
+    public func lookup(accessor: String) async throws -> TokenEntry? {
+        guard let idh = try await view.get("accessor/" + hash(accessor)) else { return nil }
+        return try await lookup(hash: String(decoding: idh, as: UTF8.self))
+    }
+
+    public func update(_ entry: TokenEntry) async throws {
+        try await view.putCodable("id/" + entry.idHash, entry)
+        cache.withLock { $0[entry.idHash] = entry }
+    }
+
+    /// Counts one use of a limited-use token; the last use revokes it after the request.
+    /// Returns false when the token has no uses left.
+    public func useToken(_ entry: TokenEntry) async throws -> (allowed: Bool, lastUse: Bool) {
+        guard entry.numUses > 0 else { return (true, false) }
+        var e = entry
+        e.numUses -= 1
+        if e.numUses == 0 {
+            // Mark as used up (-1) so concurrent requests can't reuse it.
+            e.numUses = -1
+            try await update(e)
+            return (true, true)
+        }
+        try await update(e)
+        return (true, false)
+    }
+
+    /// Revokes a token and, recursively, every child token.
+    public func revokeTree(hash h: String) async throws {
+        for child in try await view.list(prefix: "parent/\(h)/") {
+            try await revokeTree(hash: child)
+        }
+        try await revokeOne(hash: h)
+    }
+
+    /// Revokes one token; its children become orphans.
+    public func revokeOrphan(hash h: String) async throws {
+        for child in try await view.list(prefix: "parent/\(h)/") {
+            if var e = try await view.getCodable(TokenEntry.self, "id/" + child) {
+                e.parentHash = ""
+                e.orphan = true
+                try await update(e)
+            }
+            try await view.delete("parent/\(h)/\(child)")
+        }
+        try await revokeOne(hash: h)
+    }
+
+    func revokeOne(hash h: String) async throws {
+        let entry = try await view.getCodable(TokenEntry.self, "id/" + h)
+        if let entry {
+            try await view.delete("accessor/" + hash(entry.accessor))
+            if !entry.parentHash.isEmpty { try await view.delete("parent/\(entry.parentHash)/\(h)") }
+        }
+        try await view.delete("id/" + h)
+        cache.withLock { _ = $0.removeValue(forKey: h) }
+    }
+
+    /// Every accessor (for `auth/token/accessors`).
+    public func accessors() async throws -> [String] {
+        var out: [String] = []
+        for h in try await view.list(prefix: "id/") {
+            if let e = try await view.getCodable(TokenEntry.self, "id/" + h) { out.append(e.accessor) }
+        }
+        return out.sorted()
+    }
+
+    /// Number of stored tokens.
+    public func count() async throws -> Int { try await view.list(prefix: "id/").count }
+
+    public func dropCache() { cache.withLock { $0.removeAll() } }
+}
+
+extension TokenEntry {
+    static func rfc3339(_ t: Int64) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime]
+        return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
+    }
+
+    /// The `data` of a token lookup, Vault's shape.
+    public func lookupData(id: String, now: Int64) -> [String: JSONValue] {
+        [
+            "accessor": .string(accessor),
+            "creation_time": .int(creationTime),
+            "creation_ttl": .int(Int64(creationTTL)),
+            "display_name": .string(displayName),
+            "entity_id": .string(entityID),
+            "expire_time": expireTime == 0 ? .null : .string(Self.rfc3339(expireTime)),
+            "explicit_max_ttl": .int(Int64(explicitMaxTTL)),
+            "id": .string(id),
+            "issue_time": .string(Self.rfc3339(creationTime)),
+            "meta": meta.isEmpty ? .null : .object(meta.mapValues { .string($0) }),
+            "num_uses": .int(Int64(max(0, numUses))),
+            "orphan": .bool(orphan),
+            "path": .string(path),
+            "policies": .array(policies.map { .string($0) }),
+            "renewable": .bool(renewable),
+            "ttl": .int(Int64(ttl(now: now))),
+            "type": .string(type),
+            "period": period > 0 ? .int(Int64(period)) : .null,
+            "role": role.isEmpty ? .null : .string(role),
+            "namespace_path": .string(namespacePath),
+            "last_renewal_time": lastRenewalTime > 0 ? .int(lastRenewalTime) : .null,
+        ].filter { !($0.key == "period" && $0.value.isNull) && !($0.key == "role" && $0.value.isNull) && !($0.key == "last_renewal_time" && $0.value.isNull) }
+    }
+
+    public func authInfo(token: String) -> AuthInfo {
+        AuthInfo(
+            clientToken: token, accessor: accessor, policies: policies,
+            tokenPolicies: policies, metadata: meta, leaseDuration: creationTTL, renewable: renewable,
+            entityID: entityID, tokenType: type, orphan: orphan, numUses: max(0, numUses))
+    }
+}

@@ -1,0 +1,90 @@
+import CofferSDK
+import Foundation
+import Gateway
+import TenantCore
+
+/// The server configuration file: Vault's format, in HCL or JSON.
+struct ServerConfigFile {
+    var storageType = "inmem"
+    var storageOptions: [String: JSONValue] = [:]
+    var listeners: [ListenerConfiguration] = []
+    var defaultLeaseTTL = 2_764_800
+    var maxLeaseTTL = 2_764_800
+    var apiAddr = ""
+    var clusterName = ""
+    var logLevel: String?
+    var warnings: [String] = []
+
+    static let knownKeys: Set<String> = [
+        "storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl", "api_addr", "cluster_addr", "cluster_name",
+        "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
+        "seal", "ha_storage", "raw_storage_endpoint", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
+    ]
+
+    static func load(path: String) throws -> ServerConfigFile {
+        guard let data = FileManager.default.contents(atPath: path), let text = String(data: data, encoding: .utf8) else {
+            throw CofferError.invalid("cannot read config file \(path)")
+        }
+        return try parse(text)
+    }
+
+    static func duration(_ v: JSONValue?, _ name: String) throws -> Int? {
+        guard let v else { return nil }
+        if let i = v.intValue { return Int(i) }
+        if let s = v.stringValue, let secs = CofferSDK.Duration.parseSeconds(s) { return Int(secs) }
+        throw CofferError.invalid("config: \(name) must be a duration")
+    }
+
+    static func parse(_ text: String) throws -> ServerConfigFile {
+        var cfg = ServerConfigFile()
+        let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
+        let body: HCLBody
+        if trimmed.hasPrefix("{") {
+            body = try jsonBody(JSONValue.parse(trimmed))
+        } else {
+            body = try HCL.parseBody(text)
+        }
+        for a in body.attributes where !knownKeys.contains(a.name) { cfg.warnings.append("unknown config key \"\(a.name)\" ignored") }
+        for b in body.blocks where !knownKeys.contains(b.type) { cfg.warnings.append("unknown config block \"\(b.type)\" ignored") }
+        let storageBlocks = body.blocks(ofType: "storage") + body.blocks(ofType: "backend")
+        guard storageBlocks.count <= 1 else { throw CofferError.invalid("config: only one storage block is allowed") }
+        if let s = storageBlocks.first {
+            guard let t = s.labels.first else { throw CofferError.invalid("config: storage block needs a type label") }
+            cfg.storageType = t
+            cfg.storageOptions = s.body.asJSON().objectValue ?? [:]
+        }
+        for l in body.blocks(ofType: "listener") {
+            guard l.labels.first == "tcp" else { throw CofferError.invalid("config: only listener \"tcp\" is supported") }
+            let o = l.body.asJSON()
+            let address = o["address"]?.stringValue ?? "127.0.0.1:8200"
+            let disable = o["tls_disable"].map { $0.boolValue ?? ($0.stringValue == "true" || $0.intValue == 1) } ?? false
+            cfg.listeners.append(try ListenerConfiguration(address: address, tlsDisable: disable, tlsCertFile: o["tls_cert_file"]?.stringValue, tlsKeyFile: o["tls_key_file"]?.stringValue))
+        }
+        if let v = try duration(body.attribute("default_lease_ttl"), "default_lease_ttl") { cfg.defaultLeaseTTL = v }
+        if let v = try duration(body.attribute("max_lease_ttl"), "max_lease_ttl") { cfg.maxLeaseTTL = v }
+        if cfg.defaultLeaseTTL > cfg.maxLeaseTTL { throw CofferError.invalid("config: default_lease_ttl cannot exceed max_lease_ttl") }
+        cfg.apiAddr = body.attribute("api_addr")?.stringValue ?? ""
+        cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
+        cfg.logLevel = body.attribute("log_level")?.stringValue
+        return cfg
+    }
+
+    /// Vault's JSON config form: `{"storage": {"sqlite": {...}}, "listener": [{"tcp": {...}}]}`.
+    static func jsonBody(_ v: JSONValue) throws -> HCLBody {
+        guard let o = v.objectValue else { throw CofferError.invalid("config: JSON config must be an object") }
+        var body = HCLBody(attributes: [], blocks: [])
+        for (k, value) in o {
+            if k == "storage" || k == "backend" || k == "listener" || k == "seal" || k == "ha_storage" {
+                let items = value.arrayValue ?? [value]
+                for item in items {
+                    for (label, inner) in item.objectValue ?? [:] {
+                        body.blocks.append(HCLBlock(type: k, labels: [label], body: HCLBody(attributes: (inner.objectValue ?? [:]).map { ($0.key, $0.value) }, blocks: [])))
+                    }
+                }
+            } else {
+                body.attributes.append((k, value))
+            }
+        }
+        return body
+    }
+}

@@ -83,13 +83,19 @@ let package = Package(
             swiftSettings: settings
         ),
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
-        .testTarget(name: "TenantCoreTests", dependencies: ["TenantCore", "Engines"], swiftSettings: settings),
-        .testTarget(name: "EnginesTests", dependencies: ["Engines", "TenantCore"], swiftSettings: settings),
+        .testTarget(
+            name: "TenantCoreTests",
+            dependencies: ["TenantCore", "Engines", "CofferSDK", .product(name: "Logging", package: "swift-log")],
+            swiftSettings: settings
+        ),
+        .testTarget(name: "EnginesTests", dependencies: ["Engines", "TenantCore", "CofferSDK"], swiftSettings: settings),
         .testTarget(
             name: "GatewayTests",
             dependencies: [
                 "Gateway", "Engines", "TenantCore",
                 .product(name: "HummingbirdTesting", package: "hummingbird"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
             ],
             swiftSettings: settings
         ),

@@ -121,6 +121,12 @@ public struct Policy: Sendable {
     public var text: String
     public var rules: [PathRule]
 
+    public init(name: String, text: String, rules: [PathRule]) {
+        self.name = name
+        self.text = text
+        self.rules = rules
+    }
+
     /// Parses HCL or JSON policy text; a clear 400 on any syntax or schema error.
     public static func parse(name: String, text: String) throws -> Policy {
         let doc: JSONValue

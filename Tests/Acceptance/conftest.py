@@ -267,7 +267,11 @@ def tls_certs(tmp_path_factory) -> Path:
 
 class TLSServer(ServerProcess):
     """`coffer server --config FILE` with sqlite storage in its own data dir and a TLS
-    listener. Stop/restart/kill9 keep the data dir, config and port."""
+    listener. Stop/restart/kill9 keep the data dir, config and port.
+
+    Development aid: with ACCEPTANCE_PEER_BAO=1 and ACCEPTANCE_PEER_BAO_LIFECYCLE=1 this
+    runs `bao server -config` on raft storage instead (no sqlite, so `peer` is True and
+    the sqlite-specific checks are skipped)."""
 
     def __init__(self, workdir: Path, certs: Path):
         self.data_dir = workdir / "data"
@@ -275,10 +279,21 @@ class TLSServer(ServerProcess):
         self.db_path = self.data_dir / "coffer.db"
         port = free_port()
         self.config_path = workdir / "coffer.hcl"
-        self.config_path.write_text(f"""\
+        if PEER_BAO:
+            storage = f"""\
+storage "raft" {{
+  path    = "{self.data_dir}"
+  node_id = "n1"
+}}
+cluster_addr = "https://127.0.0.1:{free_port()}"
+"""
+        else:
+            storage = f"""\
 storage "sqlite" {{
   path = "{self.db_path}"
 }}
+"""
+        self.config_path.write_text(storage + f"""\
 
 listener "tcp" {{
   address       = "127.0.0.1:{port}"
@@ -292,9 +307,12 @@ disable_mlock     = true
 default_lease_ttl = "768h"
 max_lease_ttl     = "8760h"
 """)
-        argv = [coffer_bin(), "server", "--config", str(self.config_path)]
-        super().__init__("coffer-tls", argv, port, workdir, scheme="https",
-                         ca_file=certs / "ca.pem")
+        if PEER_BAO:
+            argv, name = [bao_bin(), "server", f"-config={self.config_path}"], "bao-tls"
+        else:
+            argv, name = [coffer_bin(), "server", "--config", str(self.config_path)], "coffer-tls"
+        super().__init__(name, argv, port, workdir, scheme="https",
+                         ca_file=certs / "ca.pem", peer=PEER_BAO)
 
     def storage_files(self) -> list[Path]:
         """The SQLite file and its companions (-wal, -shm, journals): every file in the
@@ -306,7 +324,7 @@ max_lease_ttl     = "8760h"
 def tls_server(tls_certs):
     """Factory: `srv = tls_server()` makes (and starts, unless start=False) a fresh TLS +
     sqlite server with its own data dir. All of them are stopped at teardown."""
-    if PEER_BAO:
+    if PEER_BAO and os.environ.get("ACCEPTANCE_PEER_BAO_LIFECYCLE") != "1":
         pytest.skip("needs Coffer's sqlite storage + TLS config (ACCEPTANCE_PEER_BAO=1)")
     made: list[TLSServer] = []
     dirs: list[Path] = []

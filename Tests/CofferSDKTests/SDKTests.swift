@@ -1,0 +1,72 @@
+import CofferSDK
+import Testing
+
+@Suite struct JSONTests {
+    @Test func roundTrip() throws {
+        let text = #"{"a":[1,2.5,"x",true,false,null],"b":{"c":"\u00e9\n\"q\""},"n":-12}"#
+        let v = try JSONValue.parse(text)
+        #expect(v["a"]?.arrayValue?.count == 6)
+        #expect(v["b"]?["c"] == "é\n\"q\"")
+        #expect(v["n"] == -12)
+        #expect(try JSONValue.parse(v.serializedString()) == v)
+    }
+
+    @Test(arguments: ["", "{", "{\"a\":}", "[1,]", "{\"a\" 1}", "nul", "\"\\x\"", "{} extra", "01", "1.", "\"\u{01}\"", String(repeating: "[", count: 10_000)])
+    func malformed(text: String) {
+        #expect(throws: CofferError.self) { try JSONValue.parse(text) }
+    }
+
+    @Test func invalidUTF8() {
+        #expect(throws: CofferError.self) { try JSONValue.parse([0x22, 0xFF, 0xFE, 0x22]) }
+    }
+}
+
+@Suite struct DurationTests {
+    @Test(arguments: [("90", 90), ("90s", 90), ("1h30m", 5400), ("768h", 2_764_800), ("1.5h", 5400), ("2d", 172_800), ("", 0), ("500ms", 0)] as [(String, Int64)])
+    func parses(text: String, seconds: Int64) {
+        #expect(Duration.parseSeconds(text) == seconds)
+    }
+
+    @Test(arguments: ["abc", "-5s", "5x", "h", "1h-"])
+    func rejects(text: String) {
+        #expect(Duration.parseSeconds(text) == nil)
+    }
+
+    @Test func formats() {
+        #expect(Duration.format(0) == "0s")
+        #expect(Duration.format(3600) == "1h0m0s")
+        #expect(Duration.format(61) == "1m1s")
+    }
+}
+
+@Suite struct RouteTests {
+    static let handler: RouteHandler = { _ in nil }
+
+    @Test func patterns() {
+        let r = Route("roles/:name", operations: [.read: Self.handler])
+        #expect(r.match("roles/web") == ["name": "web"])
+        #expect(r.match("roles/") == nil)
+        #expect(r.match("roles/a/b") == nil)
+        let rest = Route("data/*path", operations: [.read: Self.handler])
+        #expect(rest.match("data/a/b/c") == ["path": "a/b/c"])
+        #expect(rest.match("data/") == ["path": ""])
+        #expect(rest.match("other/x") == nil)
+        let opt = Route("roles/?", operations: [.list: Self.handler])
+        #expect(opt.match("roles") == [:])
+        #expect(opt.match("roles/") == [:])
+    }
+
+    @Test func validation() throws {
+        let fields = [Field("ttl", .duration), Field("n", .int, default: 5), Field("name", .string, required: true), Field("list", .commaStringSlice), Field("flag", .bool)]
+        let v = try Route.validate(fields, data: ["ttl": "1h", "name": "x", "list": "a, b", "flag": "true"], captures: [:])
+        #expect(v.int("ttl") == 3600)
+        #expect(v.int("n") == 5)
+        #expect(!v.has("n"))
+        #expect(v.strings("list") == ["a", "b"])
+        #expect(v.bool("flag"))
+        #expect(throws: CofferError.self) { try Route.validate(fields, data: [:], captures: [:]) }
+        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "n": "abc"], captures: [:]) }
+        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": ["a"]], captures: [:]) }
+        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "ttl": "forever"], captures: [:]) }
+    }
+}

@@ -1,0 +1,121 @@
+import CofferSDK
+import Foundation
+import Testing
+import TenantCore
+
+/// One conformance suite for every `Storage` backend (OpenBao's ExerciseBackend idea).
+func exerciseStorage(_ s: any Storage) async throws {
+    // Empty store.
+    #expect(try await s.get("missing") == nil)
+    #expect(try await s.list(prefix: "") == [])
+
+    // Put / get / overwrite.
+    try await s.put("foo", [1, 2, 3])
+    #expect(try await s.get("foo") == [1, 2, 3])
+    try await s.put("foo", [4])
+    #expect(try await s.get("foo") == [4])
+    try await s.put("empty", [])
+    #expect(try await s.get("empty") == [])
+
+    // Vault list semantics: immediate children, folders once with a trailing slash, sorted.
+    try await s.put("dir/a", [1])
+    try await s.put("dir/b", [2])
+    try await s.put("dir/sub/c", [3])
+    try await s.put("dir/sub/d", [4])
+    try await s.put("dirx", [5])
+    #expect(try await s.list(prefix: "dir/") == ["a", "b", "sub/"])
+    #expect(try await s.list(prefix: "dir/sub/") == ["c", "d"])
+    #expect(try await s.list(prefix: "") == ["dir/", "dirx", "empty", "foo"])
+    #expect(try await s.list(prefix: "nothing/") == [])
+
+    // Delete, including a missing key.
+    try await s.delete("dir/a")
+    try await s.delete("never-existed")
+    #expect(try await s.get("dir/a") == nil)
+    #expect(try await s.list(prefix: "dir/") == ["b", "sub/"])
+
+    // Compare-and-set.
+    #expect(try await s.compareAndSet("cas", expected: nil, new: [1]) == true)
+    #expect(try await s.compareAndSet("cas", expected: nil, new: [2]) == false)
+    #expect(try await s.compareAndSet("cas", expected: [9], new: [2]) == false)
+    #expect(try await s.get("cas") == [1])
+    #expect(try await s.compareAndSet("cas", expected: [1], new: [2]) == true)
+    #expect(try await s.get("cas") == [2])
+    #expect(try await s.compareAndSet("cas", expected: [2], new: nil) == true)
+    #expect(try await s.get("cas") == nil)
+
+    // Unicode and odd keys survive.
+    try await s.put("ünï/cødé key", Array("v".utf8))
+    #expect(try await s.get("ünï/cødé key") == Array("v".utf8))
+    #expect(try await s.list(prefix: "ünï/") == ["cødé key"])
+
+    // Large values.
+    let big = (0..<1_000_000).map { UInt8($0 & 0xFF) }
+    try await s.put("big", big)
+    #expect(try await s.get("big") == big)
+
+    // Change feed: ordered, complete, deletes flagged.
+    guard case .changes(let all, let head) = try await s.changes(since: 0, limit: 10_000) else {
+        Issue.record("feed compacted unexpectedly")
+        return
+    }
+    #expect(!all.isEmpty)
+    #expect(all.last?.revision == head)
+    #expect(zip(all, all.dropFirst()).allSatisfy { $0.revision < $1.revision })
+    #expect(all.contains { $0.key == "dir/a" && $0.deleted })
+    #expect(all.contains { $0.key == "foo" && !$0.deleted })
+    try await s.put("after", [1])
+    guard case .changes(let tail, let head2) = try await s.changes(since: head, limit: 10) else {
+        Issue.record("feed compacted unexpectedly")
+        return
+    }
+    #expect(tail.map(\.key) == ["after"])
+    #expect(head2 > head)
+    // Limit is honoured.
+    if case .changes(let limited, _) = try await s.changes(since: 0, limit: 2) { #expect(limited.count == 2) }
+}
+
+@Suite struct StorageConformanceTests {
+    @Test func memory() async throws {
+        try await exerciseStorage(MemoryStorage())
+    }
+
+    @Test func sqlite() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let s = try await SQLiteStorage.open(path: dir.appendingPathComponent("c.db").path)
+        try await exerciseStorage(s)
+        await s.close()
+    }
+
+    @Test func cachingOverSQLite() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let s = try await SQLiteStorage.open(path: dir.appendingPathComponent("c.db").path)
+        try await exerciseStorage(CachingStorage(s))
+        await s.close()
+    }
+
+    @Test func sqlitePersistsAcrossReopen() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("c.db").path
+        let s = try await SQLiteStorage.open(path: path)
+        try await s.put("k", [7, 7])
+        await s.close()
+        let again = try await SQLiteStorage.open(path: path)
+        #expect(try await again.get("k") == [7, 7])
+        await again.close()
+    }
+
+    @Test func memoryFeedCompacts() async throws {
+        let s = MemoryStorage(feedLimit: 3)
+        for i in 0..<10 { try await s.put("k\(i)", [UInt8(i)]) }
+        #expect(try await s.changes(since: 0, limit: 100) == .compacted(head: 10))
+        guard case .changes(let c, _) = try await s.changes(since: 8, limit: 100) else {
+            Issue.record("expected changes")
+            return
+        }
+        #expect(c.map(\.key) == ["k8", "k9"])
+    }
+}

@@ -20,9 +20,9 @@ struct CofferHTTPChannel: ServerChildChannel, HTTPChannelHandler {
                 withErrorHandling: true,
                 withOutboundHeaderValidation: false)
             try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
-            if let idleTimeout {
-                try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: idleTimeout))
-            }
+            // Closes idle keep-alive connections on graceful shutdown (and after the idle timeout).
+            try channel.pipeline.syncOperations.addHandler(
+                HTTPConnectionStateHandler(idleTimeout: idleTimeout.map { .nanoseconds($0.nanoseconds) }, logger: logger))
             return try NIOAsyncChannel(wrappingChannelSynchronously: channel, configuration: .init(isOutboundHalfClosureEnabled: true))
         }
     }

@@ -8,9 +8,11 @@ import NIOCore
 /// headers, `Content-Length` body). A chunked request body switches it to pass-through for
 /// the rest of the connection (a later `LIST` on that connection then fails to parse; hvac
 /// and Vault's CLI never send chunked requests).
-final class ListVerbRewriter: ChannelInboundHandler, RemovableChannelHandler {
-    typealias InboundIn = ByteBuffer
-    typealias InboundOut = ByteBuffer
+public final class ListVerbRewriter: ChannelInboundHandler, RemovableChannelHandler {
+    public typealias InboundIn = ByteBuffer
+    public typealias InboundOut = ByteBuffer
+
+    public init() {}
 
     enum State { case requestLine, headers, body(Int), passthrough }
 
@@ -21,7 +23,7 @@ final class ListVerbRewriter: ChannelInboundHandler, RemovableChannelHandler {
     var chunked = false
     static let maxLine = 64 * 1024
 
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let buf = unwrapInboundIn(data)
         var out = context.channel.allocator.buffer(capacity: buf.readableBytes + 16)
         let bytes = buf.readableBytesView

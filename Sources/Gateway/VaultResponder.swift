@@ -44,6 +44,8 @@ public struct VaultResponder: HTTPResponder {
                 logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(e.message)", "at": "\(e.file):\(e.line)"])
             }
             return Self.error(e.code.httpStatus, e.message.isEmpty ? [] : [e.message])
+        } catch is NIOTooManyBytesError {
+            return Self.error(.contentTooLarge, ["http: request body too large"])
         } catch let e as HTTPError where e.status == .contentTooLarge {
             return Self.error(.contentTooLarge, ["http: request body too large"])
         } catch {
@@ -111,9 +113,17 @@ public struct VaultResponder: HTTPResponder {
             if method.rawValue == "LIST" { operation = .list } else { return Self.error(.methodNotAllowed, ["unsupported operation"]) }
         }
         if params["help"] != nil { operation = .help }
+        // Like Vault: a LIST always addresses a folder.
+        if operation == .list && !path.hasSuffix("/") && !path.isEmpty { path += "/" }
         params["list"] = nil
         params["help"] = nil
 
+        if operation == .patch {
+            let ct = request.headers[.contentType] ?? ""
+            guard ct.lowercased().hasPrefix("application/merge-patch+json") else {
+                return Self.error(.unsupportedMediaType, ["PATCH requires Content-Type of application/merge-patch+json, got \"\(ct.prefix(64))\""])
+            }
+        }
         var data: [String: JSONValue] = params
         if operation == .update || operation == .patch {
             let body = try await request.body.collect(upTo: maxRequestSize)

@@ -305,7 +305,7 @@ public final class NamespaceCore: Sendable {
         }
         if let h = revokeAfter { try? await tokens.revokeTree(hash: h) }
         guard var response = result else {
-            if logical.operation == .read || logical.operation == .list { throw CofferError(.notFound, "") }
+            if logical.operation == .read || logical.operation == .list || logical.operation == .patch { throw CofferError(.notFound, "") }
             return LogicalResponse(statusCode: 204)
         }
         if mount.kind == .system { response.dataAtTopLevel = true }

@@ -177,7 +177,13 @@ public struct TokenBackend: LogicalBackend {
             if period == 0 && effective == 0 && !policies.contains("root") { effective = store.defaultTTL }
         }
         if period == 0 && effective > store.maxTTL { effective = store.maxTTL }
-        if explicitMax > 0 && (effective == 0 || effective > explicitMax) { effective = explicitMax }
+        var warnings: [String] = []
+        if explicitMax > 0 && (effective == 0 || effective > explicitMax) {
+            if effective > explicitMax {
+                warnings.append("explicit max TTL of \"\(Duration.format(explicitMax))\" is less than the requested TTL; capping the token TTL to \"\(Duration.format(explicitMax))\"")
+            }
+            effective = explicitMax
+        }
         // A child can never outlive a parent with a fixed expiry.
         if !wantOrphan && parent.expireTime != 0 {
             let parentLeft = Int(parent.expireTime - now)
@@ -200,13 +206,13 @@ public struct TokenBackend: LogicalBackend {
             type: "service", entityID: "", namespacePath: namespacePath, lastRenewalTime: 0)
         let id = f.optionalString("id").flatMap { $0.isEmpty ? nil : $0 }
         let (token, entry) = try await store.create(template, id: id)
-        return LogicalResponse(auth: entry.authInfo(token: token))
+        return LogicalResponse(auth: entry.authInfo(token: token), warnings: warnings)
     }
 
     func lookup(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let t = req.fields.string("token")
         if t.isEmpty { return try await lookupSelf(req) }
-        guard let e = try await store.lookup(token: t) else { throw CofferError.invalid("bad token") }
+        guard let e = try await store.lookup(token: t) else { throw CofferError(.permissionDenied, "bad token") }
         return LogicalResponse(data: e.lookupData(id: t, now: TokenStore.now()))
     }
 

@@ -255,7 +255,7 @@ def root_client(dev_server) -> hvac.Client:
 
 
 @pytest.fixture(scope="session")
-def tls_certs(tmp_path_factory) -> Path:
+def tls_certs() -> Path:
     """CA + server certificate for 127.0.0.1/localhost, made by Ops/tls-selfsigned."""
     d = Path(tempfile.mkdtemp(prefix="tls-", dir=os.environ.get("ACCEPTANCE_TMP") or None))
     subprocess.run([str(REPO_ROOT / "Ops" / "tls-selfsigned"), str(d)], check=True)

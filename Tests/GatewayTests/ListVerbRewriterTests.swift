@@ -1,4 +1,4 @@
-@testable import Gateway
+import Gateway
 import NIOCore
 import NIOEmbedded
 import Testing

@@ -44,7 +44,7 @@ let package = Package(
         ),
         .target(
             name: "Engines",
-            dependencies: ["CofferSDK"],
+            dependencies: ["CofferSDK", .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: settings
         ),
         .target(

@@ -1,5 +1,4 @@
 import CofferSDK
-@preconcurrency import Crypto
 import Foundation
 
 /// The `kv` secret engine: version 1 (plain key/value) or version 2 (versioned), chosen by

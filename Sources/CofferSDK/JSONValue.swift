@@ -121,7 +121,8 @@ extension JSONValue {
                 if d.rounded() == d && abs(d) < 1e15 {
                     out.append(contentsOf: String(Int64(d)).utf8)
                 } else {
-                    out.append(contentsOf: "\(d)".utf8)
+                    // Swift's description is the shortest string that round-trips.
+                    out.append(contentsOf: d.description.utf8)
                 }
             } else {
                 out.append(contentsOf: "null".utf8)
@@ -299,6 +300,18 @@ struct JSONParser {
 
     mutating func parseString() throws -> String {
         i += 1  // opening quote
+        // Fast path: no escapes before the closing quote.
+        var j = i
+        while j < bytes.count {
+            let c = bytes[j]
+            if c == UInt8(ascii: "\"") {
+                guard let s = String(validating: bytes[i..<j], as: UTF8.self) else { throw fail("invalid UTF-8 in string") }
+                i = j + 1
+                return s
+            }
+            if c == UInt8(ascii: "\\") || c < 0x20 { break }
+            j += 1
+        }
         var out: [UInt8] = []
         while true {
             guard i < bytes.count else { throw fail("unterminated string") }

@@ -44,7 +44,7 @@ public struct LogicalRequest: Sendable {
     public var token: RequestToken?
     public var remoteAddress: String?
 
-    public init(id: String = UUID().uuidString.lowercased(), operation: LogicalOperation, path: String, mountPoint: String = "", data: [String: JSONValue] = [:], token: RequestToken? = nil, remoteAddress: String? = nil) {
+    public init(id: String = RandomID.uuid(), operation: LogicalOperation, path: String, mountPoint: String = "", data: [String: JSONValue] = [:], token: RequestToken? = nil, remoteAddress: String? = nil) {
         self.id = id
         self.operation = operation
         self.path = path
@@ -132,6 +132,8 @@ public struct LogicalResponse: Sendable {
     public var rawBody: JSONValue?
     /// Copy `data` to the top level of the envelope, as Vault does for legacy sys/ paths.
     public var dataAtTopLevel: Bool
+    /// The type of the mount that answered (`mount_type` in the envelope); set by the core.
+    public var mountType: String?
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
         self.data = data
@@ -142,6 +144,7 @@ public struct LogicalResponse: Sendable {
         self.wrapInfo = nil
         self.rawBody = nil
         self.dataAtTopLevel = false
+        self.mountType = nil
     }
 
     public static func raw(_ body: JSONValue, status: Int = 200) -> LogicalResponse {

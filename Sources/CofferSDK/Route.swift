@@ -103,53 +103,94 @@ public struct Route: Sendable {
         }
     }
 
-    /// Matches a mount-relative path; returns the captures or nil.
-    public func match(_ path: String) -> [String: String]? {
-        var path = path
-        if optionalTrailingSlash, path.hasSuffix("/") { path.removeLast() }
-        let parts = path.isEmpty ? [] : path.split(separator: "/", omittingEmptySubsequences: false)
+    /// Matches a mount-relative path; returns the captures or nil. Walks the path's bytes
+    /// segment by segment without splitting it.
+    public func match(_ fullPath: String) -> [String: String]? {
+        var path = Substring(fullPath)
+        if optionalTrailingSlash, path.utf8.last == UInt8(ascii: "/") { path = path.dropLast() }
         var captures: [String: String] = [:]
-        var i = 0
+        var rest = path.utf8[...]
+        var consumedAll = path.isEmpty
         for (si, seg) in segments.enumerated() {
-            switch seg {
-            case .literal(let l):
-                guard i < parts.count, parts[i] == l else { return nil }
-                i += 1
-            case .one(let name):
-                guard i < parts.count, !parts[i].isEmpty else { return nil }
-                captures[name] = String(parts[i])
-                i += 1
-            case .rest(let name):
+            if case .rest(let name) = seg {
                 precondition(si == segments.count - 1, "*name must be last")
-                captures[name] = i < parts.count ? parts[i...].joined(separator: "/") : ""
+                captures[name] = consumedAll ? "" : String(Substring(rest))
                 return captures
             }
+            guard !consumedAll else { return nil }
+            let slash = rest.firstIndex(of: UInt8(ascii: "/"))
+            let part = rest[..<(slash ?? rest.endIndex)]
+            switch seg {
+            case .literal(let l):
+                guard part.elementsEqual(l.utf8) else { return nil }
+            case .one(let name):
+                guard !part.isEmpty else { return nil }
+                captures[name] = String(Substring(part))
+            case .rest:
+                break
+            }
+            if let slash {
+                rest = rest[rest.index(after: slash)...]
+            } else {
+                consumedAll = true
+            }
         }
-        return i == parts.count ? captures : nil
+        return consumedAll ? captures : nil
     }
 }
 
-extension LogicalBackend {
+/// A backend with its route table computed once: what the core dispatches through.
+/// (`routes` is a computed property on most backends; building it per request was the
+/// hottest spot of the read path.)
+public struct CompiledBackend: Sendable {
+    public let backend: any LogicalBackend
+    public let routes: [Route]
+    public let rootPaths: [String]
+    public let unauthenticatedPaths: [String]
+
+    public init(_ backend: any LogicalBackend) {
+        self.backend = backend
+        self.routes = backend.routes
+        self.rootPaths = backend.rootPaths
+        self.unauthenticatedPaths = backend.unauthenticatedPaths
+    }
+
     /// Finds the route for a path.
-    public func route(for path: String) -> (Route, [String: String])? {
+    public func route(for path: String) -> (Route, [String: String])? { Route.find(path, in: routes) }
+
+    /// Whether the object behind a create/update request exists (decides the ACL capability).
+    public func exists(_ request: LogicalRequest) async throws -> Bool? { try await Route.exists(request, in: routes) }
+
+    /// Routes, validates and runs a request.
+    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? { try await Route.dispatch(request, in: routes) }
+}
+
+extension LogicalBackend {
+    public func route(for path: String) -> (Route, [String: String])? { Route.find(path, in: routes) }
+    public func exists(_ request: LogicalRequest) async throws -> Bool? { try await Route.exists(request, in: routes) }
+    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? { try await Route.dispatch(request, in: routes) }
+}
+
+extension Route {
+    static func find(_ path: String, in routes: [Route]) -> (Route, [String: String])? {
         for r in routes {
             if let c = r.match(path) { return (r, c) }
         }
         return nil
     }
 
-    /// Whether the object behind a create/update request exists (decides the ACL capability).
-    public func exists(_ request: LogicalRequest) async throws -> Bool? {
-        guard let (r, c) = route(for: request.path), let check = r.existenceCheck else { return nil }
+    static func exists(_ request: LogicalRequest, in routes: [Route]) async throws -> Bool? {
+        guard let (r, c) = find(request.path, in: routes), let check = r.existenceCheck else { return nil }
         var req = request
         req.captures = c
-        req.fields = try Route.validate(r.fields, data: request.data, captures: c)
+        req.fields = try validate(r.fields, data: request.data, captures: c)
         return try await check(req)
     }
 
-    /// Routes, validates and runs a request: the one dispatcher every backend shares.
-    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
-        guard let (r, c) = route(for: request.path) else {
+    /// The one dispatcher every backend shares: route, refuse unsupported operations (405),
+    /// validate fields (400), run the handler.
+    static func dispatch(_ request: LogicalRequest, in routes: [Route]) async throws -> LogicalResponse? {
+        guard let (r, c) = find(request.path, in: routes) else {
             throw CofferError(.notFound, "unsupported path")
         }
         if request.operation == .help {
@@ -167,7 +208,7 @@ extension LogicalBackend {
         var req = request
         req.operation = op
         req.captures = c
-        req.fields = try Route.validate(r.fields, data: request.data, captures: c)
+        req.fields = try validate(r.fields, data: request.data, captures: c)
         return try await handler(req)
     }
 }

@@ -65,6 +65,8 @@ public protocol LogicalStorage: Sendable {
     func put(_ key: String, _ value: [UInt8]) async throws
     func delete(_ key: String) async throws
     func list(prefix: String) async throws -> [String]
+    /// Reads and parses a JSON record. A barrier may answer from a cache of parsed records.
+    func getJSON(_ key: String) async throws -> JSONValue?
 }
 
 /// A `LogicalStorage` confined to one key prefix: an engine sees only its own records.
@@ -82,16 +84,34 @@ public struct StorageView: LogicalStorage {
 
     func checked(_ key: String) throws -> String {
         // A view can never escape its prefix: relative segments are refused outright.
-        if key.hasPrefix("/") || key.split(separator: "/", omittingEmptySubsequences: false).contains("..") {
+        if key.utf8.first == UInt8(ascii: "/") || Self.hasDotDotSegment(key) {
             throw CofferError.invalid("invalid storage key")
         }
         return prefix + key
+    }
+
+    /// Does `key` have a `..` path segment? (Scans bytes; no allocation.)
+    static func hasDotDotSegment(_ key: String) -> Bool {
+        var segmentLength = 0
+        var dots = 0
+        for b in key.utf8 {
+            if b == UInt8(ascii: "/") {
+                if segmentLength == 2 && dots == 2 { return true }
+                segmentLength = 0
+                dots = 0
+            } else {
+                segmentLength += 1
+                if b == UInt8(ascii: ".") { dots += 1 }
+            }
+        }
+        return segmentLength == 2 && dots == 2
     }
 
     public func get(_ key: String) async throws -> [UInt8]? { try await underlying.get(checked(key)) }
     public func put(_ key: String, _ value: [UInt8]) async throws { try await underlying.put(checked(key), value) }
     public func delete(_ key: String) async throws { try await underlying.delete(checked(key)) }
     public func list(prefix: String) async throws -> [String] { try await underlying.list(prefix: checked(prefix)) }
+    public func getJSON(_ key: String) async throws -> JSONValue? { try await underlying.getJSON(checked(key)) }
 
     /// Deletes every key below `prefix` (recursively).
     public func deleteTree(_ prefix: String = "") async throws {
@@ -109,6 +129,10 @@ extension LogicalStorage {
     /// Reads and decodes a JSON record.
     public func getJSON(_ key: String) async throws -> JSONValue? {
         guard let bytes = try await get(key) else { return nil }
+        return try Self.parseRecord(bytes)
+    }
+
+    public static func parseRecord(_ bytes: [UInt8]) throws -> JSONValue {
         do {
             return try JSONValue.parse(bytes)
         } catch {

@@ -17,7 +17,7 @@ struct CofferHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             try channel.pipeline.syncOperations.addHandler(ListVerbRewriter())
             try channel.pipeline.syncOperations.configureHTTPServerPipeline(
                 withPipeliningAssistance: false,
-                withErrorHandling: true,
+                withErrorHandling: false,  // Hummingbird answers malformed requests itself
                 withOutboundHeaderValidation: false)
             try channel.pipeline.syncOperations.addHandler(HTTP1ToHTTPServerCodec(secure: false))
             // Closes idle keep-alive connections on graceful shutdown (and after the idle timeout).

@@ -34,9 +34,10 @@ public struct VaultResponder: HTTPResponder {
     }
 
     static let jsonHeaders: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
+    static let vaultTokenHeader = HTTPField.Name("X-Vault-Token")!
 
     public func respond(to request: Request, context: Context) async throws -> Response {
-        let requestID = UUID().uuidString.lowercased()
+        let requestID = RandomID.uuid()
         do {
             return try await handle(request, context: context, requestID: requestID)
         } catch let e as CofferError {
@@ -68,7 +69,7 @@ public struct VaultResponder: HTTPResponder {
 
     /// Decodes `%xx` in a path segment string.
     static func percentDecode(_ s: Substring) -> String {
-        guard s.contains("%") || s.contains("+") else { return String(s) }
+        guard s.utf8.contains(UInt8(ascii: "%")) else { return String(s) }
         return s.removingPercentEncoding ?? String(s)
     }
 
@@ -140,7 +141,7 @@ public struct VaultResponder: HTTPResponder {
             _ = try await request.body.collect(upTo: maxRequestSize)
         }
 
-        var token = request.headers[.init("X-Vault-Token")!]
+        var token = request.headers[Self.vaultTokenHeader]
         if token == nil, let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") {
             token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         }
@@ -160,7 +161,7 @@ public struct VaultResponder: HTTPResponder {
         } catch let e as CofferError where e.code == .notFound && (operation == .read || operation == .list) && e.message == "" {
             return Self.error(.notFound, [])
         }
-        return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: nil)
+        return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
     }
 
     func render(_ r: LogicalResponse, requestID: String, operation: LogicalOperation, head: Bool, mountType: String?) -> Response {
@@ -174,21 +175,54 @@ public struct VaultResponder: HTTPResponder {
             if operation == .read || operation == .list { return Self.error(.notFound, []) }
             return Response(status: .noContent)
         }
-        var env: [String: JSONValue] = [
-            "request_id": .string(requestID),
-            "lease_id": .string(""),
-            "renewable": .bool(r.secret?.renewable ?? false),
-            "lease_duration": .int(Int64(r.secret?.ttl ?? 0)),
-            "data": r.data.map { .object($0) } ?? .null,
-            "wrap_info": r.wrapInfo ?? .null,
-            "warnings": r.warnings.isEmpty ? .null : .array(r.warnings.map { .string($0) }),
-            "auth": r.auth.map(\.json) ?? .null,
-        ]
-        if let mountType { env["mount_type"] = .string(mountType) }
-        if r.dataAtTopLevel, let d = r.data {
-            for (k, v) in d where env[k] == nil { env[k] = v }
+        let status = HTTPResponse.Status(code: r.statusCode ?? 200)
+        if head { return Response(status: status, headers: Self.jsonHeaders) }
+        return Response(status: status, headers: Self.jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: Self.envelope(r, requestID: requestID, mountType: mountType))))
+    }
+
+    static let envelopeKeys: Set<String> = ["request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth", "mount_type"]
+
+    /// Vault's response envelope, written directly in Vault's key order.
+    static func envelope(_ r: LogicalResponse, requestID: String, mountType: String?) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(512)
+        func key(_ k: StaticString, first: Bool = false) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            out.append(UInt8(ascii: "\""))
+            k.withUTF8Buffer { out.append(contentsOf: $0) }
+            out.append(contentsOf: [UInt8(ascii: "\""), UInt8(ascii: ":")])
         }
-        return Self.json(HTTPResponse.Status(code: r.statusCode ?? 200), .object(env), head: head)
+        out.append(UInt8(ascii: "{"))
+        key("request_id", first: true)
+        JSONValue.writeString(requestID, into: &out)
+        key("lease_id")
+        out.append(contentsOf: [34, 34])
+        key("renewable")
+        out.append(contentsOf: (r.secret?.renewable ?? false ? "true" : "false").utf8)
+        key("lease_duration")
+        out.append(contentsOf: String(r.secret?.ttl ?? 0).utf8)
+        key("data")
+        if let d = r.data { JSONValue.object(d).write(into: &out) } else { out.append(contentsOf: "null".utf8) }
+        key("wrap_info")
+        (r.wrapInfo ?? .null).write(into: &out)
+        key("warnings")
+        if r.warnings.isEmpty { out.append(contentsOf: "null".utf8) } else { JSONValue.array(r.warnings.map { .string($0) }).write(into: &out) }
+        key("auth")
+        if let a = r.auth { a.json.write(into: &out) } else { out.append(contentsOf: "null".utf8) }
+        if let mountType {
+            key("mount_type")
+            JSONValue.writeString(mountType, into: &out)
+        }
+        if r.dataAtTopLevel, let d = r.data {
+            for k in d.keys.sorted() where !envelopeKeys.contains(k) {
+                out.append(UInt8(ascii: ","))
+                JSONValue.writeString(k, into: &out)
+                out.append(UInt8(ascii: ":"))
+                d[k]!.write(into: &out)
+            }
+        }
+        out.append(contentsOf: [UInt8(ascii: "}"), 10])
+        return out
     }
 
     // MARK: sys/ endpoints that work while sealed
@@ -208,7 +242,7 @@ public struct VaultResponder: HTTPResponder {
                 }
                 let (keys, root) = try await core.initialize(shares: shares ?? 0, threshold: threshold ?? 0)
                 return Self.json(.ok, [
-                    "keys": .array(keys.map { .string($0.map { String(format: "%02x", $0) }.joined()) }),
+                    "keys": .array(keys.map { .string(Hex.encode($0)) }),
                     "keys_base64": .array(keys.map { .string(Data($0).base64EncodedString()) }),
                     "root_token": .string(root),
                 ])

@@ -64,11 +64,10 @@ public enum Sealer {
             throw CofferError.internalError("stored value is not barrier ciphertext")
         }
         do {
-            let box = try AES.GCM.SealedBox(
-                nonce: AES.GCM.Nonce(data: sealed[5..<17]),
-                ciphertext: sealed[17..<(sealed.count - 16)],
-                tag: sealed[(sealed.count - 16)...])
-            return Array(try AES.GCM.open(box, using: key, authenticating: Array(aad.utf8)))
+            // nonce | ciphertext | tag is exactly swift-crypto's "combined" representation.
+            let box = try AES.GCM.SealedBox(combined: sealed[5...])
+            var aadCopy = aad
+            return try aadCopy.withUTF8 { Array(try AES.GCM.open(box, using: key, authenticating: $0)) }
         } catch {
             throw CofferError.internalError("stored value failed authentication (tampered or wrong key)")
         }
@@ -91,7 +90,17 @@ public final class Barrier: LogicalStorage {
 
     let state = Mutex(State())
 
-    public init(physical: any Storage) { self.physical = physical }
+    /// Parsed records by path, each with the GCM tag of the ciphertext it came from. A hit
+    /// needs the stored ciphertext to carry the same tag, so the answer is exactly what
+    /// decrypting and parsing would give; it only skips the work.
+    struct DecodedEntry { var tag: ArraySlice<UInt8>; var value: JSONValue }
+    let decoded = Mutex<[String: DecodedEntry]>([:])
+    let decodedCapacity: Int
+
+    public init(physical: any Storage, decodedCacheCapacity: Int = 50_000) {
+        self.physical = physical
+        self.decodedCapacity = decodedCacheCapacity
+    }
 
     public var isUnsealed: Bool { state.withLock { $0.keyring != nil } }
 
@@ -103,8 +112,11 @@ public final class Barrier: LogicalStorage {
         }
     }
 
-    /// Forgets every key (seal).
-    public func clear() { state.withLock { $0 = State() } }
+    /// Forgets every key and every cached record (seal).
+    public func clear() {
+        state.withLock { $0 = State() }
+        decoded.withLock { $0.removeAll() }
+    }
 
     public var keyring: Keyring? { state.withLock { $0.keyring } }
     public var encryptions: Int64 { state.withLock { $0.encryptions } }
@@ -142,12 +154,27 @@ public final class Barrier: LogicalStorage {
         return try decrypt(sealed, path: key)
     }
 
+    public func getJSON(_ key: String) async throws -> JSONValue? {
+        guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+        guard let sealed = try await physical.get(key) else { return nil }
+        let tag = sealed.suffix(16)
+        if let hit = decoded.withLock({ $0[key] }), hit.tag == tag { return hit.value }
+        let value = try Self.parseRecord(try decrypt(sealed, path: key))
+        decoded.withLock { c in
+            if c.count >= decodedCapacity { c.removeAll(keepingCapacity: true) }
+            c[key] = DecodedEntry(tag: tag, value: value)
+        }
+        return value
+    }
+
     public func put(_ key: String, _ value: [UInt8]) async throws {
+        decoded.withLock { _ = $0.removeValue(forKey: key) }
         try await physical.put(key, try encrypt(value, path: key))
     }
 
     public func delete(_ key: String) async throws {
         guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+        decoded.withLock { _ = $0.removeValue(forKey: key) }
         try await physical.delete(key)
     }
 

@@ -33,7 +33,7 @@ public final class Core: Sendable {
     public let storageType: String
     let catalog: EngineCatalog
     let logger: Logger
-    public let clusterID = UUID().uuidString.lowercased()
+    public let clusterID = RandomID.secureUUID()
 
     struct Progress {
         var parts: [[UInt8]] = []
@@ -59,9 +59,15 @@ public final class Core: Sendable {
 
     // MARK: seal
 
+    /// Once initialized, the seal configuration never changes: it is read from storage once.
+    let cachedSealConfig = Mutex<SealConfiguration?>(nil)
+
     public func sealConfiguration() async throws -> SealConfiguration? {
+        if let c = cachedSealConfig.withLock({ $0 }) { return c }
         guard let bytes = try await physical.get(Self.sealConfigKey) else { return nil }
-        return try StoredJSON.decoder.decode(SealConfiguration.self, from: Data(bytes))
+        let config = try StoredJSON.decoder.decode(SealConfiguration.self, from: Data(bytes))
+        cachedSealConfig.withLock { $0 = config }
+        return config
     }
 
     public var isSealed: Bool { !barrier.isUnsealed || rootNamespace.withLock { $0 == nil } }
@@ -156,7 +162,7 @@ public final class Core: Sendable {
                 throw CofferError.invalid("unseal key has the wrong length: expected \(expectedLength) bytes, got \(part.count)")
             }
             let ready: [[UInt8]]? = progress.withLock { p in
-                if p.parts.isEmpty { p.nonce = UUID().uuidString.lowercased() }
+                if p.parts.isEmpty { p.nonce = RandomID.secureUUID() }
                 if !p.parts.contains(where: { constantTimeEquals($0, part) }) { p.parts.append(part) }
                 return p.parts.count >= config.secretThreshold ? p.parts : nil
             }
@@ -240,7 +246,7 @@ public final class Core: Sendable {
     /// Dev mode: initialize with one share, unseal, and optionally fix the root token id.
     public func bootstrapDev(rootTokenID: String?) async throws -> (key: [UInt8], rootToken: String) {
         let (keys, generated) = try await initialize(shares: 1, threshold: 1)
-        _ = try await unseal(key: keys[0].map { String(format: "%02x", $0) }.joined(), reset: false)
+        _ = try await unseal(key: Hex.encode(keys[0]), reset: false)
         var token = generated
         if let rootTokenID, !rootTokenID.isEmpty, let ns = rootNamespace.withLock({ $0 }) {
             if let e = try await ns.tokens.lookup(token: generated) { try await ns.tokens.revokeTree(hash: e.idHash) }

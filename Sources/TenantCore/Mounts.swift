@@ -27,8 +27,8 @@ public struct MountEntry: Codable, Sendable {
         self.path = path
         self.type = type
         self.description = description
-        self.uuid = UUID().uuidString.lowercased()
-        self.accessor = "\(accessorPrefix ?? type)_\(String(UUID().uuidString.lowercased().prefix(8)))"
+        self.uuid = RandomID.secureUUID()
+        self.accessor = "\(accessorPrefix ?? type)_\(String(RandomID.secureUUID().prefix(8)))"
         self.config = config
         self.options = options
         self.local = local
@@ -91,7 +91,7 @@ public struct EngineCatalog: Sendable {
 public struct MountedBackend: Sendable {
     public enum Kind: Sendable { case secret, auth, system }
     public var entry: MountEntry
-    public var backend: any LogicalBackend
+    public var backend: CompiledBackend
     public var kind: Kind
     /// Route prefix within the namespace (`secret/`, `auth/userpass/`, `sys/`).
     public var routePath: String

@@ -13,7 +13,7 @@ public struct CoreRequest: Sendable {
     public var clientToken: String?
     public var remoteAddress: String?
 
-    public init(id: String = UUID().uuidString.lowercased(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil) {
+    public init(id: String = RandomID.uuid(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil) {
         self.id = id
         self.operation = operation
         self.path = path
@@ -103,8 +103,8 @@ public final class NamespaceCore: Sendable {
         let tokenEntry = MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path)
         router.withLock { r in
-            r.add(MountedBackend(entry: sysEntry, backend: sys, kind: .system, routePath: "sys/"))
-            r.add(MountedBackend(entry: tokenEntry, backend: tokenBackend, kind: .auth, routePath: "auth/token/"))
+            r.add(MountedBackend(entry: sysEntry, backend: CompiledBackend(sys), kind: .system, routePath: "sys/"))
+            r.add(MountedBackend(entry: tokenEntry, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
         }
         for entry in try await mountTable(Self.secretTable) {
             try await instantiate(entry, kind: .secret)
@@ -132,7 +132,7 @@ public final class NamespaceCore: Sendable {
         let backend = try await factory(config)
         try await backend.setup()
         let routePath = kind == .auth ? "auth/" + entry.path : entry.path
-        router.withLock { $0.add(MountedBackend(entry: entry, backend: backend, kind: kind, routePath: routePath)) }
+        router.withLock { $0.add(MountedBackend(entry: entry, backend: CompiledBackend(backend), kind: kind, routePath: routePath)) }
     }
 
     // MARK: mount management (used by sys/)
@@ -309,6 +309,7 @@ public final class NamespaceCore: Sendable {
             return LogicalResponse(statusCode: 204)
         }
         if mount.kind == .system { response.dataAtTopLevel = true }
+        response.mountType = mount.entry.type
         return response
     }
 

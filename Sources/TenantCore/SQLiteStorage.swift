@@ -87,18 +87,11 @@ public final class SQLiteStorage: Storage {
     }
 
     public func put(_ key: String, _ value: [UInt8]) async throws {
-        try await wrap {
-            _ = try await writer.query(
-                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [.text(key), .blob(ByteBuffer(bytes: value))])
-            await trimFeedIfNeeded()
-        }
+        _ = try await submit(.put(key, value))
     }
 
     public func delete(_ key: String) async throws {
-        try await wrap {
-            _ = try await writer.query("DELETE FROM kv WHERE key = ?", [.text(key)])
-        }
+        _ = try await submit(.delete(key))
     }
 
     public func list(prefix: String) async throws -> [String] {
@@ -110,7 +103,122 @@ public final class SQLiteStorage: Storage {
     }
 
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
-        try await wrap {
+        try await submit(.cas(key, expected, new))
+    }
+
+    // MARK: group commit
+
+    /// One write waiting for the next batch.
+    enum WriteOp: Sendable {
+        case put(String, [UInt8])
+        case delete(String)
+        case cas(String, [UInt8]?, [UInt8]?)
+    }
+
+    struct Pending {
+        var ops: [(WriteOp, CheckedContinuation<Bool, any Error>)] = []
+        var flushing = false
+    }
+
+    let pending = Mutex(Pending())
+
+    /// Queues a write; concurrent writes share one transaction and so one fsync (group
+    /// commit). The call returns only after its batch committed durably.
+    func submit(_ op: WriteOp) async throws -> Bool {
+        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Bool, any Error>) in
+            let startFlusher = pending.withLock { p -> Bool in
+                p.ops.append((op, cont))
+                if p.flushing { return false }
+                p.flushing = true
+                return true
+            }
+            if startFlusher {
+                // The flusher lives exactly as long as there are queued writes.
+                Task { await self.flushLoop() }
+            }
+        }
+    }
+
+    func flushLoop() async {
+        while true {
+            let batch = pending.withLock { p -> [(WriteOp, CheckedContinuation<Bool, any Error>)] in
+                let b = p.ops
+                p.ops = []
+                if b.isEmpty { p.flushing = false }
+                return b
+            }
+            if batch.isEmpty { return }
+            do {
+                let results = try await commit(batch.map(\.0))
+                for (i, entry) in batch.enumerated() { entry.1.resume(returning: results[i]) }
+            } catch {
+                let e = CofferError(.unavailable, "storage error", cause: error)
+                for entry in batch { entry.1.resume(throwing: e) }
+            }
+            await trimFeedIfNeeded(count: batch.count)
+        }
+    }
+
+    func commit(_ ops: [WriteOp]) async throws -> [Bool] {
+        if ops.count == 1 {
+            return [try await apply(ops[0])]
+        }
+        _ = try await writer.query("BEGIN IMMEDIATE", [])
+        do {
+            var results: [Bool] = []
+            results.reserveCapacity(ops.count)
+            var i = 0
+            while i < ops.count {
+                // Runs of puts become one multi-row statement (later rows win, as in order).
+                var puts: [(String, [UInt8])] = []
+                while i < ops.count, puts.count < 200, case .put(let k, let v) = ops[i] {
+                    puts.append((k, v))
+                    i += 1
+                }
+                if puts.count > 1 {
+                    try await putMany(puts)
+                    results.append(contentsOf: repeatElement(true, count: puts.count))
+                    continue
+                }
+                if puts.count == 1 {
+                    results.append(try await apply(.put(puts[0].0, puts[0].1)))
+                    continue
+                }
+                results.append(try await apply(ops[i]))
+                i += 1
+            }
+            _ = try await writer.query("COMMIT", [])
+            return results
+        } catch {
+            _ = try? await writer.query("ROLLBACK", [])
+            throw error
+        }
+    }
+
+    func putMany(_ puts: [(String, [UInt8])]) async throws {
+        let rows = repeatElement("(?, ?)", count: puts.count).joined(separator: ", ")
+        var binds: [SQLiteData] = []
+        binds.reserveCapacity(puts.count * 2)
+        for (k, v) in puts {
+            binds.append(.text(k))
+            binds.append(.blob(ByteBuffer(bytes: v)))
+        }
+        _ = try await writer.query(
+            "INSERT INTO kv(key, value) VALUES \(rows) ON CONFLICT(key) DO UPDATE SET value = excluded.value", binds)
+    }
+
+    /// One write statement (autocommit when alone, inside the batch transaction otherwise).
+    func apply(_ op: WriteOp) async throws -> Bool {
+        switch op {
+        case .put(let key, let value):
+            _ = try await writer.query(
+                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                [.text(key), .blob(ByteBuffer(bytes: value))])
+            return true
+        case .delete(let key):
+            _ = try await writer.query("DELETE FROM kv WHERE key = ?", [.text(key)])
+            return true
+        case .cas(let key, let expected, let new):
             let rows: [SQLiteRow]
             switch (expected, new) {
             case (nil, nil):
@@ -151,9 +259,9 @@ public final class SQLiteStorage: Storage {
 
     let writesSinceTrim = Mutex(0)
 
-    func trimFeedIfNeeded() async {
+    func trimFeedIfNeeded(count: Int) async {
         let due = writesSinceTrim.withLock { n -> Bool in
-            n += 1
+            n += count
             if n >= 10_000 { n = 0; return true }
             return false
         }

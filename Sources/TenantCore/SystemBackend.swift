@@ -155,7 +155,7 @@ struct SystemBackend: LogicalBackend {
 
     func remount(_ req: LogicalRequest) async throws -> LogicalResponse? {
         try await ns.remount(from: req.fields.string("from"), to: req.fields.string("to"))
-        return LogicalResponse(data: ["migration_id": .string(UUID().uuidString.lowercased())])
+        return LogicalResponse(data: ["migration_id": .string(RandomID.secureUUID())])
     }
 
     func listPoliciesLegacy(_ req: LogicalRequest) async throws -> LogicalResponse? {

@@ -79,9 +79,19 @@ public final class TokenStore: Sendable {
         self.maxTTL = maxTTL
     }
 
+    /// Recently computed token hashes (memory only; bounded).
+    let hashes = Mutex<[String: String]>([:])
+
     public func hash(_ value: String) -> String {
-        let mac = HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: salt)
-        return mac.map { String(format: "%02x", $0) }.joined()
+        if let h = hashes.withLock({ $0[value] }) { return h }
+        var v = value
+        let mac = v.withUTF8 { HMAC<SHA256>.authenticationCode(for: $0, using: salt) }
+        let h = Hex.encode(mac)
+        hashes.withLock { c in
+            if c.count >= 20_000 { c.removeAll(keepingCapacity: true) }
+            c[value] = h
+        }
+        return h
     }
 
     static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
@@ -203,11 +213,7 @@ public final class TokenStore: Sendable {
 }
 
 extension TokenEntry {
-    static func rfc3339(_ t: Int64) -> String {
-        let f = ISO8601DateFormatter()
-        f.formatOptions = [.withInternetDateTime]
-        return f.string(from: Date(timeIntervalSince1970: TimeInterval(t)))
-    }
+    static func rfc3339(_ t: Int64) -> String { RFC3339.format(Date(timeIntervalSince1970: TimeInterval(t))) }
 
     /// The `data` of a token lookup, Vault's shape.
     public func lookupData(id: String, now: Int64) -> [String: JSONValue] {

@@ -1,4 +1,5 @@
 import CofferSDK
+import Foundation
 import Testing
 
 @Suite struct JSONTests {
@@ -68,5 +69,28 @@ import Testing
         #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "n": "abc"], captures: [:]) }
         #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": ["a"]], captures: [:]) }
         #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "ttl": "forever"], captures: [:]) }
+    }
+}
+
+@Suite struct EncodingTests {
+    @Test func hex() {
+        #expect(Hex.encode([0x00, 0x0f, 0xa5, 0xff]) == "000fa5ff")
+        #expect(Hex.encode([]) == "")
+    }
+
+    @Test func rfc3339() {
+        #expect(RFC3339.format(Date(timeIntervalSince1970: 0)) == "1970-01-01T00:00:00Z")
+        #expect(RFC3339.format(Date(timeIntervalSince1970: 1_521_685_446.5)) == "2018-03-22T02:24:06.5Z")
+        #expect(RFC3339.format(Date(timeIntervalSince1970: 1_521_685_446.123456)) == "2018-03-22T02:24:06.123456Z")
+    }
+}
+
+@Suite struct RandomIDTests {
+    @Test func uuidShape() {
+        let a = RandomID.uuid(), b = RandomID.uuid()
+        #expect(a != b)
+        #expect(a.count == 36)
+        #expect(UUID(uuidString: a) != nil)
+        #expect(Array(a)[14] == "4")
     }
 }

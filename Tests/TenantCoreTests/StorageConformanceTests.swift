@@ -73,6 +73,29 @@ func exerciseStorage(_ s: any Storage) async throws {
     #expect(head2 > head)
     // Limit is honoured.
     if case .changes(let limited, _) = try await s.changes(since: 0, limit: 2) { #expect(limited.count == 2) }
+
+    // Concurrent writers (group commit on SQLite): every write lands, CAS stays atomic.
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for i in 0..<200 {
+            group.addTask { try await s.put("conc/\(i)", [UInt8(i & 0xFF)]) }
+        }
+        try await group.waitForAll()
+    }
+    #expect(try await s.list(prefix: "conc/").count == 200)
+    #expect(try await s.get("conc/123") == [123])
+    try await s.put("counter", [0])
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for _ in 0..<20 {
+            group.addTask {
+                while true {
+                    let cur = try await s.get("counter")!
+                    if try await s.compareAndSet("counter", expected: cur, new: [cur[0] + 1]) { return }
+                }
+            }
+        }
+        try await group.waitForAll()
+    }
+    #expect(try await s.get("counter") == [20])
 }
 
 @Suite struct StorageConformanceTests {

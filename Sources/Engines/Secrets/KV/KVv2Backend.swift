@@ -9,8 +9,9 @@ struct VersionMeta: Codable, Sendable {
     var destroyed: Bool
 }
 
-/// The metadata record of one key.
-struct KeyMetadata: Codable, Sendable {
+/// The metadata record of one key. Stored as hand-mapped JSON (not `Codable`): it is read
+/// on every KV read, and Foundation's decoder was the hottest spot of that path.
+struct KeyMetadata: Sendable {
     var createdTime: Date
     var updatedTime: Date
     var currentVersion: Int
@@ -20,6 +21,62 @@ struct KeyMetadata: Codable, Sendable {
     var deleteVersionAfter: Int
     var customMetadata: [String: String]
     var versions: [Int: VersionMeta]
+
+    static func date(_ v: JSONValue?) -> Date? {
+        switch v {
+        case .double(let d)?: return Date(timeIntervalSince1970: d)
+        case .int(let i)?: return Date(timeIntervalSince1970: Double(i))
+        default: return nil
+        }
+    }
+
+    init(createdTime: Date, updatedTime: Date, currentVersion: Int, oldestVersion: Int, maxVersions: Int, casRequired: Bool, deleteVersionAfter: Int, customMetadata: [String: String], versions: [Int: VersionMeta]) {
+        self.createdTime = createdTime
+        self.updatedTime = updatedTime
+        self.currentVersion = currentVersion
+        self.oldestVersion = oldestVersion
+        self.maxVersions = maxVersions
+        self.casRequired = casRequired
+        self.deleteVersionAfter = deleteVersionAfter
+        self.customMetadata = customMetadata
+        self.versions = versions
+    }
+
+    init(json j: JSONValue) throws {
+        guard let created = Self.date(j["created"]), let updated = Self.date(j["updated"]) else {
+            throw CofferError.internalError("stored KV metadata is corrupt")
+        }
+        createdTime = created
+        updatedTime = updated
+        currentVersion = Int(j["current"]?.intValue ?? 0)
+        oldestVersion = Int(j["oldest"]?.intValue ?? 0)
+        maxVersions = Int(j["max"]?.intValue ?? 0)
+        casRequired = j["cas"]?.boolValue ?? false
+        deleteVersionAfter = Int(j["dva"]?.intValue ?? 0)
+        customMetadata = (j["custom"]?.objectValue ?? [:]).compactMapValues(\.stringValue)
+        var vs: [Int: VersionMeta] = [:]
+        for (k, v) in j["versions"]?.objectValue ?? [:] {
+            guard let n = Int(k), let c = Self.date(v["c"]) else { throw CofferError.internalError("stored KV metadata is corrupt") }
+            vs[n] = VersionMeta(createdTime: c, deletionTime: Self.date(v["d"]), destroyed: v["x"]?.boolValue ?? false)
+        }
+        versions = vs
+    }
+
+    var json: JSONValue {
+        var vs: [String: JSONValue] = [:]
+        for (n, v) in versions {
+            var o: [String: JSONValue] = ["c": .double(v.createdTime.timeIntervalSince1970)]
+            if let d = v.deletionTime { o["d"] = .double(d.timeIntervalSince1970) }
+            if v.destroyed { o["x"] = true }
+            vs[String(n)] = .object(o)
+        }
+        return .object([
+            "created": .double(createdTime.timeIntervalSince1970), "updated": .double(updatedTime.timeIntervalSince1970),
+            "current": .int(Int64(currentVersion)), "oldest": .int(Int64(oldestVersion)), "max": .int(Int64(maxVersions)),
+            "cas": .bool(casRequired), "dva": .int(Int64(deleteVersionAfter)),
+            "custom": .object(customMetadata.mapValues { .string($0) }), "versions": .object(vs),
+        ])
+    }
 }
 
 /// The mount-wide configuration (`config`).
@@ -70,12 +127,12 @@ public struct KVv2Backend: LogicalBackend {
     // MARK: storage helpers
 
     static func versionsPrefix(_ key: String) -> String {
-        "versions/" + SHA256.hash(data: Array(key.utf8)).map { String(format: "%02x", $0) }.joined() + "/"
+        "versions/" + Hex.encode(SHA256.hash(data: Array(key.utf8))) + "/"
     }
 
     func metadata(_ key: String) async throws -> KeyMetadata? {
         guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
-        return try await storage.getCodable(KeyMetadata.self, "metadata/" + key)
+        return try await storage.getJSON("metadata/" + key).map(KeyMetadata.init(json:))
     }
 
     func kvConfig() async throws -> KVConfig { try await storage.getCodable(KVConfig.self, "config") ?? KVConfig() }
@@ -88,7 +145,7 @@ public struct KVv2Backend: LogicalBackend {
 
     static func time(_ d: Date?) -> JSONValue {
         guard let d else { return .string("") }
-        return .string(ISO8601DateFormatter.string(from: d, timeZone: TimeZone(identifier: "UTC")!, formatOptions: [.withInternetDateTime, .withFractionalSeconds]))
+        return .string(RFC3339.format(d))
     }
 
     func versionJSON(_ n: Int, _ v: VersionMeta, _ m: KeyMetadata) -> JSONValue {
@@ -178,7 +235,7 @@ public struct KVv2Backend: LogicalBackend {
         m.updatedTime = now
         if m.oldestVersion == 0 { m.oldestVersion = 1 }
         try await prune(key: key, &m, max: effectiveMaxVersions(m, c))
-        try await storage.putCodable("metadata/" + key, m)
+        try await storage.putJSON("metadata/" + key, m.json)
         return LogicalResponse(data: versionJSON(n, v, m).objectValue)
     }
 
@@ -221,7 +278,7 @@ public struct KVv2Backend: LogicalBackend {
             v.deletionTime = Date()
             m.versions[m.currentVersion] = v
             m.updatedTime = Date()
-            try await storage.putCodable("metadata/" + key, m)
+            try await storage.putJSON("metadata/" + key, m.json)
         }
         return nil
     }
@@ -265,7 +322,7 @@ public struct KVv2Backend: LogicalBackend {
             m.versions[n] = v
         }
         m.updatedTime = now
-        try await storage.putCodable("metadata/" + key, m)
+        try await storage.putJSON("metadata/" + key, m.json)
         return nil
     }
 
@@ -320,7 +377,7 @@ public struct KVv2Backend: LogicalBackend {
         try applyMetadata(req.fields, &m)
         m.updatedTime = now
         try await prune(key: key, &m, max: effectiveMaxVersions(m, try await kvConfig()))
-        try await storage.putCodable("metadata/" + key, m)
+        try await storage.putJSON("metadata/" + key, m.json)
         return nil
     }
 
@@ -337,7 +394,7 @@ public struct KVv2Backend: LogicalBackend {
         }
         try applyMetadata(f, &m)
         m.updatedTime = Date()
-        try await storage.putCodable("metadata/" + key, m)
+        try await storage.putJSON("metadata/" + key, m.json)
         return nil
     }
 

@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import Foundation
+import Synchronization
+
+/// Fast, allocation-light encodings used on hot paths (token hashing, KV timestamps).
+public enum Hex {
+    static let digits: [UInt8] = Array("0123456789abcdef".utf8)
+
+    /// Lower-case hex of bytes.
+    public static func encode(_ bytes: some ContiguousBytes) -> String {
+        bytes.withUnsafeBytes { raw in
+            String(unsafeUninitializedCapacity: raw.count * 2) { out in
+                var i = 0
+                for b in raw {
+                    out[i] = digits[Int(b >> 4)]
+                    out[i + 1] = digits[Int(b & 0x0F)]
+                    i += 2
+                }
+                return i
+            }
+        }
+    }
+}
+
+/// RFC 3339 timestamps in UTC with Go's trimmed fractional seconds (`RFC3339Nano`), as Vault prints them.
+public enum RFC3339 {
+    public static func format(_ date: Date) -> String {
+        let t = date.timeIntervalSince1970
+        var secs = time_t(t.rounded(.down))
+        var micros = Int((t - Double(secs)) * 1_000_000 + 0.5)
+        if micros >= 1_000_000 { secs += 1; micros -= 1_000_000 }
+        var tmv = tm()
+        gmtime_r(&secs, &tmv)
+        func pad(_ v: Int32, _ w: Int) -> String {
+            let s = String(v)
+            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
+        }
+        var out = "\(pad(tmv.tm_year + 1900, 4))-\(pad(tmv.tm_mon + 1, 2))-\(pad(tmv.tm_mday, 2))T\(pad(tmv.tm_hour, 2)):\(pad(tmv.tm_min, 2)):\(pad(tmv.tm_sec, 2))"
+        if micros > 0 {
+            var frac = pad(Int32(micros), 6)
+            while frac.hasSuffix("0") { frac.removeLast() }
+            out += "." + frac
+        }
+        return out + "Z"
+    }
+}
+
+/// Request identifiers shaped like UUIDs: a random per-process prefix and a counter, so
+/// minting one costs no system call. They identify requests in logs and audit; they are
+/// not secrets (tokens and keys use the system CSPRNG).
+public enum RandomID {
+    static let seed: (prefix: [UInt8], key: UInt64) = {
+        var g = SystemRandomNumberGenerator()
+        return ((0..<8).map { _ in UInt8.random(in: 0...255, using: &g) }, g.next())
+    }()
+    static let counter = Atomic<UInt64>(0)
+
+    /// splitmix64's finaliser: a bijection, so distinct counters give distinct ids, and the
+    /// ids do not reveal how many requests came before.
+    static func mix(_ x: UInt64) -> UInt64 {
+        var z = x &+ 0x9E37_79B9_7F4A_7C15
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    public static func uuid() -> String {
+        let n = mix(counter.add(1, ordering: .relaxed).newValue ^ seed.key)
+        var b = seed.prefix
+        for i in 0..<8 { b.append(UInt8(truncatingIfNeeded: n >> (UInt64(7 - i) * 8))) }
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        return String(unsafeUninitializedCapacity: 36) { out in
+            var o = 0
+            for (i, byte) in b.enumerated() {
+                if i == 4 || i == 6 || i == 8 || i == 10 { out[o] = UInt8(ascii: "-"); o += 1 }
+                out[o] = Hex.digits[Int(byte >> 4)]
+                out[o + 1] = Hex.digits[Int(byte & 0x0F)]
+                o += 2
+            }
+            return o
+        }
+    }
+
+    /// A fully random UUID from the system CSPRNG (mount ids, nonces).
+    public static func secureUUID() -> String {
+        var g = SystemRandomNumberGenerator()
+        var b = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        b[6] = (b[6] & 0x0F) | 0x40
+        b[8] = (b[8] & 0x3F) | 0x80
+        let h = Array(Hex.encode(b).utf8)
+        var out: [UInt8] = []
+        for (i, c) in h.enumerated() {
+            if i == 8 || i == 12 || i == 16 || i == 20 { out.append(UInt8(ascii: "-")) }
+            out.append(c)
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}

@@ -161,8 +161,15 @@ public struct CompiledBackend: Sendable {
     /// Whether the object behind a create/update request exists (decides the ACL capability).
     public func exists(_ request: LogicalRequest) async throws -> Bool? { try await Route.exists(request, in: routes) }
 
-    /// Routes, validates and runs a request.
-    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? { try await Route.dispatch(request, in: routes) }
+    /// Routes, validates and runs a request. Help on a path no route declares (the mount
+    /// itself) answers the backend's help.
+    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
+        if request.operation == .help, route(for: request.path) == nil {
+            let paths = routes.map { "    \($0.pattern)" + ($0.summary.isEmpty ? "" : "\n        \($0.summary)") }
+            return .raw(["help": .string(backend.backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
+        }
+        return try await Route.dispatch(request, in: routes)
+    }
 }
 
 extension LogicalBackend {
@@ -194,7 +201,8 @@ extension Route {
             throw CofferError(.notFound, "unsupported path")
         }
         if request.operation == .help {
-            return LogicalResponse(data: ["help": .string(r.help.isEmpty ? r.summary : r.help)])
+            // Vault answers help with a bare {"help": ...} document, not the envelope.
+            return .raw(["help": .string(r.help.isEmpty ? r.summary : r.summary + "\n\n" + r.help)])
         }
         var op = request.operation
         if r.operations[op] == nil {

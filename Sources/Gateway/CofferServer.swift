@@ -13,6 +13,8 @@ public struct ListenerConfiguration: Sendable {
     public var tlsDisable: Bool
     public var tlsCertFile: String?
     public var tlsKeyFile: String?
+    /// `telemetry { unauthenticated_metrics_access = true }` inside the listener.
+    public var unauthenticatedMetricsAccess = false
 
     public init(address: String, tlsDisable: Bool, tlsCertFile: String? = nil, tlsKeyFile: String? = nil) throws {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
@@ -30,8 +32,10 @@ public struct ListenerConfiguration: Sendable {
 
 /// Builds the HTTP application (a ServiceLifecycle `Service`) for a core and a listener.
 public enum CofferServer {
-    public static func application(core: Core, listener: ListenerConfiguration, logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
-        let responder = VaultResponder(core: core, logger: logger)
+    public static func application(core: Core, listener: ListenerConfiguration, gateway: GatewayConfiguration = GatewayConfiguration(), logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
+        var gateway = gateway
+        gateway.unauthenticatedMetricsAccess = gateway.unauthenticatedMetricsAccess || listener.unauthenticatedMetricsAccess
+        let responder = VaultResponder(core: core, configuration: gateway, logger: logger)
         let server: HTTPServerBuilder
         if listener.tlsDisable {
             server = .cofferHTTP1()

@@ -24,12 +24,14 @@ public struct VaultResponder: HTTPResponder {
     public typealias Context = CofferRequestContext
 
     let core: Core
-    let maxRequestSize: Int
+    let configuration: GatewayConfiguration
     let logger: Logger
+    let metrics = RequestMetrics()
+    var maxRequestSize: Int { configuration.maxRequestSize }
 
-    public init(core: Core, maxRequestSize: Int = 32 * 1024 * 1024, logger: Logger) {
+    public init(core: Core, configuration: GatewayConfiguration = GatewayConfiguration(), logger: Logger) {
         self.core = core
-        self.maxRequestSize = maxRequestSize
+        self.configuration = configuration
         self.logger = logger
     }
 
@@ -37,9 +39,31 @@ public struct VaultResponder: HTTPResponder {
     static let vaultTokenHeader = HTTPField.Name("X-Vault-Token")!
 
     public func respond(to request: Request, context: Context) async throws -> Response {
+        let start = ContinuousClock.now
         let requestID = RandomID.uuid()
+        var info = RequestInfo()
+        let response = await respond(request, context: context, requestID: requestID, info: &info)
+        metrics.record(operation: info.operation, mountType: info.mountType, code: Int(response.status.code), start: start)
+        if logger.logLevel <= .debug {
+            logger.debug("request", metadata: [
+                "request.id": "\(requestID)", "ns.path": "\(info.namespace)", "mount.path": "\(info.mountPath)",
+                "operation": "\(info.operation)", "status": "\(response.status.code)",
+            ])
+        }
+        return response
+    }
+
+    /// What the metrics and the request log learn about a request (bounded values only).
+    struct RequestInfo {
+        var operation = "unknown"
+        var mountType = ""
+        var mountPath = ""
+        var namespace = "root"
+    }
+
+    func respond(_ request: Request, context: Context, requestID: String, info: inout RequestInfo) async -> Response {
         do {
-            return try await handle(request, context: context, requestID: requestID)
+            return try await handle(request, context: context, requestID: requestID, info: &info)
         } catch let e as CofferError {
             if e.code == .internal {
                 logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(e.message)", "at": "\(e.file):\(e.line)"])
@@ -84,7 +108,7 @@ public struct VaultResponder: HTTPResponder {
         return out
     }
 
-    func handle(_ request: Request, context: Context, requestID: String) async throws -> Response {
+    func handle(_ request: Request, context: Context, requestID: String, info: inout RequestInfo) async throws -> Response {
         let uri = request.head.path ?? "/"
         let pathPart: Substring
         let query: Substring
@@ -114,6 +138,7 @@ public struct VaultResponder: HTTPResponder {
             if method.rawValue == "LIST" { operation = .list } else { return Self.error(.methodNotAllowed, ["unsupported operation"]) }
         }
         if params["help"] != nil { operation = .help }
+        info.operation = operation.rawValue
         // Like Vault: a LIST always addresses a folder.
         if operation == .list && !path.hasSuffix("/") && !path.isEmpty { path += "/" }
         params["list"] = nil
@@ -146,6 +171,16 @@ public struct VaultResponder: HTTPResponder {
             token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         }
 
+        if path == "sys/internal/specs/openapi" && operation != .help {
+            guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            info.mountType = "system"
+            return Self.json(.ok, OpenAPIDocument.build(try core.root(), version: core.configuration.version))
+        }
+        if path == "sys/metrics" && operation != .help {
+            info.mountType = "system"
+            return try await metricsEndpoint(token: token, operation: operation, params: params)
+        }
+
         // Node-level endpoints that answer whether or not the core is sealed.
         if let r = try await nodeEndpoint(path: path, method: method, operation: operation, data: data, params: params) {
             return r
@@ -161,6 +196,7 @@ public struct VaultResponder: HTTPResponder {
         } catch let e as CofferError where e.code == .notFound && (operation == .read || operation == .list) && e.message == "" {
             return Self.error(.notFound, [])
         }
+        info.mountType = response.mountType ?? ""
         return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
     }
 
@@ -225,9 +261,27 @@ public struct VaultResponder: HTTPResponder {
         return out
     }
 
+    // MARK: metrics
+
+    func metricsEndpoint(token: String?, operation: LogicalOperation, params: [String: JSONValue]) async throws -> Response {
+        guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+        if !configuration.unauthenticatedMetricsAccess {
+            try await core.root().authorize(clientToken: token, operation: .read, path: "sys/metrics")
+        }
+        let text = await configuration.metricsExporter()
+        if params["format"]?.stringValue == "prometheus" {
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8", .cacheControl: "no-store"],
+                            body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
+        }
+        return Self.json(.ok, PrometheusText.summary(text))
+    }
+
     // MARK: sys/ endpoints that work while sealed
 
     func nodeEndpoint(path: String, method: HTTPRequest.Method, operation: LogicalOperation, data: [String: JSONValue], params: [String: JSONValue]) async throws -> Response? {
+        if operation == .help, let entry = OpenAPIDocument.nodePaths.first(where: { $0.0 == "/" + path }) {
+            return Self.json(.ok, ["help": .string(entry.2)])
+        }
         switch path {
         case "sys/init":
             switch operation {

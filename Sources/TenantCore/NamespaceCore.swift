@@ -313,6 +313,15 @@ public final class NamespaceCore: Sendable {
         return response
     }
 
+    /// Checks that a token may perform `operation` on `path` (for endpoints the gateway
+    /// answers itself, like `sys/metrics`).
+    public func authorize(clientToken: String?, operation: LogicalOperation, path: String) async throws {
+        guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+            throw CofferError.denied()
+        }
+        try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: false)
+    }
+
     /// Capabilities of a token on paths (sys/capabilities*).
     public func capabilities(policies names: [String], paths: [String]) async throws -> [String: [String]] {
         let acl = try await policies.acl(for: names)

@@ -13,6 +13,7 @@ struct ServerConfigFile {
     var apiAddr = ""
     var clusterName = ""
     var logLevel: String?
+    var logFormat: String?
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
@@ -58,7 +59,11 @@ struct ServerConfigFile {
             let o = l.body.asJSON()
             let address = o["address"]?.stringValue ?? "127.0.0.1:8200"
             let disable = o["tls_disable"].map { $0.boolValue ?? ($0.stringValue == "true" || $0.intValue == 1) } ?? false
-            cfg.listeners.append(try ListenerConfiguration(address: address, tlsDisable: disable, tlsCertFile: o["tls_cert_file"]?.stringValue, tlsKeyFile: o["tls_key_file"]?.stringValue))
+            var listener = try ListenerConfiguration(address: address, tlsDisable: disable, tlsCertFile: o["tls_cert_file"]?.stringValue, tlsKeyFile: o["tls_key_file"]?.stringValue)
+            let telemetry = o["telemetry"]?.objectValue ?? [:]
+            let unauth = telemetry["unauthenticated_metrics_access"]
+            listener.unauthenticatedMetricsAccess = unauth?.boolValue ?? (unauth?.stringValue == "true")
+            cfg.listeners.append(listener)
         }
         if let v = try duration(body.attribute("default_lease_ttl"), "default_lease_ttl") { cfg.defaultLeaseTTL = v }
         if let v = try duration(body.attribute("max_lease_ttl"), "max_lease_ttl") { cfg.maxLeaseTTL = v }
@@ -66,6 +71,7 @@ struct ServerConfigFile {
         cfg.apiAddr = body.attribute("api_addr")?.stringValue ?? ""
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
+        cfg.logFormat = body.attribute("log_format")?.stringValue
         return cfg
     }
 

@@ -1,0 +1,128 @@
+import ArgumentParser
+import CofferSDK
+import Foundation
+import Gateway
+import Logging
+import ServiceLifecycle
+import TenantCore
+import UnixSignals
+import Metrics
+import Prometheus
+
+struct ServerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "server", abstract: "Run a Coffer server.")
+
+    @Flag(name: .long, help: "Development mode: in-memory, unsealed, KV v2 at secret/, root token printed.")
+    var dev = false
+
+    @Option(name: .customLong("dev-root-token-id"), help: "Dev mode: the root token id to use.")
+    var devRootTokenID: String?
+
+    @Option(name: .customLong("dev-listen-address"), help: "Dev mode: address to listen on.")
+    var devListenAddress = "127.0.0.1:8200"
+
+    @Option(name: .long, help: "Path to a configuration file (HCL or JSON).")
+    var config: String?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, warn, error.")
+    var logLevel: String?
+
+    @Option(name: .customLong("log-format"), help: "standard or json.")
+    var logFormat: String?
+
+    func run() async throws {
+        var file = ServerConfigFile()
+        if let config {
+            do {
+                file = try ServerConfigFile.load(path: config)
+            } catch let e as CofferError {
+                FileHandle.standardError.write(Data("Error parsing config: \(e.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        } else if !dev {
+            FileHandle.standardError.write(Data("Error: either --dev or --config is required\n".utf8))
+            throw ExitCode(2)
+        }
+        if dev {
+            file.listeners = [try ListenerConfiguration(address: devListenAddress, tlsDisable: true)]
+            if config == nil { file.storageType = "inmem" }
+        }
+        guard let listener = file.listeners.first else {
+            FileHandle.standardError.write(Data("Error: no listener configured\n".utf8))
+            throw ExitCode(1)
+        }
+        let levelName = (logLevel ?? file.logLevel ?? "info").lowercased()
+        guard let level = Logger.Level(rawValue: levelName == "warn" ? "warning" : levelName) else {
+            FileHandle.standardError.write(Data("Error: unknown log level \"\(levelName)\"\n".utf8))
+            throw ExitCode(2)
+        }
+        let format = (logFormat ?? file.logFormat ?? "standard").lowercased()
+        guard format == "standard" || format == "json" else {
+            FileHandle.standardError.write(Data("Error: log format must be \"standard\" or \"json\"\n".utf8))
+            throw ExitCode(2)
+        }
+        LoggingSystem.bootstrap { label in
+            if format == "json" { return JSONLogHandler(label: label, level: level) }
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = level
+            return h
+        }
+        let registry = PrometheusCollectorRegistry()
+        MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
+        let logger = Logger(label: "coffer")
+        for w in file.warnings { logger.warning("\(w)") }
+
+        let physical: any Storage
+        switch file.storageType {
+        case "inmem":
+            physical = MemoryStorage()
+        case "sqlite":
+            guard let path = file.storageOptions["path"]?.stringValue, !path.isEmpty else {
+                FileHandle.standardError.write(Data("Error: storage \"sqlite\" needs a path\n".utf8))
+                throw ExitCode(1)
+            }
+            physical = try await SQLiteStorage.open(path: path)
+        default:
+            FileHandle.standardError.write(Data("Error: unknown storage type \"\(file.storageType)\"\n".utf8))
+            throw ExitCode(1)
+        }
+        let coreConfig = CoreConfiguration(
+            defaultLeaseTTL: file.defaultLeaseTTL, maxLeaseTTL: file.maxLeaseTTL,
+            clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
+        let core = Core(physical: CachingStorage(MetricsStorage(physical, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
+        let exporter = MetricsExporter(registry: registry, core: core, version: Coffer.version)
+
+        var banner = """
+            ==> Coffer server configuration:
+
+                         Version: \(Coffer.version)
+                         Storage: \(file.storageType)
+                       Log Level: \(level.rawValue) (\(format))
+                        Listener: tcp (addr: "\(listener.host):\(listener.port)", tls: "\(listener.tlsDisable ? "disabled" : "enabled")")
+                    Cluster Name: \(coreConfig.clusterName)
+                            Seal: shamir
+
+            """
+        if dev {
+            let (key, root) = try await core.bootstrapDev(rootTokenID: devRootTokenID)
+            try await core.mountDefault(path: "secret/", type: "kv", options: ["version": "2"])
+            banner += """
+                WARNING! dev mode is enabled! In this mode, Coffer runs entirely in-memory
+                and starts unsealed with a single unseal key. Do not run dev mode in production.
+
+                Unseal Key: \(Data(key).base64EncodedString())
+                Root Token: \(root)
+
+                """
+        }
+        FileHandle.standardOutput.write(Data((banner + "\n").utf8))
+
+        let gateway = GatewayConfiguration(metricsExporter: { await exporter.render() })
+        let app = try CofferServer.application(core: core, listener: listener, gateway: gateway, logger: logger) { port in
+            logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
+        }
+        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await group.run()
+        if let s = physical as? SQLiteStorage { await s.close() }
+    }
+}

@@ -134,6 +134,8 @@ public struct LogicalResponse: Sendable {
     public var dataAtTopLevel: Bool
     /// The type of the mount that answered (`mount_type` in the envelope); set by the core.
     public var mountType: String?
+    /// The mount that answered (`secret/`); set by the core, for logs and audit.
+    public var mountPoint: String?
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
         self.data = data
@@ -145,6 +147,7 @@ public struct LogicalResponse: Sendable {
         self.rawBody = nil
         self.dataAtTopLevel = false
         self.mountType = nil
+        self.mountPoint = nil
     }
 
     public static func raw(_ body: JSONValue, status: Int = 200) -> LogicalResponse {

@@ -197,6 +197,7 @@ public struct VaultResponder: HTTPResponder {
             return Self.error(.notFound, [])
         }
         info.mountType = response.mountType ?? ""
+        info.mountPath = response.mountPoint ?? ""
         return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
     }
 

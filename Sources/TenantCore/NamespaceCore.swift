@@ -310,6 +310,7 @@ public final class NamespaceCore: Sendable {
         }
         if mount.kind == .system { response.dataAtTopLevel = true }
         response.mountType = mount.entry.type
+        response.mountPoint = mount.routePath
         return response
     }
 

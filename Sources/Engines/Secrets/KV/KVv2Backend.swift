@@ -42,6 +42,12 @@ struct KeyMetadata: Sendable {
         self.versions = versions
     }
 
+    /// A key with no versions yet.
+    static func empty(_ now: Date) -> KeyMetadata {
+        KeyMetadata(createdTime: now, updatedTime: now, currentVersion: 0, oldestVersion: 0, maxVersions: 0,
+                    casRequired: false, deleteVersionAfter: 0, customMetadata: [:], versions: [:])
+    }
+
     init(json j: JSONValue) throws {
         guard let created = Self.date(j["created"]), let updated = Self.date(j["updated"]) else {
             throw CofferError.internalError("stored KV metadata is corrupt")
@@ -188,19 +194,39 @@ public struct KVv2Backend: LogicalBackend {
 
     // MARK: data
 
-    func readData(_ req: LogicalRequest) async throws -> LogicalResponse? {
+    /// What a read of one version finds.
+    enum VersionLookup {
+        case missing
+        /// Deleted or destroyed: Vault answers 404 with the version's metadata.
+        case gone(version: Int, VersionMeta, KeyMetadata)
+        case live(version: Int, VersionMeta, KeyMetadata, data: JSONValue)
+    }
+
+    /// Resolves `path` and `version` (0 = current) of a read.
+    func lookupVersion(_ req: LogicalRequest) async throws -> VersionLookup {
         let key = req.fields.string("path")
-        guard let m = try await metadata(key) else { return nil }
+        guard let m = try await metadata(key) else { return .missing }
         var n = req.fields.int("version")
         if n == 0 { n = m.currentVersion }
-        guard let v = m.versions[n] else { return nil }
-        if Self.isDeleted(v) || v.destroyed {
-            var r = LogicalResponse(data: ["data": .null, "metadata": versionJSON(n, v, m)])
-            r.statusCode = 404
-            return r
+        guard let v = m.versions[n] else { return .missing }
+        if Self.isDeleted(v) || v.destroyed { return .gone(version: n, v, m) }
+        guard let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(n)) else { return .missing }
+        return .live(version: n, v, m, data: rec["data"] ?? .null)
+    }
+
+    /// The answer for a version that is gone: 404 with its metadata, `field` set to null.
+    func goneResponse(_ field: String, _ n: Int, _ v: VersionMeta, _ m: KeyMetadata) -> LogicalResponse {
+        var r = LogicalResponse(data: [field: .null, "metadata": versionJSON(n, v, m)])
+        r.statusCode = 404
+        return r
+    }
+
+    func readData(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        switch try await lookupVersion(req) {
+        case .missing: return nil
+        case .gone(let n, let v, let m): return goneResponse("data", n, v, m)
+        case .live(let n, let v, let m, let data): return LogicalResponse(data: ["data": data, "metadata": versionJSON(n, v, m)])
         }
-        guard let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(n)) else { return nil }
-        return LogicalResponse(data: ["data": rec["data"] ?? .null, "metadata": versionJSON(n, v, m)])
     }
 
     func writeData(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -215,9 +241,7 @@ public struct KVv2Backend: LogicalBackend {
     func storeVersion(key: String, data: JSONValue, cas: JSONValue?) async throws -> LogicalResponse {
         let c = try await kvConfig()
         let now = Date()
-        var m = try await metadata(key) ?? KeyMetadata(
-            createdTime: now, updatedTime: now, currentVersion: 0, oldestVersion: 0, maxVersions: 0,
-            casRequired: false, deleteVersionAfter: 0, customMetadata: [:], versions: [:])
+        var m = try await metadata(key) ?? KeyMetadata.empty(now)
         if let cas, !cas.isNull {
             guard let want = cas.intValue else { throw CofferError.invalid("error parsing check-and-set parameter") }
             if Int(want) != m.currentVersion {
@@ -371,9 +395,7 @@ public struct KVv2Backend: LogicalBackend {
         let key = req.fields.string("path")
         try KVEngine.checkKey(key)
         let now = Date()
-        var m = try await metadata(key) ?? KeyMetadata(
-            createdTime: now, updatedTime: now, currentVersion: 0, oldestVersion: 0, maxVersions: 0,
-            casRequired: false, deleteVersionAfter: 0, customMetadata: [:], versions: [:])
+        var m = try await metadata(key) ?? KeyMetadata.empty(now)
         try applyMetadata(req.fields, &m)
         m.updatedTime = now
         try await prune(key: key, &m, max: effectiveMaxVersions(m, try await kvConfig()))
@@ -417,19 +439,13 @@ public struct KVv2Backend: LogicalBackend {
     // MARK: subkeys
 
     func subkeys(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let key = req.fields.string("path")
-        guard let m = try await metadata(key) else { return nil }
-        var n = req.fields.int("version")
-        if n == 0 { n = m.currentVersion }
-        guard let v = m.versions[n] else { return nil }
-        if Self.isDeleted(v) || v.destroyed {
-            var r = LogicalResponse(data: ["subkeys": .null, "metadata": versionJSON(n, v, m)])
-            r.statusCode = 404
-            return r
+        switch try await lookupVersion(req) {
+        case .missing: return nil
+        case .gone(let n, let v, let m): return goneResponse("subkeys", n, v, m)
+        case .live(let n, let v, let m, let data):
+            let tree = Self.structure(data, depth: req.fields.int("depth"), level: 1)
+            return LogicalResponse(data: ["subkeys": tree, "metadata": versionJSON(n, v, m)])
         }
-        guard let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(n)) else { return nil }
-        let depth = req.fields.int("depth")
-        return LogicalResponse(data: ["subkeys": Self.structure(rec["data"] ?? .null, depth: depth, level: 1), "metadata": versionJSON(n, v, m)])
     }
 
     static func structure(_ v: JSONValue, depth: Int, level: Int) -> JSONValue {

@@ -67,6 +67,7 @@ public final class NamespaceCore: Sendable {
 
     static let secretTable = "core/mounts"
     static let authTable = "core/auth"
+    static let builtinTable = "core/builtin-mounts"
 
     /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
     public static func load(path: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
@@ -102,9 +103,17 @@ public final class NamespaceCore: Sendable {
         let sys = SystemBackend(ns: self)
         let tokenEntry = MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path)
+        // Built-in mount entries are stored once, so their accessors and tunables are stable.
+        var builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:]
+        if builtins["sys/"] == nil || builtins["auth/token/"] == nil {
+            builtins["sys/"] = builtins["sys/"] ?? sysEntry
+            builtins["auth/token/"] = builtins["auth/token/"] ?? tokenEntry
+            try await rootView.putCodable(Self.builtinTable, builtins)
+        }
+        let stored = builtins
         router.withLock { r in
-            r.add(MountedBackend(entry: sysEntry, backend: CompiledBackend(sys), kind: .system, routePath: "sys/"))
-            r.add(MountedBackend(entry: tokenEntry, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
+            r.add(MountedBackend(entry: stored["sys/"]!, backend: CompiledBackend(sys), kind: .system, routePath: "sys/"))
+            r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
         }
         for entry in try await mountTable(Self.secretTable) {
             try await instantiate(entry, kind: .secret)
@@ -197,7 +206,19 @@ public final class NamespaceCore: Sendable {
         try await mountLock.withLock {
             var entries = try await mountTable(table)
             guard let i = entries.firstIndex(where: { $0.path == path }) else {
-                throw CofferError.invalid("no mount at \(path)")
+                // Built-in mounts (token/, sys/) are not in the table: their tunables are kept
+                // in a record of their own and only change what they report.
+                let routePath = kind == .auth ? "auth/" + path : path
+                guard var m = router.withLock({ r in r.mounts.first { $0.routePath == routePath } }) else {
+                    throw CofferError.invalid("no mount at \(path)")
+                }
+                try apply(&m.entry)
+                var tuned = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:]
+                tuned[routePath] = m.entry
+                try await rootView.putCodable(Self.builtinTable, tuned)
+                let updated = m
+                router.withLock { $0.add(updated) }
+                return
             }
             let before = entries[i]
             try apply(&entries[i])

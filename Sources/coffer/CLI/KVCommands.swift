@@ -159,16 +159,13 @@ func kvWrite(_ api: API, _ t: KVTarget, data: [String: JSONValue], cas: Int?, pa
     printKVMetadata(path: p, metadata: r.data)
 }
 
-struct KVPut: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "put", abstract: "Write a secret (a new version on v2).")
-    @OptionGroup var client: ClientOptions
-    @OptionGroup var output: OutputOptions
-    @OptionGroup var kv: KVOptions
+/// What `kv put` and `kv patch` share: the path, the data and check-and-set.
+struct KVWriteArguments: ParsableArguments {
     @Option(name: .customLong("cas"), help: "Check-and-set: the current version (0: only if absent).") var cas: Int?
     @Argument(help: "The secret path.") var path: String
     @Argument(help: "key=value pairs, key=@file, key=-, or - for a JSON object on stdin.") var pairs: [String] = []
 
-    func run() async throws {
+    func run(client: ClientOptions, output: OutputOptions, kv: KVOptions, patch: Bool) async throws {
         guard !pairs.isEmpty else {
             Out.err("Must supply data")
             throw ExitCode(2)
@@ -176,9 +173,19 @@ struct KVPut: AsyncParsableCommand {
         let data = try Input.keyValues(pairs)
         try await API.with(client) { api in
             let t = try await KVTarget.resolve(api, mount: kv.mount, path: path)
-            try await kvWrite(api, t, data: data, cas: cas, patch: false, output: output)
+            try await kvWrite(api, t, data: data, cas: cas, patch: patch, output: output)
         }
     }
+}
+
+struct KVPut: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "put", abstract: "Write a secret (a new version on v2).")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+    @OptionGroup var kv: KVOptions
+    @OptionGroup var write: KVWriteArguments
+
+    func run() async throws { try await write.run(client: client, output: output, kv: kv, patch: false) }
 }
 
 struct KVPatch: AsyncParsableCommand {
@@ -186,21 +193,9 @@ struct KVPatch: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
     @OptionGroup var kv: KVOptions
-    @Option(name: .customLong("cas"), help: "Check-and-set: the current version.") var cas: Int?
-    @Argument(help: "The secret path.") var path: String
-    @Argument(help: "key=value pairs, key=@file, or - for a JSON object on stdin.") var pairs: [String] = []
+    @OptionGroup var write: KVWriteArguments
 
-    func run() async throws {
-        guard !pairs.isEmpty else {
-            Out.err("Must supply data")
-            throw ExitCode(2)
-        }
-        let data = try Input.keyValues(pairs)
-        try await API.with(client) { api in
-            let t = try await KVTarget.resolve(api, mount: kv.mount, path: path)
-            try await kvWrite(api, t, data: data, cas: cas, patch: true, output: output)
-        }
-    }
+    func run() async throws { try await write.run(client: client, output: output, kv: kv, patch: true) }
 }
 
 struct KVList: AsyncParsableCommand {

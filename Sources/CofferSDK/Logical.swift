@@ -136,6 +136,8 @@ public struct LogicalResponse: Sendable {
     public var mountType: String?
     /// The mount that answered (`secret/`); set by the core, for logs and audit.
     public var mountPoint: String?
+    /// The namespace that answered ("" for root); set by the core.
+    public var namespacePath: String?
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
         self.data = data
@@ -148,6 +150,7 @@ public struct LogicalResponse: Sendable {
         self.dataAtTopLevel = false
         self.mountType = nil
         self.mountPoint = nil
+        self.namespacePath = nil
     }
 
     public static func raw(_ body: JSONValue, status: Int = 200) -> LogicalResponse {

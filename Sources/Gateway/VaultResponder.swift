@@ -37,6 +37,7 @@ public struct VaultResponder: HTTPResponder {
 
     static let jsonHeaders: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
     static let vaultTokenHeader = HTTPField.Name("X-Vault-Token")!
+    static let vaultNamespaceHeader = HTTPField.Name("X-Vault-Namespace")!
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         let start = ContinuousClock.now
@@ -186,18 +187,19 @@ public struct VaultResponder: HTTPResponder {
             return r
         }
 
-        let ns = try core.root()
         var remote: String?
         if let addr = context.remoteAddress { remote = addr.ipAddress }
+        let nsHeader = request.headers[Self.vaultNamespaceHeader]
         let coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
         let response: LogicalResponse
         do {
-            response = try await ns.handle(coreRequest)
+            response = try await core.handle(coreRequest, namespace: nsHeader)
         } catch let e as CofferError where e.code == .notFound && (operation == .read || operation == .list) && e.message == "" {
             return Self.error(.notFound, [])
         }
         info.mountType = response.mountType ?? ""
         info.mountPath = response.mountPoint ?? ""
+        info.namespace = response.namespacePath.map { $0.isEmpty ? "root" : $0 } ?? "root"
         return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
     }
 

@@ -200,19 +200,21 @@ public final class Core: Sendable {
     let rootKeyHolder = Mutex<[UInt8]?>(nil)
 
     func loadRoot() async throws -> NamespaceCore {
-        let hooks = NodeHooks(
-            seal: { [weak self] in try await self?.seal() },
-            rotate: { [weak self] in try await self?.rotate() },
-            keyStatus: { [weak self] in try await self?.keyStatus() ?? [:] })
-        let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger)
+        let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks(forPath: ""), logger: logger)
         rootNamespace.withLock { $0 = ns }
+        loaded.withLock { $0 = [:] }
         return ns
     }
+
+    /// Child namespaces currently loaded, by path.
+    let loaded = Mutex<[String: NamespaceCore]>([:])
+    let namespaceLoadLock = AsyncMutex()
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
+        loaded.withLock { $0 = [:] }
         rootKeyHolder.withLock { $0 = nil }
         progress.withLock { $0 = Progress() }
         if let c = physical as? CachingStorage { c.invalidateAll() }

@@ -23,16 +23,35 @@ public struct CoreRequest: Sendable {
     }
 }
 
-/// Node-level operations a namespace's `sys/` backend reaches through (seal, keyring).
+/// Node-level operations a namespace's `sys/` backend reaches through: seal, its keyring,
+/// and its child namespaces (the node keeps the registry of loaded namespaces).
 public struct NodeHooks: Sendable {
     public var seal: @Sendable () async throws -> Void
     public var rotate: @Sendable () async throws -> Void
     public var keyStatus: @Sendable () async throws -> [String: JSONValue]
+    /// Creates a child (path relative to this namespace, may be nested under existing ones).
+    public var createNamespace: @Sendable (_ relativePath: String, _ metadata: [String: String]) async throws -> NamespaceRecord
+    public var updateNamespace: @Sendable (_ relativePath: String, _ metadataPatch: [String: JSONValue]) async throws -> NamespaceRecord
+    public var deleteNamespace: @Sendable (_ relativePath: String) async throws -> Void
+    /// The token store of an ancestor namespace (by path).
+    public var tokenStore: @Sendable (_ path: String) async throws -> TokenStore?
 
-    public init(seal: @escaping @Sendable () async throws -> Void, rotate: @escaping @Sendable () async throws -> Void, keyStatus: @escaping @Sendable () async throws -> [String: JSONValue]) {
+    public init(
+        seal: @escaping @Sendable () async throws -> Void,
+        rotate: @escaping @Sendable () async throws -> Void,
+        keyStatus: @escaping @Sendable () async throws -> [String: JSONValue],
+        createNamespace: @escaping @Sendable (String, [String: String]) async throws -> NamespaceRecord,
+        updateNamespace: @escaping @Sendable (String, [String: JSONValue]) async throws -> NamespaceRecord,
+        deleteNamespace: @escaping @Sendable (String) async throws -> Void,
+        tokenStore: @escaping @Sendable (String) async throws -> TokenStore?
+    ) {
+        self.tokenStore = tokenStore
         self.seal = seal
         self.rotate = rotate
         self.keyStatus = keyStatus
+        self.createNamespace = createNamespace
+        self.updateNamespace = updateNamespace
+        self.deleteNamespace = deleteNamespace
     }
 }
 
@@ -54,7 +73,10 @@ public struct CoreConfiguration: Sendable {
 /// One namespace's core: mounts and router, policies, tokens. Everything it stores goes
 /// through its `storage` (the barrier, or a namespace keyring view of it).
 public final class NamespaceCore: Sendable {
+    /// Full path with a trailing slash; "" for the root namespace.
     public let path: String
+    /// Vault-style short id; "root" for the root namespace.
+    public let id: String
     let storage: any LogicalStorage
     let catalog: EngineCatalog
     let configuration: CoreConfiguration
@@ -64,29 +86,39 @@ public final class NamespaceCore: Sendable {
     public let tokens: TokenStore
     let router = Mutex(MountRouter())
     let mountLock = AsyncMutex()
+    /// Child namespaces by name (the records hold their keyrings), loaded with the namespace.
+    let children = Mutex<[String: NamespaceRecord]>([:])
+    static let childPrefix = "sys/namespaces/"
 
     static let secretTable = "core/mounts"
     static let authTable = "core/auth"
     static let builtinTable = "core/builtin-mounts"
 
     /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
-    public static func load(path: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
+    public static func load(path: String, namespaceID: String? = nil, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
         let root = StorageView(storage, prefix: "")
         var salt = try await root.get("core/token-salt")
         if salt == nil {
             salt = Random.bytes(32)
             try await root.put("core/token-salt", salt!)
         }
-        let tokens = TokenStore(view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL)
+        let tokens = TokenStore(view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL, idSuffix: namespaceID.map { "." + $0 } ?? "")
         let policies = PolicyStore(view: root.sub("sys/policy/"))
         try await policies.setupDefaults()
-        let ns = NamespaceCore(path: path, storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
+        let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts()
+        var kids: [String: NamespaceRecord] = [:]
+        for name in try await root.list(prefix: childPrefix) where !name.hasSuffix("/") {
+            if let r = try await root.getCodable(NamespaceRecord.self, childPrefix + name) { kids[name] = r }
+        }
+        let loaded = kids
+        ns.children.withLock { $0 = loaded }
         return ns
     }
 
-    init(path: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
+    init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
         self.path = path
+        self.id = id
         self.storage = storage
         self.catalog = catalog
         self.configuration = configuration
@@ -102,7 +134,8 @@ public final class NamespaceCore: Sendable {
         let sysEntry = MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
         let sys = SystemBackend(ns: self)
         let tokenEntry = MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
-        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path)
+        let ancestorStore = hooks.tokenStore
+        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:]
         if builtins["sys/"] == nil || builtins["auth/token/"] == nil {
@@ -282,8 +315,14 @@ public final class NamespaceCore: Sendable {
     // MARK: request handling
 
     /// Resolves a token, authorizes, dispatches: the request path of DESIGN §2.
-    public func handle(_ request: CoreRequest) async throws -> LogicalResponse {
+    ///
+    /// `tokenNamespace` is the namespace that owns the token when it is an ancestor of this
+    /// one: the token is looked up there and that namespace's policies apply, to this
+    /// namespace's path prefixed with its path relative to the token's namespace.
+    public func handle(_ request: CoreRequest, tokenNamespace: NamespaceCore? = nil) async throws -> LogicalResponse {
         let path = request.path
+        let owner = tokenNamespace ?? self
+        let aclPath = String(self.path.dropFirst(owner.path.count)) + path
         guard let mount = router.withLock({ $0.route(path) }) else {
             throw CofferError(.notFound, "no handler for route \"\(path.prefix(256))\". route entry not found.")
         }
@@ -295,10 +334,10 @@ public final class NamespaceCore: Sendable {
         let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
         var revokeAfter: String?
         if !unauthenticated {
-            guard let raw = request.clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+            guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
                 throw CofferError.denied()
             }
-            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
+            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
 
             if logical.operation == .update || logical.operation == .create {
                 if let exists = try await mount.backend.exists(logical) {
@@ -307,11 +346,11 @@ public final class NamespaceCore: Sendable {
                     logical.operation = .update
                 }
             }
-            let acl = try await policies.acl(for: e.policies)
+            let acl = try await owner.policies.acl(for: e.policies)
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
-            try acl.authorize(logical.operation, path: path, data: request.data, needsSudo: needsSudo)
+            try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
             if e.numUses > 0 {
-                let (_, last) = try await tokens.useToken(e)
+                let (_, last) = try await owner.tokens.useToken(e)
                 if last { revokeAfter = e.idHash }
             }
         } else if logical.operation == .update {
@@ -321,17 +360,18 @@ public final class NamespaceCore: Sendable {
         do {
             result = try await mount.backend.handle(logical)
         } catch {
-            if let h = revokeAfter { try? await tokens.revokeTree(hash: h) }
+            if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
             throw error
         }
-        if let h = revokeAfter { try? await tokens.revokeTree(hash: h) }
+        if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
         guard var response = result else {
             if logical.operation == .read || logical.operation == .list || logical.operation == .patch { throw CofferError(.notFound, "") }
             return LogicalResponse(statusCode: 204)
         }
         if mount.kind == .system { response.dataAtTopLevel = true }
         response.mountType = mount.entry.type
-        response.mountPoint = mount.routePath
+        response.mountPoint = self.path + mount.routePath
+        response.namespacePath = self.path
         return response
     }
 

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Synchronization
 
 /// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
 /// (Seal, unseal, init, health and leader are node-level and answered before routing.)
@@ -47,10 +48,64 @@ struct SystemBackend: LogicalBackend {
             Route("capabilities", fields: [Field("token", .string), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilities], summary: "Capabilities of a token on paths."),
             Route("capabilities-self", fields: [Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesSelf], summary: "Capabilities of the calling token."),
             Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesAccessor], summary: "Capabilities of a token by accessor."),
+            Route("namespaces/?", operations: [.list: listNamespaces], summary: "List child namespaces."),
+            Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
+                .read: readNamespace, .update: createNamespace, .patch: patchNamespace, .delete: deleteNamespace,
+            ], summary: "Create, read, update or delete a child namespace."),
             Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
             Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
             Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
         ]
+    }
+
+    // MARK: namespaces
+
+    func listNamespaces(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let kids = ns.children.withLock { $0 }
+        guard !kids.isEmpty else { return nil }
+        let keys = kids.keys.sorted().map { $0 + "/" }
+        var info: [String: JSONValue] = [:]
+        for (name, r) in kids { info[name + "/"] = relativeJSON(r) }
+        return LogicalResponse(data: ["keys": .array(keys.map { .string($0) }), "key_info": .object(info)])
+    }
+
+    /// A record as seen from this namespace (Vault shows paths relative to the caller).
+    func relativeJSON(_ r: NamespaceRecord) -> JSONValue {
+        var o = r.json.objectValue ?? [:]
+        o["path"] = .string(String(r.path.dropFirst(ns.path.count)))
+        return .object(o)
+    }
+
+    /// A direct child's record (deeper ones are read from their parent namespace).
+    func record(_ relative: String) -> NamespaceRecord? {
+        guard let rel = NamespacePath.normalize(relative), !rel.isEmpty else { return nil }
+        let segs = rel.split(separator: "/")
+        guard segs.count == 1 else { return nil }
+        return ns.children.withLock { $0[String(segs[0])] }
+    }
+
+    func readNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let r = record(req.fields.string("path")) else { return nil }
+        return LogicalResponse(data: relativeJSON(r).objectValue)
+    }
+
+    func createNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let meta = try req.fields.map("custom_metadata").mapValues { v -> String in
+            guard let s = v.stringValue else { throw CofferError.invalid("custom_metadata values must be strings") }
+            return s
+        }
+        let r = try await ns.hooks.createNamespace(req.fields.string("path"), meta)
+        return LogicalResponse(data: relativeJSON(r).objectValue)
+    }
+
+    func patchNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let r = try await ns.hooks.updateNamespace(req.fields.string("path"), req.fields.map("custom_metadata"))
+        return LogicalResponse(data: relativeJSON(r).objectValue)
+    }
+
+    func deleteNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await ns.hooks.deleteNamespace(req.fields.string("path"))
+        return nil
     }
 
     func listMounts(_ kind: MountedBackend.Kind) -> LogicalResponse {

@@ -45,11 +45,14 @@ public struct TokenBackend: LogicalBackend {
     let store: TokenStore
     let roles: StorageView
     let namespacePath: String
+    /// The token store of an ancestor namespace, for calling tokens that live there.
+    let ancestorStore: @Sendable (String) async throws -> TokenStore?
 
-    public init(store: TokenStore, roles: StorageView, namespacePath: String) {
+    public init(store: TokenStore, roles: StorageView, namespacePath: String, ancestorStore: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }) {
         self.store = store
         self.roles = roles
         self.namespacePath = namespacePath
+        self.ancestorStore = ancestorStore
     }
 
     public var backendHelp: String { "The token store creates, looks up, renews and revokes tokens." }
@@ -95,17 +98,26 @@ public struct TokenBackend: LogicalBackend {
         ]
     }
 
-    func caller(_ req: LogicalRequest) async throws -> (String, TokenEntry) {
-        guard let raw = req.token?.clientToken, let e = try await store.lookup(token: raw) else {
-            throw CofferError.denied()
+    /// The calling token, its entry, and the store it lives in (this namespace's, or an
+    /// ancestor's when a parent-namespace token works here).
+    func caller(_ req: LogicalRequest) async throws -> (String, TokenEntry, TokenStore) {
+        guard let token = req.token, let raw = token.clientToken else { throw CofferError.denied() }
+        var owner = store
+        if token.namespacePath != namespacePath {
+            guard let s = try await ancestorStore(token.namespacePath) else { throw CofferError.denied() }
+            owner = s
         }
-        return (raw, e)
+        guard let e = try await owner.lookup(token: raw) else { throw CofferError.denied() }
+        return (raw, e, owner)
     }
 
     func create(_ req: LogicalRequest, orphan: Bool, roleName: String?) async throws -> LogicalResponse? {
         let f = req.fields
-        let (_, parent) = try await caller(req)
+        let (_, parent, parentStore) = try await caller(req)
         let parentIsRoot = parent.policies.contains("root")
+        // A token made here by a token of an ancestor namespace cannot be indexed under its
+        // parent (another store): it is an orphan of this namespace.
+        let crossNamespace = parentStore !== store
         var role: TokenRole?
         if let roleName {
             guard let r = try await roles.getCodable(TokenRole.self, roleName) else {
@@ -116,7 +128,7 @@ public struct TokenBackend: LogicalBackend {
         if let t = f.optionalString("type"), !t.isEmpty, t != "service", t != "default" {
             throw CofferError.invalid("unsupported token type \"\(t.prefix(16))\": only service tokens are available")
         }
-        var wantOrphan = orphan || (role?.orphan ?? false)
+        var wantOrphan = orphan || (role?.orphan ?? false) || crossNamespace
         if f.bool("no_parent") {
             guard parentIsRoot || req.token?.policies.contains("root") == true else {
                 throw CofferError.invalid("root or sudo privileges required to create orphan token")
@@ -217,7 +229,7 @@ public struct TokenBackend: LogicalBackend {
     }
 
     func lookupSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let (raw, e) = try await caller(req)
+        let (raw, e, _) = try await caller(req)
         return LogicalResponse(data: e.lookupData(id: raw, now: TokenStore.now()))
     }
 
@@ -228,7 +240,8 @@ public struct TokenBackend: LogicalBackend {
         return LogicalResponse(data: e.lookupData(id: "", now: TokenStore.now()))
     }
 
-    func renewEntry(_ entry: TokenEntry, token: String, increment: Int) async throws -> LogicalResponse {
+    func renewEntry(_ entry: TokenEntry, token: String, increment: Int, in owner: TokenStore? = nil) async throws -> LogicalResponse {
+        let store = owner ?? self.store
         var e = entry
         guard e.renewable else { throw CofferError.invalid("invalid lease ID, or lease is not renewable") }
         let now = TokenStore.now()
@@ -262,8 +275,8 @@ public struct TokenBackend: LogicalBackend {
     }
 
     func renewSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let (raw, e) = try await caller(req)
-        return try await renewEntry(e, token: raw, increment: req.fields.int("increment"))
+        let (raw, e, owner) = try await caller(req)
+        return try await renewEntry(e, token: raw, increment: req.fields.int("increment"), in: owner)
     }
 
     func renewAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -282,8 +295,8 @@ public struct TokenBackend: LogicalBackend {
     }
 
     func revokeSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let (_, e) = try await caller(req)
-        try await store.revokeTree(hash: e.idHash)
+        let (_, e, owner) = try await caller(req)
+        try await owner.revokeTree(hash: e.idHash)
         return nil
     }
 

@@ -50,6 +50,14 @@ public enum TokenID {
 
     public static func newToken() -> String { "hvs." + random(24) }
     public static func newAccessor() -> String { random(24) }
+
+    /// The namespace id a token or accessor names with its `.<id>` suffix (nil: root).
+    public static func namespaceID(of token: String) -> String? {
+        let body = token.hasPrefix("hvs.") ? token.dropFirst(4) : Substring(token)
+        guard let dot = body.lastIndex(of: ".") else { return nil }
+        let id = body[body.index(after: dot)...]
+        return id.isEmpty ? nil : String(id)
+    }
 }
 
 /// Compares two byte strings in time independent of where they differ.
@@ -72,7 +80,11 @@ public final class TokenStore: Sendable {
     public let defaultTTL: Int
     public let maxTTL: Int
 
-    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int) {
+    /// `.<namespace id>` for tokens of a child namespace (as Vault suffixes them), "" in root.
+    public let idSuffix: String
+
+    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "") {
+        self.idSuffix = idSuffix
         self.view = view
         self.salt = SymmetricKey(data: salt)
         self.defaultTTL = defaultTTL
@@ -98,10 +110,13 @@ public final class TokenStore: Sendable {
 
     /// Stores a new entry and returns the raw token id (the only time it exists in clear).
     public func create(_ template: TokenEntry, id: String? = nil) async throws -> (String, TokenEntry) {
-        let token = id ?? TokenID.newToken()
+        if let id, id.contains(".") {
+            throw CofferError.invalid("custom token ID cannot have the '.' in the value")
+        }
+        let token = id.map { $0 + idSuffix } ?? (TokenID.newToken() + idSuffix)
         var entry = template
         entry.idHash = hash(token)
-        if entry.accessor.isEmpty { entry.accessor = TokenID.newAccessor() }
+        if entry.accessor.isEmpty { entry.accessor = TokenID.newAccessor() + idSuffix }
         if try await view.get("id/" + entry.idHash) != nil {
             throw CofferError.invalid("token with that id already exists")
         }

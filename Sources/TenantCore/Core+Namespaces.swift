@@ -1,0 +1,220 @@
+import CofferSDK
+import Foundation
+import Logging
+import Synchronization
+
+extension Core {
+    /// The hooks a namespace's `sys/` backend calls: seal (root only), its own keyring,
+    /// and its children.
+    func hooks(forPath path: String) -> NodeHooks {
+        NodeHooks(
+            seal: { [weak self] in
+                guard path.isEmpty else { throw CofferError.invalid("sys/seal is only available in the root namespace") }
+                try await self?.seal()
+            },
+            rotate: { [weak self] in
+                guard let self else { return }
+                if path.isEmpty { try await self.rotate() } else { try await self.rotateNamespaceKeyring(path: path) }
+            },
+            keyStatus: { [weak self] in
+                guard let self else { return [:] }
+                if path.isEmpty { return try await self.keyStatus() }
+                return try await self.namespaceKeyStatus(path: path)
+            },
+            createNamespace: { [weak self] rel, metadata in
+                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+                return try await self.createNamespace(parentPath: path, relative: rel, metadata: metadata)
+            },
+            updateNamespace: { [weak self] rel, patch in
+                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+                return try await self.updateNamespace(parentPath: path, relative: rel, patch: patch)
+            },
+            deleteNamespace: { [weak self] rel in
+                guard let self else { return }
+                try await self.deleteNamespace(parentPath: path, relative: rel)
+            },
+            tokenStore: { [weak self] ancestor in
+                guard let self, path.hasPrefix(ancestor) else { return nil }
+                return try await self.namespace(path: ancestor)?.tokens
+            })
+    }
+
+    /// The namespace at `path` ("" = root), loading it (and its ancestors) on first use.
+    /// nil when it does not exist.
+    public func namespace(path: String) async throws -> NamespaceCore? {
+        let root = try root()
+        if path.isEmpty { return root }
+        if let ns = loaded.withLock({ $0[path] }) { return ns }
+        return try await namespaceLoadLock.withLock { try await namespaceUnlocked(path: path) }
+    }
+
+    /// Splits a request into its namespace and the path inside it: the `X-Vault-Namespace`
+    /// header, then the longest run of leading path segments naming child namespaces.
+    public func resolve(header: String?, path: String) async throws -> (NamespaceCore, String) {
+        guard let base = NamespacePath.normalize(header ?? "") else {
+            throw CofferError.invalid("invalid namespace \"\((header ?? "").prefix(128))\"")
+        }
+        guard var ns = try await namespace(path: base) else {
+            throw CofferError(.notFound, "namespace not found: \(base.prefix(128))")
+        }
+        var rest = Substring(path)
+        while let slash = rest.firstIndex(of: "/") {
+            let seg = rest[..<slash]
+            guard ns.children.withLock({ $0[String(seg)] != nil }),
+                  let child = try await namespace(path: ns.path + seg + "/") else { break }
+            ns = child
+            rest = rest[rest.index(after: slash)...]
+        }
+        return (ns, String(rest))
+    }
+
+    /// The Vault request path end to end: namespace, token (from its own namespace, which
+    /// must be this one or an ancestor), ACL in the token's namespace, dispatch.
+    public func handle(_ request: CoreRequest, namespace header: String?) async throws -> LogicalResponse {
+        let (ns, rel) = try await resolve(header: header, path: request.path)
+        var req = request
+        req.path = rel
+        var tokenNS = ns
+        if let raw = request.clientToken, !raw.isEmpty {
+            if let id = TokenID.namespaceID(of: raw) {
+                guard id != ns.id else { return try await ns.handle(req) }
+                guard let path = try await namespacePath(id: id), ns.path.hasPrefix(path),
+                      let owner = try await namespace(path: path) else {
+                    throw CofferError.denied()
+                }
+                tokenNS = owner
+            } else {
+                tokenNS = try root()
+            }
+        }
+        return try await ns.handle(req, tokenNamespace: tokenNS === ns ? nil : tokenNS)
+    }
+
+    /// Namespace id → path, for tokens and accessors that carry an id suffix.
+    func namespacePath(id: String) async throws -> String? {
+        guard NamespacePath.isValidName(Substring(id)) else { return nil }
+        if let ns = loaded.withLock({ $0.values.first { $0.id == id } }) { return ns.path }
+        return try await barrier.getJSON("sys/namespace-ids/" + id)?.stringValue
+    }
+
+    // MARK: lifecycle
+
+    func split(_ parentPath: String, _ relative: String) throws -> (parent: String, name: String) {
+        guard let rel = NamespacePath.normalize(relative), !rel.isEmpty else {
+            throw CofferError.invalid("invalid namespace path \"\(relative.prefix(128))\"")
+        }
+        var segs = rel.split(separator: "/").map(String.init)
+        let name = segs.removeLast()
+        if parentPath.isEmpty && segs.isEmpty && NamespacePath.reserved.contains(name) {
+            throw CofferError.invalid("\"\(name)\" is a reserved path and cannot be a namespace")
+        }
+        return (parentPath + segs.map { $0 + "/" }.joined(), name)
+    }
+
+    func createNamespace(parentPath: String, relative: String, metadata: [String: String]) async throws -> NamespaceRecord {
+        let (pp, name) = try split(parentPath, relative)
+        return try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp) else {
+                throw CofferError.invalid("parent namespace does not exist: \(pp)")
+            }
+            if parent.children.withLock({ $0[name] != nil }) {
+                throw CofferError.invalid("namespace \"\(pp + name)/\" already exists")
+            }
+            if parent.mounts(kind: .secret).contains(where: { $0.routePath == name + "/" }) {
+                throw CofferError.invalid("\"\(name)/\" is already a mount path in \"\(pp)\"")
+            }
+            var id = NamespacePath.newID()
+            while try await barrier.get("sys/namespace-ids/" + id) != nil { id = NamespacePath.newID() }
+            let record = NamespaceRecord(id: id, path: pp + name + "/", customMetadata: metadata, keyring: .generate(), createdAt: Date())
+            try await barrier.putJSON("sys/namespace-ids/" + id, .string(record.path))
+            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
+            parent.children.withLock { $0[name] = record }
+            logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
+            return record
+        }
+    }
+
+    func updateNamespace(parentPath: String, relative: String, patch: [String: JSONValue]) async throws -> NamespaceRecord {
+        let (pp, name) = try split(parentPath, relative)
+        return try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+                throw CofferError(.notFound, "")
+            }
+            for (k, v) in patch {
+                if v.isNull { record.customMetadata[k] = nil } else if let s = v.stringValue { record.customMetadata[k] = s }
+                else { throw CofferError.invalid("custom_metadata values must be strings") }
+            }
+            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
+            let updated = record
+            parent.children.withLock { $0[name] = updated }
+            return record
+        }
+    }
+
+    /// Crypto-shred: the keyring goes first (the record in the parent), so every row the
+    /// namespace leaves behind is undecryptable at once; the rows are removed after.
+    func deleteNamespace(parentPath: String, relative: String) async throws {
+        let (pp, name) = try split(parentPath, relative)
+        let record: NamespaceRecord? = try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp), let record = parent.children.withLock({ $0[name] }) else {
+                return nil
+            }
+            if let child = try await namespaceUnlocked(path: record.path), child.children.withLock({ !$0.isEmpty }) {
+                throw CofferError.invalid("cannot delete namespace (\"\(record.path)\") containing child namespaces")
+            }
+            try await parent.rootView.delete(NamespaceCore.childPrefix + name)
+            parent.children.withLock { _ = $0.removeValue(forKey: name) }
+            try await barrier.delete("sys/namespace-ids/" + record.id)
+            loaded.withLock { l in for k in l.keys where k.hasPrefix(record.path) { l[k] = nil } }
+            logger.info("namespace deleted (keyring shredded)", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
+            return record
+        }
+        if let record {
+            try await PrefixedStorage(physical, prefix: "ns/\(record.id)/").deleteAll()
+        }
+    }
+
+    /// `namespace(path:)` for callers already holding `namespaceLoadLock`.
+    func namespaceUnlocked(path: String) async throws -> NamespaceCore? {
+        var current = try root()
+        for seg in path.split(separator: "/") {
+            let childPath = current.path + seg + "/"
+            if let ns = loaded.withLock({ $0[childPath] }) {
+                current = ns
+                continue
+            }
+            guard let record = current.children.withLock({ $0[String(seg)] }) else { return nil }
+            let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(record.id)/"))
+            nsBarrier.install(record.keyring)
+            let ns = try await NamespaceCore.load(
+                path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
+                configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
+            loaded.withLock { $0[childPath] = ns }
+            current = ns
+        }
+        return current
+    }
+
+    func rotateNamespaceKeyring(path: String) async throws {
+        let (pp, name) = try split("", path)
+        try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }),
+                  let ns = try await namespaceUnlocked(path: path), let nsBarrier = ns.storage as? Barrier else {
+                throw CofferError(.notFound, "namespace not found")
+            }
+            record.keyring = record.keyring.rotated()
+            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
+            let updated = record
+            parent.children.withLock { $0[name] = updated }
+            nsBarrier.install(record.keyring)
+        }
+    }
+
+    func namespaceKeyStatus(path: String) async throws -> [String: JSONValue] {
+        guard let ns = try await namespace(path: path), let nsBarrier = ns.storage as? Barrier,
+              let ring = nsBarrier.keyring, let active = ring.terms.first(where: { $0.term == ring.activeTerm }) else {
+            throw CofferError(.notFound, "namespace not found")
+        }
+        return ["term": .int(Int64(active.term)), "install_time": .string(RFC3339.format(active.installTime)), "encryptions": .int(nsBarrier.encryptions)]
+    }
+}

@@ -1,0 +1,95 @@
+"""Namespaces end to end through hvac (issue #4, first slice): create/list, a client with
+`namespace=` doing KV and policy work, isolation between tenants, delete = crypto-shred."""
+
+from __future__ import annotations
+
+import hvac
+import pytest
+import requests
+
+from conftest import PEER_BAO, unique
+
+pytestmark = pytest.mark.skipif(PEER_BAO, reason="namespaces are not in OpenBao's dev server")
+
+
+def ns_client(dev_server, token: str, namespace: str) -> hvac.Client:
+    return hvac.Client(url=dev_server.url, token=token, namespace=namespace, timeout=30)
+
+
+def test_create_list_and_work_inside_a_namespace(dev_server, root_client):
+    name = unique("t").replace("-", "")[:20]
+    root_client.sys.create_namespace(path=name)
+    # custom_metadata is updated with PATCH (JSON merge patch), as in Vault's API.
+    r = requests.patch(f"{dev_server.url}/v1/sys/namespaces/{name}", json={"custom_metadata": {"plan": "gold", "x": "1"}},
+                       headers={"X-Vault-Token": "root", "Content-Type": "application/merge-patch+json"})
+    assert r.status_code == 200, r.text
+    r = requests.patch(f"{dev_server.url}/v1/sys/namespaces/{name}", json={"custom_metadata": {"x": None}},
+                       headers={"X-Vault-Token": "root", "Content-Type": "application/merge-patch+json"})
+    assert r.json()["data"]["custom_metadata"] == {"plan": "gold"}
+    listed = root_client.sys.list_namespaces()["data"]
+    assert f"{name}/" in listed["keys"]
+    assert listed["key_info"][f"{name}/"]["custom_metadata"] == {"plan": "gold"}
+
+    admin = ns_client(dev_server, "root", name)
+    admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    admin.secrets.kv.v2.create_or_update_secret(path="app", secret={"tenant": name})
+    admin.sys.create_or_update_policy(name="reader", policy='path "secret/data/*" { capabilities = ["read"] }')
+    assert "reader" in admin.sys.list_policies()["data"]["policies"]
+    tok = admin.auth.token.create(policies=["reader"], ttl="1h")["auth"]["client_token"]
+    assert tok.endswith("." + listed["key_info"][f"{name}/"]["id"])
+
+    tenant = ns_client(dev_server, tok, name)
+    assert tenant.secrets.kv.v2.read_secret_version(path="app")["data"]["data"] == {"tenant": name}
+    with pytest.raises(hvac.exceptions.Forbidden):
+        tenant.secrets.kv.v2.create_or_update_secret(path="app", secret={"x": "y"})
+    # The tenant's policy, mount and secret are invisible from the root namespace.
+    assert "reader" not in root_client.sys.list_policies()["data"]["policies"]
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        root_client.secrets.kv.v2.read_secret_version(path="app")
+    # The tenant token is worthless outside its namespace.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        dev_server.client(tok).secrets.kv.v2.read_secret_version(path="app")
+    # Path-prefix addressing reaches the same namespace.
+    r = requests.get(f"{dev_server.url}/v1/{name}/secret/data/app", headers={"X-Vault-Token": tok})
+    assert r.status_code == 200 and r.json()["data"]["data"] == {"tenant": name}
+
+
+def test_sibling_tenants_are_isolated(dev_server, root_client):
+    a, b = unique("a").replace("-", "")[:16], unique("b").replace("-", "")[:16]
+    tokens = {}
+    for ns in (a, b):
+        root_client.sys.create_namespace(path=ns)
+        c = ns_client(dev_server, "root", ns)
+        c.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        c.secrets.kv.v2.create_or_update_secret(path="x", secret={"owner": ns})
+        c.sys.create_or_update_policy(name="all", policy='path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }')
+        tokens[ns] = c.auth.token.create(policies=["all"], ttl="1h")["auth"]["client_token"]
+    # A's all-powerful token, aimed at B by header, by prefix, and by both.
+    for headers, path in [({"X-Vault-Namespace": b}, "secret/data/x"), ({}, f"{b}/secret/data/x"),
+                          ({"X-Vault-Namespace": a}, f"../{b}/secret/data/x"),
+                          ({"X-Vault-Namespace": b}, "sys/mounts")]:
+        r = requests.get(f"{dev_server.url}/v1/{path}", headers={"X-Vault-Token": tokens[a], **headers})
+        assert r.status_code in (400, 403, 404), (headers, path, r.status_code, r.text)
+        assert b not in r.text or r.status_code != 200
+    mounts = ns_client(dev_server, tokens[a], a).sys.list_mounted_secrets_engines()["data"]
+    assert sorted(mounts) == ["secret/", "sys/"]
+
+
+def test_delete_shreds_and_recreate_is_empty(dev_server, root_client):
+    name = unique("d").replace("-", "")[:20]
+    root_client.sys.create_namespace(path=name)
+    c = ns_client(dev_server, "root", name)
+    c.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    c.secrets.kv.v2.create_or_update_secret(path="gone", secret={"v": "1"})
+    tok = c.auth.token.create(policies=["default"], ttl="1h")["auth"]["client_token"]
+    c.sys.create_namespace(path="child")
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        root_client.sys.delete_namespace(path=name)  # has a child
+    c.sys.delete_namespace(path="child")
+    root_client.sys.delete_namespace(path=name)
+    assert f"{name}/" not in (root_client.sys.list_namespaces()["data"]["keys"])
+    r = requests.get(f"{dev_server.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": tok, "X-Vault-Namespace": name})
+    assert r.status_code in (403, 404)
+    root_client.sys.create_namespace(path=name)
+    fresh = ns_client(dev_server, "root", name)
+    assert sorted(fresh.sys.list_mounted_secrets_engines()["data"]) == ["sys/"]

@@ -1,0 +1,152 @@
+import CofferSDK
+import Engines
+import Foundation
+import Logging
+import Testing
+import TenantCore
+
+/// Namespaces: isolation between tenants, parent-grants-child, crypto-shred on delete.
+@Suite struct NamespaceTests {
+    /// root, acme/, acme/team/, beta/ — each with KV v2 at secret/ holding "who" = its path,
+    /// a reader policy and a token; plus a root-namespace token whose policy grants acme/ only.
+    struct World {
+        let core: Core
+        let physical: MemoryStorage
+        let root: String
+        var tokens: [String: String] = [:]
+    }
+
+    static func world() async throws -> World {
+        let physical = MemoryStorage()
+        let core = Core(physical: physical, storageType: "inmem", catalog: EngineCatalog(secrets: ["kv": KVEngine.factory]), configuration: CoreConfiguration(), logger: Logger(label: "t"))
+        let (_, root) = try await core.bootstrapDev(rootTokenID: nil)
+        var w = World(core: core, physical: physical, root: root)
+        for ns in ["acme/", "acme/team/", "beta/"] {
+            let parent = ns == "acme/team/" ? "acme/" : ""
+            let name = String(ns.dropFirst(parent.count).dropLast())
+            _ = try await core.handle(CoreRequest(operation: .update, path: "sys/namespaces/\(name)", clientToken: root), namespace: parent)
+        }
+        for ns in ["", "acme/", "acme/team/", "beta/"] {
+            func call(_ op: LogicalOperation, _ path: String, _ data: [String: JSONValue]) async throws -> LogicalResponse {
+                try await core.handle(CoreRequest(operation: op, path: path, data: data, clientToken: root), namespace: ns)
+            }
+            _ = try await call(.update, "sys/mounts/secret", ["type": "kv", "options": ["version": "2"]])
+            _ = try await call(.update, "secret/data/who", ["data": ["is": .string(ns)]])
+            _ = try await call(.update, "sys/policies/acl/reader", ["policy": #"path "secret/data/*" { capabilities = ["read"] }"#])
+            w.tokens[ns] = try await call(.update, "auth/token/create", ["policies": ["reader"]]).auth!.clientToken
+        }
+        _ = try await core.handle(CoreRequest(operation: .update, path: "sys/policies/acl/acme-ops", data: ["policy": #"path "acme/secret/data/*" { capabilities = ["read"] }"#], clientToken: root), namespace: "")
+        w.tokens["root:acme-ops"] = try await core.handle(CoreRequest(operation: .update, path: "auth/token/create", data: ["policies": ["acme-ops"]], clientToken: root), namespace: "").auth!.clientToken
+        return w
+    }
+
+    /// (token owner, header, path, expected namespace read or nil for denied)
+    static let matrix: [(String, String, String, String?)] = [
+        ("", "", "secret/data/who", ""),
+        ("acme/", "acme/", "secret/data/who", "acme/"),
+        ("acme/", "", "acme/secret/data/who", "acme/"),
+        ("acme/", "acme", "team/secret/data/who", nil),  // a parent's reader policy doesn't reach the child
+        ("acme/team/", "acme/", "team/secret/data/who", "acme/team/"),
+        ("acme/team/", "acme/team", "secret/data/who", "acme/team/"),
+        ("acme/team/", "acme/", "secret/data/who", nil),  // never upwards
+        ("acme/", "", "secret/data/who", nil),
+        ("acme/", "beta/", "secret/data/who", nil),  // never across siblings
+        ("beta/", "", "acme/secret/data/who", nil),
+        ("beta/", "beta/", "secret/data/who", "beta/"),
+        ("root:acme-ops", "", "acme/secret/data/who", "acme/"),  // a root policy granting acme/
+        ("root:acme-ops", "acme/", "secret/data/who", "acme/"),
+        ("root:acme-ops", "beta/", "secret/data/who", nil),
+        ("root:acme-ops", "", "secret/data/who", nil),
+    ]
+
+    @Test(arguments: matrix)
+    func isolation(owner: String, header: String, path: String, expected: String?) async throws {
+        let w = try await Self.world()
+        let token = try #require(w.tokens[owner])
+        do {
+            let r = try await w.core.handle(CoreRequest(operation: .read, path: path, clientToken: token), namespace: header)
+            #expect(r.data?["data"]?["is"] == expected.map { .string($0) }, "\(owner) \(header) \(path)")
+        } catch let e as CofferError {
+            #expect(expected == nil, "\(owner) \(header) \(path): \(e)")
+            #expect(e.code == .permissionDenied || e.code == .notFound)
+        }
+    }
+
+    @Test func listingNeverShowsSiblingsOrParents() async throws {
+        let w = try await Self.world()
+        let r = try await w.core.handle(CoreRequest(operation: .read, path: "sys/mounts", clientToken: w.root), namespace: "beta/")
+        let mounts = try #require(r.data)
+        #expect(mounts.keys.sorted() == ["secret/", "sys/"])
+        let kids = try await w.core.handle(CoreRequest(operation: .list, path: "sys/namespaces/", clientToken: w.root), namespace: "acme/")
+        #expect(kids.data?["keys"] == ["team/"])
+    }
+
+    @Test(arguments: ["acme/..", "../acme", "acme//team", "acme/%2e%2e", "ａcme", "acme/\u{0}"])
+    func hostileHeadersAreRefused(header: String) async throws {
+        let w = try await Self.world()
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.root), namespace: header)
+        }
+    }
+
+    @Test func deleteShredsAndRecreateIsEmpty() async throws {
+        let w = try await Self.world()
+        let nsID = try #require(try await w.core.namespace(path: "beta/")?.id)
+        let rowsBefore = try await allKeys(w.physical, "ns/\(nsID)/")
+        #expect(!rowsBefore.isEmpty)
+        var saved: [String: [UInt8]] = [:]
+        for k in rowsBefore { saved[k] = try await w.physical.get(k) }
+        _ = try await w.core.handle(CoreRequest(operation: .delete, path: "sys/namespaces/beta", clientToken: w.root), namespace: "")
+        #expect(try await allKeys(w.physical, "ns/\(nsID)/").isEmpty)
+        // Rows that outlived the delete (put back here, as if a backup had kept them) cannot be
+        // opened with any key the server still holds.
+        let leftovers = Barrier(physical: PrefixedStorage(w.physical, prefix: "ns/\(nsID)/"))
+        leftovers.install(try #require(w.core.barrier.keyring))
+        for (k, v) in saved { try await w.physical.put(k, v) }
+        for k in rowsBefore {
+            await #expect(throws: CofferError.self) { try await leftovers.get(String(k.dropFirst("ns/\(nsID)/".count))) }
+        }
+        // Tokens of the deleted namespace are dead.
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.tokens["beta/"]), namespace: "beta/")
+        }
+        // The same path again is a new, empty namespace.
+        _ = try await w.core.handle(CoreRequest(operation: .update, path: "sys/namespaces/beta", clientToken: w.root), namespace: "")
+        let mounts = try await w.core.handle(CoreRequest(operation: .read, path: "sys/mounts", clientToken: w.root), namespace: "beta/")
+        #expect(mounts.data?.keys.sorted() == ["sys/"])
+    }
+
+    @Test func deleteWithChildrenIsRefused() async throws {
+        let w = try await Self.world()
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .delete, path: "sys/namespaces/acme", clientToken: w.root), namespace: "")
+        }
+        let still = try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.root), namespace: "acme/")
+        #expect(still.data?["data"]?["is"] == "acme/")
+    }
+
+    @Test func namespaceKeyringsAreSeparate() async throws {
+        let w = try await Self.world()
+        let acme = try #require(try await w.core.namespace(path: "acme/"))
+        let beta = try #require(try await w.core.namespace(path: "beta/"))
+        // Same logical row in both: ciphertexts differ and neither opens with the other's keys.
+        let a = try #require(try await w.physical.get("ns/\(acme.id)/core/token-salt"))
+        let b = try #require(try await w.physical.get("ns/\(beta.id)/core/token-salt"))
+        #expect(a != b)
+        _ = try await w.core.handle(CoreRequest(operation: .update, path: "sys/rotate", clientToken: w.root), namespace: "acme/")
+        let status = try await w.core.handle(CoreRequest(operation: .read, path: "sys/key-status", clientToken: w.root), namespace: "acme/")
+        #expect(status.data?["term"] == 2)
+        let rootStatus = try await w.core.handle(CoreRequest(operation: .read, path: "sys/key-status", clientToken: w.root), namespace: "")
+        #expect(rootStatus.data?["term"] == 1)
+        let r = try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.root), namespace: "acme/")
+        #expect(r.data?["data"]?["is"] == "acme/")
+    }
+
+    func allKeys(_ s: any Storage, _ prefix: String) async throws -> [String] {
+        var out: [String] = []
+        for k in try await s.list(prefix: prefix) {
+            if k.hasSuffix("/") { out += try await allKeys(s, prefix + k) } else { out.append(prefix + k) }
+        }
+        return out
+    }
+}

@@ -202,6 +202,9 @@ public final class NamespaceCore: Sendable {
             throw CofferError.invalid(kind == .auth ? "unknown auth method type: \(type)" : "plugin not found in the catalog: \(type)")
         }
         let routePath = kind == .auth ? "auth/" + path : path
+        if kind == .secret, let first = path.split(separator: "/").first, children.withLock({ $0[String(first)] != nil }) {
+            throw CofferError.invalid("path is already in use by namespace \"\(self.path)\(first)/\"")
+        }
         try await mountLock.withLock {
             if let c = router.withLock({ $0.conflicts(routePath) }) {
                 throw CofferError.invalid("path is already in use at \(c)")

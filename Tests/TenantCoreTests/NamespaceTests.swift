@@ -142,6 +142,19 @@ import TenantCore
         #expect(r.data?["data"]?["is"] == "acme/")
     }
 
+    @Test func mountsAndNamespacesCannotShadowEachOther() async throws {
+        let w = try await Self.world()
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .update, path: "sys/mounts/acme", data: ["type": "kv"], clientToken: w.root), namespace: "")
+        }
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .update, path: "sys/namespaces/secret", clientToken: w.root), namespace: "")
+        }
+        await #expect(throws: CofferError.self) {
+            try await w.core.handle(CoreRequest(operation: .update, path: "sys/namespaces/sys", clientToken: w.root), namespace: "")
+        }
+    }
+
     func allKeys(_ s: any Storage, _ prefix: String) async throws -> [String] {
         var out: [String] = []
         for k in try await s.list(prefix: prefix) {

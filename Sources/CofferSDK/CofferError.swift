@@ -18,8 +18,10 @@ public struct CofferError: Error, Sendable, CustomStringConvertible {
         public static let notFound = Code("not_found")
         /// The route exists but does not support the operation (405).
         public static let unsupportedOperation = Code("unsupported_operation")
-        /// Check-and-set or version conflict (400 in Vault's KV; 409 for Coffer-only APIs).
+        /// Check-and-set or version conflict (400, as Vault's KV answers it).
         public static let conflict = Code("conflict")
+        /// The object already exists and a Coffer-only API refuses to touch it (409).
+        public static let alreadyExists = Code("already_exists")
         /// Request body over the configured limit (413).
         public static let payloadTooLarge = Code("payload_too_large")
         /// Rate limit or lease quota exceeded (429).

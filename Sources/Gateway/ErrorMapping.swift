@@ -6,6 +6,7 @@ extension CofferError.Code {
     var httpStatus: HTTPResponse.Status {
         switch self {
         case .invalidRequest, .conflict: .badRequest
+        case .alreadyExists: .conflict
         case .permissionDenied: .forbidden
         case .notFound: .notFound
         case .unsupportedOperation: .methodNotAllowed

@@ -36,7 +36,15 @@ extension Core {
             tokenStore: { [weak self] ancestor in
                 guard let self, path.hasPrefix(ancestor) else { return nil }
                 return try await self.namespace(path: ancestor)?.tokens
-            })
+            },
+            tenants: path.isEmpty ? TenantHooks(
+                provision: { [weak self] name, metadata, policy, quotas in
+                    guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+                    return try await self.provisionTenant(name: name, metadata: metadata, adminPolicy: policy, quotas: quotas)
+                },
+                read: { [weak self] name in try await self?.tenant(name: name) },
+                list: { [weak self] in try await self?.tenantNames() ?? [] },
+                deprovision: { [weak self] name in try await self?.deprovisionTenant(name: name) }) : nil)
     }
 
     /// The namespace at `path` ("" = root), loading it (and its ancestors) on first use.
@@ -172,6 +180,87 @@ extension Core {
         if let record {
             try await PrefixedStorage(physical, prefix: "ns/\(record.id)/").deleteAll()
         }
+    }
+
+    // MARK: tenants
+
+    static let tenantPrefix = "sys/tenants/"
+
+    /// The default `tenant-admin` policy: everything inside the tenant's namespace, and by
+    /// construction nothing outside it (policies only ever reach their own namespace and
+    /// its descendants).
+    public static let tenantAdminPolicy = """
+        path "*" {
+          capabilities = ["create", "read", "update", "delete", "list", "sudo", "patch"]
+        }
+        """
+
+    /// `PUT sys/tenants/:name`: namespace + admin policy + orphan periodic admin token, in one call.
+    func provisionTenant(name: String, metadata: [String: String], adminPolicy: String?, quotas: JSONValue?) async throws -> (record: JSONValue, auth: AuthInfo) {
+        guard NamespacePath.isValidName(Substring(name)), !NamespacePath.reserved.contains(name) else {
+            throw CofferError.invalid("invalid tenant name \"\(name.prefix(64))\"")
+        }
+        let root = try root()
+        if try await root.rootView.get(Self.tenantPrefix + name) != nil || root.children.withLock({ $0[name] != nil }) {
+            throw CofferError(.alreadyExists, "tenant \"\(name)\" already exists")
+        }
+        let policyText = adminPolicy ?? Self.tenantAdminPolicy
+        _ = try Policy.parse(name: "tenant-admin", text: policyText)  // refuse a bad override before creating anything
+        let record = try await createNamespace(parentPath: "", relative: name, metadata: metadata)
+        do {
+            guard let ns = try await namespace(path: record.path) else { throw CofferError.internalError("tenant namespace vanished") }
+            try await ns.policies.write(name: "tenant-admin", text: policyText)
+            let now = TokenStore.now()
+            let period = 24 * 3600
+            let template = TokenEntry(
+                idHash: "", accessor: "", parentHash: "", policies: ["default", "tenant-admin"], meta: ["tenant": name],
+                displayName: "token-tenant-admin", numUses: 0, creationTime: now, creationTTL: period,
+                expireTime: now + Int64(period), explicitMaxTTL: 0, period: period, renewable: true, orphan: true,
+                path: "sys/tenants/\(name)", role: "", type: "service", entityID: "", namespacePath: record.path, lastRenewalTime: 0)
+            let (token, entry) = try await ns.tokens.create(template)
+            var tenant: [String: JSONValue] = [
+                "name": .string(name), "namespace_id": .string(record.id), "namespace_path": .string(record.path),
+                "custom_metadata": .object(metadata.mapValues { .string($0) }), "admin_policy": "tenant-admin",
+                "created_time": .string(RFC3339.format(record.createdAt)),
+            ]
+            if let quotas { tenant["quotas"] = quotas }
+            try await root.rootView.putJSON(Self.tenantPrefix + name, .object(tenant))
+            logger.info("tenant provisioned", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
+            return (.object(tenant), entry.authInfo(token: token))
+        } catch {
+            try? await deleteNamespace(parentPath: "", relative: name)
+            throw error
+        }
+    }
+
+    func tenant(name: String) async throws -> JSONValue? {
+        guard NamespacePath.isValidName(Substring(name)) else { return nil }
+        guard var t = try await root().rootView.getJSON(Self.tenantPrefix + name)?.objectValue else { return nil }
+        if let ns = try await namespace(path: name + "/") {
+            t["mounts"] = .array(ns.mounts(kind: .secret).map { .string($0.routePath) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })
+            t["policies_count"] = .int(Int64(try await ns.policies.list().count))
+            t["child_namespaces"] = .int(Int64(ns.children.withLock { $0.count }))
+        }
+        return .object(t)
+    }
+
+    func tenantNames() async throws -> [String] {
+        try await root().rootView.list(prefix: Self.tenantPrefix).filter { !$0.hasSuffix("/") }.sorted()
+    }
+
+    /// Deprovisions: descendants first, then the tenant's namespace (each a crypto-shred).
+    func deprovisionTenant(name: String) async throws {
+        guard NamespacePath.isValidName(Substring(name)), try await root().rootView.get(Self.tenantPrefix + name) != nil else { return }
+        try await deleteTree(path: name + "/")
+        try await root().rootView.delete(Self.tenantPrefix + name)
+    }
+
+    func deleteTree(path: String) async throws {
+        guard let ns = try await namespace(path: path) else { return }
+        for child in ns.children.withLock({ Array($0.keys) }) {
+            try await deleteTree(path: path + child + "/")
+        }
+        try await deleteNamespace(parentPath: "", relative: path)
     }
 
     /// `namespace(path:)` for callers already holding `namespaceLoadLock`.

@@ -35,6 +35,8 @@ public struct NodeHooks: Sendable {
     public var deleteNamespace: @Sendable (_ relativePath: String) async throws -> Void
     /// The token store of an ancestor namespace (by path).
     public var tokenStore: @Sendable (_ path: String) async throws -> TokenStore?
+    /// Tenant provisioning (`sys/tenants`), root namespace only.
+    public var tenants: TenantHooks?
 
     public init(
         seal: @escaping @Sendable () async throws -> Void,
@@ -43,9 +45,11 @@ public struct NodeHooks: Sendable {
         createNamespace: @escaping @Sendable (String, [String: String]) async throws -> NamespaceRecord,
         updateNamespace: @escaping @Sendable (String, [String: JSONValue]) async throws -> NamespaceRecord,
         deleteNamespace: @escaping @Sendable (String) async throws -> Void,
-        tokenStore: @escaping @Sendable (String) async throws -> TokenStore?
+        tokenStore: @escaping @Sendable (String) async throws -> TokenStore?,
+        tenants: TenantHooks?
     ) {
         self.tokenStore = tokenStore
+        self.tenants = tenants
         self.seal = seal
         self.rotate = rotate
         self.keyStatus = keyStatus
@@ -53,6 +57,14 @@ public struct NodeHooks: Sendable {
         self.updateNamespace = updateNamespace
         self.deleteNamespace = deleteNamespace
     }
+}
+
+/// One-call tenant provisioning, answered by the node (it spans namespaces).
+public struct TenantHooks: Sendable {
+    public var provision: @Sendable (_ name: String, _ metadata: [String: String], _ adminPolicy: String?, _ quotas: JSONValue?) async throws -> (record: JSONValue, auth: AuthInfo)
+    public var read: @Sendable (_ name: String) async throws -> JSONValue?
+    public var list: @Sendable () async throws -> [String]
+    public var deprovision: @Sendable (_ name: String) async throws -> Void
 }
 
 /// Defaults that come from the server configuration.

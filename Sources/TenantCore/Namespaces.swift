@@ -36,9 +36,10 @@ public enum NamespacePath {
         return out
     }
 
-    /// One segment: letters, digits, `-`, `_`, `.` (not `.`/`..`), at most 64 ASCII characters.
+    /// One segment: letters, digits, `-`, `_`, `.` (not leading, never two in a row), at most
+    /// 64 ASCII characters.
     public static func isValidName(_ seg: Substring) -> Bool {
-        guard !seg.isEmpty, seg.count <= 64, seg != ".", seg != ".." else { return false }
+        guard !seg.isEmpty, seg.count <= 64, !seg.hasPrefix("."), !seg.contains("..") else { return false }
         return seg.unicodeScalars.allSatisfy { c in
             c.isASCII && (CharacterSet.alphanumerics.contains(c) || c == "-" || c == "_" || c == ".")
         }

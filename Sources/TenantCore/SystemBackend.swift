@@ -52,10 +52,48 @@ struct SystemBackend: LogicalBackend {
             Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
                 .read: readNamespace, .update: createNamespace, .patch: patchNamespace, .delete: deleteNamespace,
             ], summary: "Create, read, update or delete a child namespace."),
+            Route("tenants/?", operations: [.list: listTenants], summary: "List tenants (root namespace only)."),
+            Route("tenants/:name", fields: [
+                Field("name", .string, required: true), Field("custom_metadata", .keyValuePairs),
+                Field("admin_policy", .string), Field("quotas", .any),
+            ], operations: [.read: readTenant, .update: provisionTenant, .delete: deprovisionTenant],
+                  summary: "Provision, read or deprovision a tenant: namespace, admin policy and admin token in one call."),
             Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
             Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
             Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
         ]
+    }
+
+    // MARK: tenants
+
+    func tenantHooks() throws -> TenantHooks {
+        guard let t = ns.hooks.tenants else { throw CofferError(.notFound, "tenants are managed from the root namespace") }
+        return t
+    }
+
+    func listTenants(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let names = try await tenantHooks().list()
+        return names.isEmpty ? nil : .list(names)
+    }
+
+    func readTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let t = try await tenantHooks().read(req.fields.string("name")) else { return nil }
+        return LogicalResponse(data: t.objectValue)
+    }
+
+    func provisionTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let f = req.fields
+        let policy = f.optionalString("admin_policy").flatMap { $0.isEmpty ? nil : $0 }
+        if let q = f["quotas"], !q.isNull, q.objectValue == nil { throw CofferError.invalid("quotas must be an object") }
+        let (record, auth) = try await tenantHooks().provision(f.string("name"), f.stringMap("custom_metadata"), policy, f["quotas"])
+        var r = LogicalResponse(data: record.objectValue, auth: auth)
+        if f["quotas"] != nil { r.warnings.append("quotas are recorded; enforcement arrives with rate-limit quotas") }
+        return r
+    }
+
+    func deprovisionTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await tenantHooks().deprovision(req.fields.string("name"))
+        return nil
     }
 
     // MARK: namespaces

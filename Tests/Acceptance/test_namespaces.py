@@ -93,3 +93,59 @@ def test_delete_shreds_and_recreate_is_empty(dev_server, root_client):
     root_client.sys.create_namespace(path=name)
     fresh = ns_client(dev_server, "root", name)
     assert sorted(fresh.sys.list_mounted_secrets_engines()["data"]) == ["sys/"]
+
+
+def test_one_call_tenant_provisioning(dev_server, root_client):
+    name = unique("tenant").replace("-", "")[:24]
+    url = f"{dev_server.url}/v1/sys/tenants/{name}"
+    root = {"X-Vault-Token": "root"}
+    r = requests.put(url, headers=root, json={"custom_metadata": {"plan": "gold", "owner": "ops@acme"}})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    admin_token = body["auth"]["client_token"]
+    assert body["auth"]["orphan"] is True and body["auth"]["renewable"] is True
+    assert "tenant-admin" in body["auth"]["policies"]
+    assert body["data"]["namespace_path"] == f"{name}/"
+    # Idempotency: a second PUT is refused and changes nothing (the admin token still works).
+    again = requests.put(url, headers=root, json={"custom_metadata": {"plan": "free"}})
+    assert again.status_code == 409, again.text
+    assert again.json()["errors"]
+    # The admin token has full control inside the tenant...
+    admin = ns_client(dev_server, admin_token, name)
+    admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    admin.secrets.kv.v2.create_or_update_secret(path="db", secret={"pw": "x"})
+    admin.sys.create_or_update_policy(name="app", policy='path "secret/data/*" { capabilities = ["read"] }')
+    # ...and nothing outside it.
+    with pytest.raises(hvac.exceptions.Forbidden):
+        dev_server.client(admin_token).sys.list_mounted_secrets_engines()
+    other = unique("other").replace("-", "")[:24]
+    root_client.sys.create_namespace(path=other)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        ns_client(dev_server, admin_token, other).sys.list_mounted_secrets_engines()
+    # GET shows the summary, LIST the tenant.
+    info = requests.get(url, headers=root).json()["data"]
+    assert info["custom_metadata"] == {"plan": "gold", "owner": "ops@acme"}
+    assert "secret/" in info["mounts"] and info["policies_count"] >= 3
+    listed = requests.request("LIST", f"{dev_server.url}/v1/sys/tenants", headers=root).json()["data"]["keys"]
+    assert name in listed
+    # A tenant admin cannot provision tenants.
+    denied = requests.put(f"{dev_server.url}/v1/sys/tenants/{name}x", headers={"X-Vault-Token": admin_token})
+    assert denied.status_code == 403
+    # DELETE deprovisions: namespace shredded, token dead, name free again.
+    assert requests.delete(url, headers=root).status_code == 204
+    assert f"{name}/" not in root_client.sys.list_namespaces()["data"]["keys"]
+    dead = requests.get(f"{dev_server.url}/v1/{name}/auth/token/lookup-self", headers={"X-Vault-Token": admin_token})
+    assert dead.status_code in (403, 404)
+    assert requests.put(url, headers=root, json={}).status_code == 200
+
+
+def test_tenant_bad_input_changes_nothing(dev_server):
+    root = {"X-Vault-Token": "root"}
+    for name, body in [("bad..name", {}), ("sys", {}), ("ok" + unique("").replace("-", "")[:8], {"admin_policy": "path {"}),
+                       ("ok2" + unique("").replace("-", "")[:8], {"quotas": "lots"})]:
+        r = requests.put(f"{dev_server.url}/v1/sys/tenants/{name}", headers=root, json=body)
+        assert r.status_code == 400, (name, r.text)
+        assert r.json()["errors"]
+        assert requests.get(f"{dev_server.url}/v1/sys/tenants/{name}", headers=root).status_code == 404
+        listed = requests.request("LIST", f"{dev_server.url}/v1/sys/namespaces", headers=root)
+        assert listed.status_code == 404 or f"{name}/" not in listed.json()["data"]["keys"]

@@ -1,4 +1,5 @@
 import CofferSDK
+import Crypto
 import Foundation
 import Logging
 import Synchronization
@@ -37,6 +38,13 @@ extension Core {
                 guard let self, path.hasPrefix(ancestor) else { return nil }
                 return try await self.namespace(path: ancestor)?.tokens
             },
+            lock: { [weak self] rel in
+                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+                return try await self.lockNamespace(callerPath: path, relative: rel)
+            },
+            unlock: { [weak self] rel, key, isRoot in
+                try await self?.unlockNamespace(callerPath: path, relative: rel, key: key, callerIsRoot: isRoot)
+            },
             tenants: path.isEmpty ? TenantHooks(
                 provision: { [weak self] name, metadata, policy, quotas in
                     guard let self else { throw CofferError(.sealed, "Vault is sealed") }
@@ -73,7 +81,72 @@ extension Core {
             ns = child
             rest = rest[rest.index(after: slash)...]
         }
-        return (ns, String(rest))
+        let rel = String(rest)
+        if ns.path != "" && !rel.hasPrefix("sys/namespaces/api-lock/unlock"), let locked = lockedAncestor(of: ns.path) {
+            throw CofferError(.unavailable, "API access to this namespace (\"\(locked)\") has been locked by an administrator")
+        }
+        return (ns, rel)
+    }
+
+    /// The first namespace at or above `path` whose API is locked.
+    func lockedAncestor(of path: String) -> String? {
+        guard var current = try? root() else { return nil }
+        for seg in path.split(separator: "/") {
+            guard let record = current.children.withLock({ $0[String(seg)] }) else { return nil }
+            if record.lockHash != nil { return record.path }
+            guard let next = loaded.withLock({ $0[record.path] }) else { return nil }
+            current = next
+        }
+        return nil
+    }
+
+    /// `sys/namespaces/api-lock/lock[/sub]`: locks the namespace (the caller's own, or a
+    /// descendant) and returns the unlock key, once.
+    func lockNamespace(callerPath: String, relative: String) async throws -> String {
+        let target = try targetPath(callerPath, relative)
+        let (pp, name) = try split("", target)
+        return try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+                throw CofferError(.notFound, "namespace not found")
+            }
+            guard record.lockHash == nil else { throw CofferError.invalid("namespace \"\(record.path)\" is already locked") }
+            let key = TokenID.random(32)
+            record.lockHash = Array(SHA256.hash(data: Array(key.utf8)))
+            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
+            let updated = record
+            parent.children.withLock { $0[name] = updated }
+            logger.info("namespace API locked", metadata: ["ns.path": "\(record.path)"])
+            return key
+        }
+    }
+
+    /// `sys/namespaces/api-lock/unlock[/sub]`: needs the unlock key, or a root token.
+    func unlockNamespace(callerPath: String, relative: String, key: String?, callerIsRoot: Bool) async throws {
+        let target = try targetPath(callerPath, relative)
+        let (pp, name) = try split("", target)
+        try await namespaceLoadLock.withLock {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+                throw CofferError(.notFound, "namespace not found")
+            }
+            guard let hash = record.lockHash else { throw CofferError.invalid("namespace \"\(record.path)\" is not locked") }
+            if !callerIsRoot {
+                guard let key, constantTimeEquals(Array(SHA256.hash(data: Array(key.utf8))), hash) else {
+                    throw CofferError.invalid("unlock key is missing or invalid")
+                }
+            }
+            record.lockHash = nil
+            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
+            let updated = record
+            parent.children.withLock { $0[name] = updated }
+            logger.info("namespace API unlocked", metadata: ["ns.path": "\(record.path)"])
+        }
+    }
+
+    func targetPath(_ callerPath: String, _ relative: String) throws -> String {
+        guard let rel = NamespacePath.normalize(relative) else { throw CofferError.invalid("invalid namespace path") }
+        let target = callerPath + rel
+        guard !target.isEmpty else { throw CofferError.invalid("the root namespace cannot be locked") }
+        return target
     }
 
     /// The Vault request path end to end: namespace, token (from its own namespace, which

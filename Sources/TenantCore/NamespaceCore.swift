@@ -35,6 +35,9 @@ public struct NodeHooks: Sendable {
     public var deleteNamespace: @Sendable (_ relativePath: String) async throws -> Void
     /// The token store of an ancestor namespace (by path).
     public var tokenStore: @Sendable (_ path: String) async throws -> TokenStore?
+    /// API lock of this namespace or a descendant: returns the unlock key.
+    public var lock: @Sendable (_ relativePath: String) async throws -> String
+    public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void
     /// Tenant provisioning (`sys/tenants`), root namespace only.
     public var tenants: TenantHooks?
 
@@ -46,8 +49,12 @@ public struct NodeHooks: Sendable {
         updateNamespace: @escaping @Sendable (String, [String: JSONValue]) async throws -> NamespaceRecord,
         deleteNamespace: @escaping @Sendable (String) async throws -> Void,
         tokenStore: @escaping @Sendable (String) async throws -> TokenStore?,
+        lock: @escaping @Sendable (String) async throws -> String,
+        unlock: @escaping @Sendable (String, String?, Bool) async throws -> Void,
         tenants: TenantHooks?
     ) {
+        self.lock = lock
+        self.unlock = unlock
         self.tokenStore = tokenStore
         self.tenants = tenants
         self.seal = seal

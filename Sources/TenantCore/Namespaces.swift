@@ -13,9 +13,11 @@ public struct NamespaceRecord: Codable, Sendable {
     public var customMetadata: [String: String]
     public var keyring: Keyring
     public var createdAt: Date
+    /// SHA-256 of the unlock key while the namespace's API is locked.
+    public var lockHash: [UInt8]?
 
     public var json: JSONValue {
-        ["id": .string(id), "path": .string(path),
+        ["id": .string(id), "path": .string(path), "locked": .bool(lockHash != nil),
          "custom_metadata": .object(customMetadata.mapValues { .string($0) })]
     }
 }

@@ -49,6 +49,24 @@ struct SystemBackend: LogicalBackend {
             Route("capabilities-self", fields: [Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesSelf], summary: "Capabilities of the calling token."),
             Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesAccessor], summary: "Capabilities of a token by accessor."),
             Route("namespaces/?", operations: [.list: listNamespaces], summary: "List child namespaces."),
+            Route("namespaces/api-lock/lock/*path", fields: [Field("path", .string)], operations: [
+                .update: { req in LogicalResponse(data: ["unlock_key": .string(try await ns.hooks.lock(req.fields.string("path")))]) },
+            ], summary: "Lock the API of this namespace or a descendant; returns the unlock key."),
+            Route("namespaces/api-lock/lock", operations: [
+                .update: { _ in LogicalResponse(data: ["unlock_key": .string(try await ns.hooks.lock(""))]) },
+            ], summary: "Lock the API of this namespace; returns the unlock key."),
+            Route("namespaces/api-lock/unlock/*path", fields: [Field("path", .string), Field("unlock_key", .string)], operations: [
+                .update: { req in
+                    try await ns.hooks.unlock(req.fields.string("path"), req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                    return nil
+                },
+            ], summary: "Unlock the API of this namespace or a descendant (unlock key or root token)."),
+            Route("namespaces/api-lock/unlock", fields: [Field("unlock_key", .string)], operations: [
+                .update: { req in
+                    try await ns.hooks.unlock("", req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                    return nil
+                },
+            ], summary: "Unlock the API of this namespace (unlock key or root token)."),
             Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
                 .read: readNamespace, .update: createNamespace, .patch: patchNamespace, .delete: deleteNamespace,
             ], summary: "Create, read, update or delete a child namespace."),

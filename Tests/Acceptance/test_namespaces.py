@@ -149,3 +149,41 @@ def test_tenant_bad_input_changes_nothing(dev_server):
         assert requests.get(f"{dev_server.url}/v1/sys/tenants/{name}", headers=root).status_code == 404
         listed = requests.request("LIST", f"{dev_server.url}/v1/sys/namespaces", headers=root)
         assert listed.status_code == 404 or f"{name}/" not in listed.json()["data"]["keys"]
+
+
+def test_api_lock_and_unlock(dev_server, root_client):
+    name = unique("lk").replace("-", "")[:20]
+    root_client.sys.create_namespace(path=name)
+    c = ns_client(dev_server, "root", name)
+    c.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    c.secrets.kv.v2.create_or_update_secret(path="x", secret={"v": "1"})
+    c.sys.create_namespace(path="child")
+    c.sys.create_or_update_policy(name="all", policy='path "*" { capabilities = ["create", "read", "update", "delete", "list", "sudo"] }')
+    admin = c.auth.token.create(policies=["all"], ttl="1h")["auth"]["client_token"]
+    root = {"X-Vault-Token": "root"}
+    # Lock from the parent (root) with the sub-path: returns an unlock key.
+    r = requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/lock/{name}", headers=root)
+    assert r.status_code == 200, r.text
+    key = r.json()["data"]["unlock_key"]
+    assert key
+    # Everything at or below the namespace answers 503, for every token.
+    for hdrs, path in [({"X-Vault-Namespace": name}, "secret/data/x"), ({}, f"{name}/secret/data/x"),
+                       ({"X-Vault-Namespace": f"{name}/child"}, "sys/mounts")]:
+        resp = requests.get(f"{dev_server.url}/v1/{path}", headers={**root, **hdrs})
+        assert resp.status_code == 503, (path, resp.text)
+        assert "locked" in resp.json()["errors"][0]
+    # The root namespace is unaffected.
+    assert requests.get(f"{dev_server.url}/v1/sys/mounts", headers=root).status_code == 200
+    # A wrong key does not unlock; the right key does (from inside the locked namespace).
+    bad = requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/unlock",
+                        headers={"X-Vault-Token": admin, "X-Vault-Namespace": name}, json={"unlock_key": "nope"})
+    assert bad.status_code == 400
+    good = requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/unlock",
+                         headers={"X-Vault-Token": admin, "X-Vault-Namespace": name}, json={"unlock_key": key})
+    assert good.status_code == 204, good.text
+    assert c.secrets.kv.v2.read_secret_version(path="x")["data"]["data"] == {"v": "1"}
+    # A root token unlocks without the key.
+    key2 = requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/lock/{name}", headers=root).json()["data"]["unlock_key"]
+    assert key2 != key
+    assert requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/unlock/{name}", headers=root).status_code == 204
+    assert c.secrets.kv.v2.read_secret_version(path="x")["data"]["data"] == {"v": "1"}

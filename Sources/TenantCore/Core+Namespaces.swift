@@ -153,6 +153,8 @@ extension Core {
     /// must be this one or an ancestor), ACL in the token's namespace, dispatch.
     public func handle(_ request: CoreRequest, namespace header: String?) async throws -> LogicalResponse {
         let (ns, rel) = try await resolve(header: header, path: request.path)
+        if !ns.path.isEmpty { beginUse(ns.path) }
+        defer { if !ns.path.isEmpty { endUse(ns.path) } }
         var req = request
         req.path = rel
         var tokenNS = ns
@@ -336,6 +338,50 @@ extension Core {
         try await deleteNamespace(parentPath: "", relative: path)
     }
 
+    // MARK: idle eviction
+
+    func beginUse(_ path: String) {
+        usage.withLock { u in
+            u[path, default: Usage()].inFlight += 1
+            u[path]!.lastUsed = .now
+        }
+    }
+
+    func endUse(_ path: String) {
+        usage.withLock { u in
+            u[path, default: Usage()].inFlight -= 1
+            u[path]!.lastUsed = .now
+        }
+    }
+
+    /// How many child namespaces are loaded now.
+    public var loadedNamespaceCount: Int { loaded.withLock { $0.count } }
+
+    /// Drops loaded namespaces that have served no request for `idle` and have no request
+    /// in flight and no loaded descendant (deepest first). They load again on next use;
+    /// an idle namespace then costs only its record in its parent. Returns how many went.
+    @discardableResult
+    public func evictIdle(olderThan idle: Swift.Duration) async -> Int {
+        (try? await namespaceLoadLock.withLock {
+            let now = ContinuousClock.now
+            var evicted = 0
+            let paths = loaded.withLock { Array($0.keys) }.sorted { $0.count > $1.count }
+            for path in paths {
+                let busy = usage.withLock { u -> Bool in
+                    guard let use = u[path] else { return false }
+                    return use.inFlight > 0 || now - use.lastUsed < idle
+                }
+                if busy { continue }
+                let hasLoadedChild = loaded.withLock { l in l.keys.contains { $0 != path && $0.hasPrefix(path) } }
+                if hasLoadedChild { continue }
+                loaded.withLock { _ = $0.removeValue(forKey: path) }
+                usage.withLock { _ = $0.removeValue(forKey: path) }
+                evicted += 1
+            }
+            return evicted
+        }) ?? 0
+    }
+
     /// `namespace(path:)` for callers already holding `namespaceLoadLock`.
     func namespaceUnlocked(path: String) async throws -> NamespaceCore? {
         var current = try root()
@@ -352,6 +398,7 @@ extension Core {
                 path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
                 configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
             loaded.withLock { $0[childPath] = ns }
+            usage.withLock { $0[childPath] = Usage() }
             current = ns
         }
         return current

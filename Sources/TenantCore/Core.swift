@@ -208,6 +208,12 @@ public final class Core: Sendable {
 
     /// Child namespaces currently loaded, by path.
     let loaded = Mutex<[String: NamespaceCore]>([:])
+    /// When each loaded namespace last served a request, and how many it serves now.
+    struct Usage {
+        var lastUsed = ContinuousClock.now
+        var inFlight = 0
+    }
+    let usage = Mutex<[String: Usage]>([:])
     let namespaceLoadLock = AsyncMutex()
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
@@ -215,6 +221,7 @@ public final class Core: Sendable {
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
         loaded.withLock { $0 = [:] }
+        usage.withLock { $0 = [:] }
         rootKeyHolder.withLock { $0 = nil }
         progress.withLock { $0 = Progress() }
         if let c = physical as? CachingStorage { c.invalidateAll() }

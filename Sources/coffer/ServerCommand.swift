@@ -121,7 +121,8 @@ struct ServerCommand: AsyncParsableCommand {
         let app = try CofferServer.application(core: core, listener: listener, gateway: gateway, logger: logger) { port in
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
         }
-        let group = ServiceGroup(configuration: .init(services: [app], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [app, evictor], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         if let s = physical as? SQLiteStorage { await s.close() }
     }

@@ -14,12 +14,13 @@ struct ServerConfigFile {
     var clusterName = ""
     var logLevel: String?
     var logFormat: String?
+    var namespaceIdleTimeout = 300
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
         "storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl", "api_addr", "cluster_addr", "cluster_name",
         "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
-        "seal", "ha_storage", "raw_storage_endpoint", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
+        "seal", "ha_storage", "raw_storage_endpoint", "namespace_idle_timeout", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
     ]
 
     static func load(path: String) throws -> ServerConfigFile {
@@ -72,6 +73,10 @@ struct ServerConfigFile {
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
         cfg.logFormat = body.attribute("log_format")?.stringValue
+        if let v = try duration(body.attribute("namespace_idle_timeout"), "namespace_idle_timeout") {
+            guard v >= 1 else { throw CofferError.invalid("config: namespace_idle_timeout must be at least 1s") }
+            cfg.namespaceIdleTimeout = v
+        }
         return cfg
     }
 

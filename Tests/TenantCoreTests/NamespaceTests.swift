@@ -155,6 +155,20 @@ import TenantCore
         }
     }
 
+    @Test func idleNamespacesAreEvictedAndReloadOnUse() async throws {
+        let w = try await Self.world()
+        #expect(w.core.loadedNamespaceCount == 3)
+        // Recently used namespaces stay.
+        #expect(await w.core.evictIdle(olderThan: .seconds(3600)) == 0)
+        // Idle ones go, deepest first (acme/team/ before acme/).
+        #expect(await w.core.evictIdle(olderThan: .zero) == 3)
+        #expect(w.core.loadedNamespaceCount == 0)
+        // The next request loads them again, with their data, mounts and tokens intact.
+        let r = try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.tokens["acme/team/"]), namespace: "acme/team/")
+        #expect(r.data?["data"]?["is"] == "acme/team/")
+        #expect(w.core.loadedNamespaceCount == 2)
+    }
+
     func allKeys(_ s: any Storage, _ prefix: String) async throws -> [String] {
         var out: [String] = []
         for k in try await s.list(prefix: prefix) {

@@ -311,6 +311,7 @@ extension Core {
     func tenant(name: String) async throws -> JSONValue? {
         guard NamespacePath.isValidName(Substring(name)) else { return nil }
         guard var t = try await root().rootView.getJSON(Self.tenantPrefix + name)?.objectValue else { return nil }
+        t["locked"] = .bool(try root().children.withLock { $0[name]?.lockHash != nil })
         if let ns = try await namespace(path: name + "/") {
             t["mounts"] = .array(ns.mounts(kind: .secret).map { .string($0.routePath) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })
             t["policies_count"] = .int(Int64(try await ns.policies.list().count))

@@ -126,6 +126,7 @@ def test_one_call_tenant_provisioning(dev_server, root_client):
     info = requests.get(url, headers=root).json()["data"]
     assert info["custom_metadata"] == {"plan": "gold", "owner": "ops@acme"}
     assert "secret/" in info["mounts"] and info["policies_count"] >= 3
+    assert info["locked"] is False
     listed = requests.request("LIST", f"{dev_server.url}/v1/sys/tenants", headers=root).json()["data"]["keys"]
     assert name in listed
     # A tenant admin cannot provision tenants.

@@ -67,21 +67,27 @@ extension Core {
     /// Splits a request into its namespace and the path inside it: the `X-Vault-Namespace`
     /// header, then the longest run of leading path segments naming child namespaces.
     public func resolve(header: String?, path: String) async throws -> (NamespaceCore, String) {
-        guard let base = NamespacePath.normalize(header ?? "") else {
-            throw CofferError.invalid("invalid namespace \"\((header ?? "").prefix(128))\"")
-        }
-        guard var ns = try await namespace(path: base) else {
-            throw CofferError(.notFound, "namespace not found: \(base.prefix(128))")
+        var ns: NamespaceCore
+        if let header, !header.isEmpty {
+            guard let base = NamespacePath.normalize(header) else {
+                throw CofferError.invalid("invalid namespace \"\(header.prefix(128))\"")
+            }
+            guard let found = try await namespace(path: base) else {
+                throw CofferError(.notFound, "namespace not found: \(base.prefix(128))")
+            }
+            ns = found
+        } else {
+            ns = try root()
         }
         var rest = Substring(path)
-        while let slash = rest.firstIndex(of: "/") {
+        while ns.children.withLock({ !$0.isEmpty }), let slash = rest.utf8.firstIndex(of: UInt8(ascii: "/")) {
             let seg = rest[..<slash]
             guard ns.children.withLock({ $0[String(seg)] != nil }),
                   let child = try await namespace(path: ns.path + seg + "/") else { break }
             ns = child
             rest = rest[rest.index(after: slash)...]
         }
-        let rel = String(rest)
+        let rel = rest.startIndex == path.startIndex ? path : String(rest)
         if ns.path != "" && !rel.hasPrefix("sys/namespaces/api-lock/unlock"), let locked = lockedAncestor(of: ns.path) {
             throw CofferError(.unavailable, "API access to this namespace (\"\(locked)\") has been locked by an administrator")
         }

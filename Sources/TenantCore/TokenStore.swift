@@ -53,10 +53,13 @@ public enum TokenID {
 
     /// The namespace id a token or accessor names with its `.<id>` suffix (nil: root).
     public static func namespaceID(of token: String) -> String? {
-        let body = token.hasPrefix("hvs.") ? token.dropFirst(4) : Substring(token)
-        guard let dot = body.lastIndex(of: ".") else { return nil }
-        let id = body[body.index(after: dot)...]
-        return id.isEmpty ? nil : String(id)
+        // Byte scan: this runs on every request.
+        let u = token.utf8
+        guard let dot = u.lastIndex(of: UInt8(ascii: ".")) else { return nil }
+        let start = u.index(after: dot)
+        if u.distance(from: u.startIndex, to: dot) == 3, token.hasPrefix("hvs.") { return nil }
+        guard start < u.endIndex else { return nil }
+        return String(Substring(u[start...]))
     }
 }
 

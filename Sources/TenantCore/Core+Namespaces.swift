@@ -80,25 +80,25 @@ extension Core {
             ns = try root()
         }
         var rest = Substring(path)
-        while ns.children.withLock({ !$0.isEmpty }), let slash = rest.utf8.firstIndex(of: UInt8(ascii: "/")) {
+        while let slash = rest.utf8.firstIndex(of: UInt8(ascii: "/")) {
             let seg = rest[..<slash]
-            guard ns.children.withLock({ $0[String(seg)] != nil }),
+            guard try await ns.child(String(seg)) != nil,
                   let child = try await namespace(path: ns.path + seg + "/") else { break }
             ns = child
             rest = rest[rest.index(after: slash)...]
         }
         let rel = rest.startIndex == path.startIndex ? path : String(rest)
-        if ns.path != "" && !rel.hasPrefix("sys/namespaces/api-lock/unlock"), let locked = lockedAncestor(of: ns.path) {
+        if ns.path != "" && !rel.hasPrefix("sys/namespaces/api-lock/unlock"), let locked = try await lockedAncestor(of: ns.path) {
             throw CofferError(.unavailable, "API access to this namespace (\"\(locked)\") has been locked by an administrator")
         }
         return (ns, rel)
     }
 
     /// The first namespace at or above `path` whose API is locked.
-    func lockedAncestor(of path: String) -> String? {
-        guard var current = try? root() else { return nil }
+    func lockedAncestor(of path: String) async throws -> String? {
+        var current = try root()
         for seg in path.split(separator: "/") {
-            guard let record = current.children.withLock({ $0[String(seg)] }) else { return nil }
+            guard let record = try await current.child(String(seg)) else { return nil }
             if record.lockHash != nil { return record.path }
             guard let next = loaded.withLock({ $0[record.path] }) else { return nil }
             current = next
@@ -112,7 +112,7 @@ extension Core {
         let target = try targetPath(callerPath, relative)
         let (pp, name) = try split("", target)
         return try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "namespace not found")
             }
             guard record.lockHash == nil else { throw CofferError.invalid("namespace \"\(record.path)\" is already locked") }
@@ -120,7 +120,7 @@ extension Core {
             record.lockHash = Array(SHA256.hash(data: Array(key.utf8)))
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
-            parent.children.withLock { $0[name] = updated }
+            parent.setChild(name, updated)
             logger.info("namespace API locked", metadata: ["ns.path": "\(record.path)"])
             return key
         }
@@ -131,7 +131,7 @@ extension Core {
         let target = try targetPath(callerPath, relative)
         let (pp, name) = try split("", target)
         try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "namespace not found")
             }
             guard let hash = record.lockHash else { throw CofferError.invalid("namespace \"\(record.path)\" is not locked") }
@@ -143,7 +143,7 @@ extension Core {
             record.lockHash = nil
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
-            parent.children.withLock { $0[name] = updated }
+            parent.setChild(name, updated)
             logger.info("namespace API unlocked", metadata: ["ns.path": "\(record.path)"])
         }
     }
@@ -206,7 +206,7 @@ extension Core {
             guard let parent = try await namespaceUnlocked(path: pp) else {
                 throw CofferError.invalid("parent namespace does not exist: \(pp)")
             }
-            if parent.children.withLock({ $0[name] != nil }) {
+            if try await parent.child(name) != nil {
                 throw CofferError.invalid("namespace \"\(pp + name)/\" already exists")
             }
             if parent.mounts(kind: .secret).contains(where: { $0.routePath == name + "/" }) {
@@ -217,7 +217,7 @@ extension Core {
             let record = NamespaceRecord(id: id, path: pp + name + "/", customMetadata: metadata, keyring: .generate(), createdAt: Date())
             try await barrier.putJSON("sys/namespace-ids/" + id, .string(record.path))
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
-            parent.children.withLock { $0[name] = record }
+            parent.setChild(name, record)
             logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
             return record
         }
@@ -226,7 +226,7 @@ extension Core {
     func updateNamespace(parentPath: String, relative: String, patch: [String: JSONValue]) async throws -> NamespaceRecord {
         let (pp, name) = try split(parentPath, relative)
         return try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }) else {
+            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "")
             }
             for (k, v) in patch {
@@ -235,7 +235,7 @@ extension Core {
             }
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
-            parent.children.withLock { $0[name] = updated }
+            parent.setChild(name, updated)
             return record
         }
     }
@@ -245,14 +245,14 @@ extension Core {
     func deleteNamespace(parentPath: String, relative: String) async throws {
         let (pp, name) = try split(parentPath, relative)
         let record: NamespaceRecord? = try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), let record = parent.children.withLock({ $0[name] }) else {
+            guard let parent = try await namespaceUnlocked(path: pp), let record = try await parent.child(name) else {
                 return nil
             }
-            if let child = try await namespaceUnlocked(path: record.path), child.children.withLock({ !$0.isEmpty }) {
+            if let child = try await namespaceUnlocked(path: record.path), try await !child.childNames().isEmpty {
                 throw CofferError.invalid("cannot delete namespace (\"\(record.path)\") containing child namespaces")
             }
             try await parent.rootView.delete(NamespaceCore.childPrefix + name)
-            parent.children.withLock { _ = $0.removeValue(forKey: name) }
+            parent.setChild(name, nil)
             try await barrier.delete("sys/namespace-ids/" + record.id)
             loaded.withLock { l in for k in l.keys where k.hasPrefix(record.path) { l[k] = nil } }
             logger.info("namespace deleted (keyring shredded)", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
@@ -282,7 +282,9 @@ extension Core {
             throw CofferError.invalid("invalid tenant name \"\(name.prefix(64))\"")
         }
         let root = try root()
-        if try await root.rootView.get(Self.tenantPrefix + name) != nil || root.children.withLock({ $0[name] != nil }) {
+        let tenantExists = try await root.rootView.get(Self.tenantPrefix + name) != nil
+        let namespaceExists = try await root.child(name) != nil
+        if tenantExists || namespaceExists {
             throw CofferError(.alreadyExists, "tenant \"\(name)\" already exists")
         }
         let policyText = adminPolicy ?? Self.tenantAdminPolicy
@@ -317,11 +319,11 @@ extension Core {
     func tenant(name: String) async throws -> JSONValue? {
         guard NamespacePath.isValidName(Substring(name)) else { return nil }
         guard var t = try await root().rootView.getJSON(Self.tenantPrefix + name)?.objectValue else { return nil }
-        t["locked"] = .bool(try root().children.withLock { $0[name]?.lockHash != nil })
+        t["locked"] = .bool(try await root().child(name)?.lockHash != nil)
         if let ns = try await namespace(path: name + "/") {
             t["mounts"] = .array(ns.mounts(kind: .secret).map { .string($0.routePath) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })
             t["policies_count"] = .int(Int64(try await ns.policies.list().count))
-            t["child_namespaces"] = .int(Int64(ns.children.withLock { $0.count }))
+            t["child_namespaces"] = .int(Int64(try await ns.childNames().count))
         }
         return .object(t)
     }
@@ -339,7 +341,7 @@ extension Core {
 
     func deleteTree(path: String) async throws {
         guard let ns = try await namespace(path: path) else { return }
-        for child in ns.children.withLock({ Array($0.keys) }) {
+        for child in try await ns.childNames() {
             try await deleteTree(path: path + child + "/")
         }
         try await deleteNamespace(parentPath: "", relative: path)
@@ -398,7 +400,7 @@ extension Core {
                 current = ns
                 continue
             }
-            guard let record = current.children.withLock({ $0[String(seg)] }) else { return nil }
+            guard let record = try await current.child(String(seg)) else { return nil }
             let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(record.id)/"))
             nsBarrier.install(record.keyring)
             let ns = try await NamespaceCore.load(
@@ -414,14 +416,14 @@ extension Core {
     func rotateNamespaceKeyring(path: String) async throws {
         let (pp, name) = try split("", path)
         try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = parent.children.withLock({ $0[name] }),
+            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name),
                   let ns = try await namespaceUnlocked(path: path), let nsBarrier = ns.storage as? Barrier else {
                 throw CofferError(.notFound, "namespace not found")
             }
             record.keyring = record.keyring.rotated()
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
-            parent.children.withLock { $0[name] = updated }
+            parent.setChild(name, updated)
             nsBarrier.install(record.keyring)
         }
     }

@@ -105,9 +105,34 @@ public final class NamespaceCore: Sendable {
     public let tokens: TokenStore
     let router = Mutex(MountRouter())
     let mountLock = AsyncMutex()
-    /// Child namespaces by name (the records hold their keyrings), loaded with the namespace.
-    let children = Mutex<[String: NamespaceRecord]>([:])
+    /// Child namespace records by name (they hold the children's keyrings), read lazily and
+    /// cached, absent names too, so loading a namespace costs the same with 10 or 100,000
+    /// children. Bounded: the cache is dropped when it grows past `childCacheLimit`.
+    let childCache = Mutex<[String: NamespaceRecord?]>([:])
+    static let childCacheLimit = 10_000
     static let childPrefix = "sys/namespaces/"
+
+    /// The record of child `name`, or nil.
+    public func child(_ name: String) async throws -> NamespaceRecord? {
+        if let hit = childCache.withLock({ $0[name] }) { return hit }
+        guard NamespacePath.isValidName(Substring(name)) else { return nil }
+        let record = try await rootView.getCodable(NamespaceRecord.self, Self.childPrefix + name)
+        setChild(name, record)
+        return record
+    }
+
+    /// Records what storage now holds for child `name` (the caller wrote it).
+    func setChild(_ name: String, _ record: NamespaceRecord?) {
+        childCache.withLock { c in
+            if c.count >= Self.childCacheLimit { c.removeAll(keepingCapacity: true) }
+            c[name] = .some(record)
+        }
+    }
+
+    /// Names of every child, from storage.
+    public func childNames() async throws -> [String] {
+        try await rootView.list(prefix: Self.childPrefix).filter { !$0.hasSuffix("/") }.sorted()
+    }
 
     static let secretTable = "core/mounts"
     static let authTable = "core/auth"
@@ -126,12 +151,6 @@ public final class NamespaceCore: Sendable {
         try await policies.setupDefaults()
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts()
-        var kids: [String: NamespaceRecord] = [:]
-        for name in try await root.list(prefix: childPrefix) where !name.hasSuffix("/") {
-            if let r = try await root.getCodable(NamespaceRecord.self, childPrefix + name) { kids[name] = r }
-        }
-        let loaded = kids
-        ns.children.withLock { $0 = loaded }
         return ns
     }
 
@@ -221,7 +240,7 @@ public final class NamespaceCore: Sendable {
             throw CofferError.invalid(kind == .auth ? "unknown auth method type: \(type)" : "plugin not found in the catalog: \(type)")
         }
         let routePath = kind == .auth ? "auth/" + path : path
-        if kind == .secret, let first = path.split(separator: "/").first, children.withLock({ $0[String(first)] != nil }) {
+        if kind == .secret, let first = path.split(separator: "/").first, try await child(String(first)) != nil {
             throw CofferError.invalid("path is already in use by namespace \"\(self.path)\(first)/\"")
         }
         try await mountLock.withLock {

@@ -117,11 +117,12 @@ struct SystemBackend: LogicalBackend {
     // MARK: namespaces
 
     func listNamespaces(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let kids = ns.children.withLock { $0 }
-        guard !kids.isEmpty else { return nil }
-        let keys = kids.keys.sorted().map { $0 + "/" }
         var info: [String: JSONValue] = [:]
-        for (name, r) in kids { info[name + "/"] = relativeJSON(r) }
+        for name in try await ns.childNames() {
+            if let r = try await ns.child(name) { info[name + "/"] = relativeJSON(r) }
+        }
+        guard !info.isEmpty else { return nil }
+        let keys = info.keys.sorted()
         return LogicalResponse(data: ["keys": .array(keys.map { .string($0) }), "key_info": .object(info)])
     }
 
@@ -133,15 +134,15 @@ struct SystemBackend: LogicalBackend {
     }
 
     /// A direct child's record (deeper ones are read from their parent namespace).
-    func record(_ relative: String) -> NamespaceRecord? {
+    func record(_ relative: String) async throws -> NamespaceRecord? {
         guard let rel = NamespacePath.normalize(relative), !rel.isEmpty else { return nil }
         let segs = rel.split(separator: "/")
         guard segs.count == 1 else { return nil }
-        return ns.children.withLock { $0[String(segs[0])] }
+        return try await ns.child(String(segs[0]))
     }
 
     func readNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        guard let r = record(req.fields.string("path")) else { return nil }
+        guard let r = try await record(req.fields.string("path")) else { return nil }
         return LogicalResponse(data: relativeJSON(r).objectValue)
     }
 

@@ -3,6 +3,21 @@ import CofferSDK
 import Foundation
 
 /// The seal-status table shared by `status` and `operator unseal`.
+/// A seal-status document (status, unseal): one field, raw JSON, or the table.
+func printSealDocument(_ s: JSONValue, _ output: OutputOptions) throws {
+    if let f = output.field {
+        guard let v = s[f] else {
+            Out.err("Field \"\(f)\" not present in secret")
+            throw ExitCode(1)
+        }
+        Out.print(output.json ? Out.prettyJSON(v) : Out.display(v))
+    } else if output.json {
+        Out.print(Out.prettyJSON(s))
+    } else {
+        printSealStatus(s)
+    }
+}
+
 func printSealStatus(_ s: JSONValue) {
     let sealed = s["sealed"]?.boolValue ?? true
     var rows: [(String, String)] = [
@@ -40,17 +55,7 @@ struct StatusCommand: AsyncParsableCommand {
                 Out.err("Error checking seal status: empty response")
                 throw ExitCode(1)
             }
-            if let f = output.field {
-                guard let v = s[f] else {
-                    Out.err("Field \"\(f)\" not present in secret")
-                    throw ExitCode(1)
-                }
-                Out.print(output.json ? Out.prettyJSON(v) : Out.display(v))
-            } else if output.json {
-                Out.print(Out.prettyJSON(s))
-            } else {
-                printSealStatus(s)
-            }
+            try printSealDocument(s, output)
             return s["sealed"]?.boolValue ?? true
         }
         if sealed { throw ExitCode(2) }
@@ -138,17 +143,7 @@ struct OperatorUnseal: AsyncParsableCommand {
         try await API.with(client) { api in
             let r = try await api.call(.PUT, "sys/unseal", body: body, doing: "unsealing")
             let s = r.json ?? .null
-            if let f = output.field {
-                guard let v = s[f] else {
-                    Out.err("Field \"\(f)\" not present in secret")
-                    throw ExitCode(1)
-                }
-                Out.print(output.json ? Out.prettyJSON(v) : Out.display(v))
-            } else if output.json {
-                Out.print(Out.prettyJSON(s))
-            } else {
-                printSealStatus(s)
-            }
+            try printSealDocument(s, output)
         }
     }
 }

@@ -49,6 +49,21 @@ public enum RFC3339 {
     }
 }
 
+/// Bytes from the system CSPRNG (getrandom), eight per call rather than one.
+public enum SecureRandom {
+    public static func bytes(_ n: Int) -> [UInt8] {
+        var g = SystemRandomNumberGenerator()
+        var out = [UInt8](repeating: 0, count: n)
+        var i = 0
+        while i < n {
+            let word = g.next()
+            for shift in 0..<min(8, n - i) { out[i + shift] = UInt8(truncatingIfNeeded: word >> (8 * UInt64(shift))) }
+            i += 8
+        }
+        return out
+    }
+}
+
 /// Request identifiers shaped like UUIDs: a random per-process prefix and a counter, so
 /// minting one costs no system call. They identify requests in logs and audit; they are
 /// not secrets (tokens and keys use the system CSPRNG).
@@ -88,8 +103,7 @@ public enum RandomID {
 
     /// A fully random UUID from the system CSPRNG (mount ids, nonces).
     public static func secureUUID() -> String {
-        var g = SystemRandomNumberGenerator()
-        var b = (0..<16).map { _ in UInt8.random(in: 0...255, using: &g) }
+        var b = SecureRandom.bytes(16)
         b[6] = (b[6] & 0x0F) | 0x40
         b[8] = (b[8] & 0x3F) | 0x80
         let h = Array(Hex.encode(b).utf8)

@@ -1,3 +1,4 @@
+import Synchronization
 import Foundation
 
 /// The type of a declared field; the dispatcher converts raw JSON to it once.
@@ -142,18 +143,22 @@ public struct Route: Sendable {
 /// A backend with its route table computed once: what the core dispatches through.
 /// (`routes` is a computed property on most backends; building it per request was the
 /// hottest spot of the read path.)
+/// The table is built on first use: a namespace loaded for one KV request never builds
+/// its `sys/` table, which is most of the cost of loading one.
 public struct CompiledBackend: Sendable {
     public let backend: any LogicalBackend
-    public let routes: [Route]
+    let table: RouteTable
     public let rootPaths: [String]
     public let unauthenticatedPaths: [String]
 
     public init(_ backend: any LogicalBackend) {
         self.backend = backend
-        self.routes = backend.routes
+        self.table = RouteTable()
         self.rootPaths = backend.rootPaths
         self.unauthenticatedPaths = backend.unauthenticatedPaths
     }
+
+    public var routes: [Route] { table.routes(of: backend) }
 
     /// Finds the route for a path.
     public func route(for path: String) -> (Route, [String: String])? { Route.find(path, in: routes) }
@@ -169,6 +174,20 @@ public struct CompiledBackend: Sendable {
             return .raw(["help": .string(backend.backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
         }
         return try await Route.dispatch(request, in: routes)
+    }
+}
+
+final class RouteTable: Sendable {
+    let built = Mutex<[Route]?>(nil)
+
+    func routes(of backend: any LogicalBackend) -> [Route] {
+        if let routes = built.withLock({ $0 }) { return routes }
+        let routes = backend.routes
+        return built.withLock { b in
+            if let b { return b }
+            b = routes
+            return routes
+        }
     }
 }
 

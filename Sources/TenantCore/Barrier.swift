@@ -31,8 +31,7 @@ public struct Keyring: Codable, Sendable {
 /// CSPRNG bytes from the system generator.
 public enum Random {
     public static func bytes(_ n: Int) -> [UInt8] {
-        var g = SystemRandomNumberGenerator()
-        return (0..<n).map { _ in UInt8.random(in: 0...255, using: &g) }
+        SecureRandom.bytes(n)
     }
 }
 

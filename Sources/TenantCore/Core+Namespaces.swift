@@ -61,7 +61,63 @@ extension Core {
         let root = try root()
         if path.isEmpty { return root }
         if let ns = loaded.withLock({ $0[path] }) { return ns }
-        return try await namespaceLoadLock.withLock { try await namespaceUnlocked(path: path) }
+        var current = root
+        for seg in path.split(separator: "/") {
+            let childPath = current.path + seg + "/"
+            if let ns = loaded.withLock({ $0[childPath] }) {
+                current = ns
+                continue
+            }
+            guard let ns = try await loadChild(of: current, name: String(seg)) else { return nil }
+            current = ns
+        }
+        return current
+    }
+
+    /// Loads child `name` of `parent`: one load per path at a time, shared by concurrent callers.
+    func loadChild(of parent: NamespaceCore, name: String) async throws -> NamespaceCore? {
+        let childPath = parent.path + name + "/"
+        let task = loading.withLock { inFlight -> Task<NamespaceCore?, any Error> in
+            if let running = inFlight[childPath] { return running }
+            let task = Task<NamespaceCore?, any Error> {
+                defer { _ = self.loading.withLock { $0.removeValue(forKey: childPath) } }
+                return try await self.loadChildNow(of: parent, name: name, childPath: childPath)
+            }
+            inFlight[childPath] = task
+            return task
+        }
+        return try await task.value
+    }
+
+    private func loadChildNow(of parent: NamespaceCore, name: String, childPath: String) async throws -> NamespaceCore? {
+        for _ in 0..<8 {
+            let generation = recordGeneration.load(ordering: .acquiring)
+            guard let record = try await parent.child(name) else { return nil }
+            let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(record.id)/"))
+            nsBarrier.install(record.keyring)
+            let ns = try await NamespaceCore.load(
+                path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
+                configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
+            let installed = loaded.withLock { l -> NamespaceCore? in
+                if let existing = l[childPath] { return existing }
+                guard recordGeneration.load(ordering: .acquiring) == generation else { return nil }
+                l[childPath] = ns
+                return ns
+            }
+            if let installed {
+                usage.withLock { u in if u[childPath] == nil { u[childPath] = Usage() } }
+                return installed
+            }
+        }
+        throw CofferError(.unavailable, "namespace \"\(childPath)\" changed while loading; retry")
+    }
+
+    /// Called after a child record changed in storage: loads that read the old one start over.
+    func recordChanged(dropping prefix: String? = nil) {
+        loaded.withLock { l in
+            recordGeneration.add(1, ordering: .releasing)
+            if let prefix { for k in l.keys where k.hasPrefix(prefix) { l[k] = nil } }
+        }
     }
 
     /// Splits a request into its namespace and the path inside it: the `X-Vault-Namespace`
@@ -112,7 +168,7 @@ extension Core {
         let target = try targetPath(callerPath, relative)
         let (pp, name) = try split("", target)
         return try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
+            guard let parent = try await namespace(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "namespace not found")
             }
             guard record.lockHash == nil else { throw CofferError.invalid("namespace \"\(record.path)\" is already locked") }
@@ -121,6 +177,7 @@ extension Core {
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
             parent.setChild(name, updated)
+            recordChanged()
             logger.info("namespace API locked", metadata: ["ns.path": "\(record.path)"])
             return key
         }
@@ -131,7 +188,7 @@ extension Core {
         let target = try targetPath(callerPath, relative)
         let (pp, name) = try split("", target)
         try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
+            guard let parent = try await namespace(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "namespace not found")
             }
             guard let hash = record.lockHash else { throw CofferError.invalid("namespace \"\(record.path)\" is not locked") }
@@ -144,6 +201,7 @@ extension Core {
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
             parent.setChild(name, updated)
+            recordChanged()
             logger.info("namespace API unlocked", metadata: ["ns.path": "\(record.path)"])
         }
     }
@@ -202,31 +260,41 @@ extension Core {
 
     func createNamespace(parentPath: String, relative: String, metadata: [String: String]) async throws -> NamespaceRecord {
         let (pp, name) = try split(parentPath, relative)
-        return try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp) else {
-                throw CofferError.invalid("parent namespace does not exist: \(pp)")
-            }
-            if try await parent.child(name) != nil {
-                throw CofferError.invalid("namespace \"\(pp + name)/\" already exists")
-            }
-            if parent.mounts(kind: .secret).contains(where: { $0.routePath == name + "/" }) {
-                throw CofferError.invalid("\"\(name)/\" is already a mount path in \"\(pp)\"")
-            }
-            var id = NamespacePath.newID()
-            while try await barrier.get("sys/namespace-ids/" + id) != nil { id = NamespacePath.newID() }
-            let record = NamespaceRecord(id: id, path: pp + name + "/", customMetadata: metadata, keyring: .generate(), createdAt: Date())
-            try await barrier.putJSON("sys/namespace-ids/" + id, .string(record.path))
-            try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
-            parent.setChild(name, record)
-            logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
-            return record
+        guard let parent = try await namespace(path: pp) else {
+            throw CofferError.invalid("parent namespace does not exist: \(pp)")
         }
+        let path = pp + name + "/"
+        guard creating.withLock({ $0.insert(path).inserted }) else {
+            throw CofferError.invalid("namespace \"\(path)\" already exists")
+        }
+        defer { _ = creating.withLock { $0.remove(path) } }
+        if try await parent.child(name) != nil {
+            throw CofferError.invalid("namespace \"\(path)\" already exists")
+        }
+        if parent.mounts(kind: .secret).contains(where: { $0.routePath == name + "/" }) {
+            throw CofferError.invalid("\"\(name)/\" is already a mount path in \"\(pp)\"")
+        }
+        var id = NamespacePath.newID()
+        while try await barrier.get("sys/namespace-ids/" + id) != nil { id = NamespacePath.newID() }
+        let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: .generate(), createdAt: Date())
+        let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(id)/"))
+        nsBarrier.install(record.keyring)
+        // Every write of a creation at once: with concurrent creations they share group commits.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { [id] in try await self.barrier.putJSON("sys/namespace-ids/" + id, .string(record.path)) }
+            group.addTask { try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record) }
+            group.addTask { try await NamespaceCore.initialize(storage: nsBarrier) }
+            try await group.waitForAll()
+        }
+        parent.setChild(name, record)
+        logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
+        return record
     }
 
     func updateNamespace(parentPath: String, relative: String, patch: [String: JSONValue]) async throws -> NamespaceRecord {
         let (pp, name) = try split(parentPath, relative)
         return try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name) else {
+            guard let parent = try await namespace(path: pp), var record = try await parent.child(name) else {
                 throw CofferError(.notFound, "")
             }
             for (k, v) in patch {
@@ -236,6 +304,7 @@ extension Core {
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
             parent.setChild(name, updated)
+            recordChanged()
             return record
         }
     }
@@ -245,16 +314,16 @@ extension Core {
     func deleteNamespace(parentPath: String, relative: String) async throws {
         let (pp, name) = try split(parentPath, relative)
         let record: NamespaceRecord? = try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), let record = try await parent.child(name) else {
+            guard let parent = try await namespace(path: pp), let record = try await parent.child(name) else {
                 return nil
             }
-            if let child = try await namespaceUnlocked(path: record.path), try await !child.childNames().isEmpty {
+            if let child = try await namespace(path: record.path), try await !child.childNames().isEmpty {
                 throw CofferError.invalid("cannot delete namespace (\"\(record.path)\") containing child namespaces")
             }
             try await parent.rootView.delete(NamespaceCore.childPrefix + name)
             parent.setChild(name, nil)
             try await barrier.delete("sys/namespace-ids/" + record.id)
-            loaded.withLock { l in for k in l.keys where k.hasPrefix(record.path) { l[k] = nil } }
+            recordChanged(dropping: record.path)
             logger.info("namespace deleted (keyring shredded)", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
             return record
         }
@@ -391,39 +460,18 @@ extension Core {
         }) ?? 0
     }
 
-    /// `namespace(path:)` for callers already holding `namespaceLoadLock`.
-    func namespaceUnlocked(path: String) async throws -> NamespaceCore? {
-        var current = try root()
-        for seg in path.split(separator: "/") {
-            let childPath = current.path + seg + "/"
-            if let ns = loaded.withLock({ $0[childPath] }) {
-                current = ns
-                continue
-            }
-            guard let record = try await current.child(String(seg)) else { return nil }
-            let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(record.id)/"))
-            nsBarrier.install(record.keyring)
-            let ns = try await NamespaceCore.load(
-                path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
-                configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
-            loaded.withLock { $0[childPath] = ns }
-            usage.withLock { $0[childPath] = Usage() }
-            current = ns
-        }
-        return current
-    }
-
     func rotateNamespaceKeyring(path: String) async throws {
         let (pp, name) = try split("", path)
         try await namespaceLoadLock.withLock {
-            guard let parent = try await namespaceUnlocked(path: pp), var record = try await parent.child(name),
-                  let ns = try await namespaceUnlocked(path: path), let nsBarrier = ns.storage as? Barrier else {
+            guard let parent = try await namespace(path: pp), var record = try await parent.child(name),
+                  let ns = try await namespace(path: path), let nsBarrier = ns.storage as? Barrier else {
                 throw CofferError(.notFound, "namespace not found")
             }
             record.keyring = record.keyring.rotated()
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
             parent.setChild(name, updated)
+            recordChanged()
             nsBarrier.install(record.keyring)
         }
     }

@@ -214,7 +214,18 @@ public final class Core: Sendable {
         var inFlight = 0
     }
     let usage = Mutex<[String: Usage]>([:])
+    /// Serializes changes to existing namespace records (update, delete, lock, rotate) and
+    /// eviction. Loading and creating do not take it: loads of different namespaces run in
+    /// parallel (one in-flight load per path, `loading`), and creations claim their name in
+    /// `creating`, so their writes share group commits.
     let namespaceLoadLock = AsyncMutex()
+    /// In-flight loads, by namespace path: concurrent first requests to one namespace share one load.
+    let loading = Mutex<[String: Task<NamespaceCore?, any Error>]>([:])
+    /// Paths being created now.
+    let creating = Mutex<Set<String>>([])
+    /// Bumped (under `loaded`'s lock) whenever a record is deleted or changed: a load that
+    /// read a record before the change discards its result and reads again.
+    let recordGeneration = Atomic<UInt64>(0)
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {

@@ -138,6 +138,28 @@ public final class NamespaceCore: Sendable {
     static let authTable = "core/auth"
     static let builtinTable = "core/builtin-mounts"
 
+    /// Writes a new namespace's initial records (token salt, default policy, built-in mount
+    /// entries) all at once, so they share one commit; `load` then only reads.
+    static func initialize(storage: any LogicalStorage) async throws {
+        let root = StorageView(storage, prefix: "")
+        let builtins = ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()]
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            group.addTask { try await root.put("core/token-salt", Random.bytes(32)) }
+            group.addTask { try await root.putCodable(Self.builtinTable, builtins) }
+            // The stock default policy needs no parse check.
+            group.addTask { try await root.putJSON("sys/policy/default", ["name": "default", "policy": .string(Policy.defaultPolicyText)]) }
+            try await group.waitForAll()
+        }
+    }
+
+    static func builtinSysEntry() -> MountEntry {
+        MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
+    }
+
+    static func builtinTokenEntry() -> MountEntry {
+        MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
+    }
+
     /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
     public static func load(path: String, namespaceID: String? = nil, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
         let root = StorageView(storage, prefix: "")
@@ -169,16 +191,14 @@ public final class NamespaceCore: Sendable {
     var rootView: StorageView { StorageView(storage, prefix: "") }
 
     func loadMounts() async throws {
-        let sysEntry = MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
         let sys = SystemBackend(ns: self)
-        let tokenEntry = MountEntry(path: "token/", type: "token", description: "token based credentials", accessorPrefix: "auth_token")
         let ancestorStore = hooks.tokenStore
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:]
         if builtins["sys/"] == nil || builtins["auth/token/"] == nil {
-            builtins["sys/"] = builtins["sys/"] ?? sysEntry
-            builtins["auth/token/"] = builtins["auth/token/"] ?? tokenEntry
+            builtins["sys/"] = builtins["sys/"] ?? Self.builtinSysEntry()
+            builtins["auth/token/"] = builtins["auth/token/"] ?? Self.builtinTokenEntry()
             try await rootView.putCodable(Self.builtinTable, builtins)
         }
         let stored = builtins

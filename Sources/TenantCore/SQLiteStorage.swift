@@ -9,21 +9,36 @@ import Synchronization
 /// Embedded single-node `Storage` on SQLite: WAL journal with `synchronous=FULL`, so a
 /// write acknowledged to a client survives `kill -9` and power loss.
 ///
-/// One connection writes, one reads (WAL lets reads proceed beside a write). Every write is
-/// a single autocommit statement; triggers append it to the `changelog` table, which is the
-/// ordered change feed (`changes(since:)`), trimmed to the newest `feedLimit` entries.
+/// One connection writes, on a thread of its own (`SQLiteWriter`: concurrent writes share
+/// one transaction, one fsync); reads spread over `readerCount` connections on a two-thread
+/// pool (WAL lets them proceed beside a write). Triggers append every write to the
+/// `changelog` table, the ordered change feed (`changes(since:)`), trimmed to the newest
+/// `feedLimit` entries.
 public final class SQLiteStorage: Storage {
-    let writer: SQLiteConnection
-    let reader: SQLiteConnection
+    let writer: SQLiteWriter
+    let readers: [SQLiteConnection]
+    let nextReader = Atomic<Int>(0)
+    /// Process-wide, started once, never stopped.
+    static let readerPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 2)
+        pool.start()
+        return pool
+    }()
+    var reader: SQLiteConnection {
+        readers[(nextReader.add(1, ordering: .relaxed).newValue & Int.max) % readers.count]
+    }
     let feedLimit: Int
     let path: String
 
-    public static func open(path: String, feedLimit: Int = 100_000, logger: Logger = Logger(label: "coffer.storage.sqlite")) async throws -> SQLiteStorage {
+    public static func open(path: String, feedLimit: Int = 100_000, readerCount: Int = 2, logger: Logger = Logger(label: "coffer.storage.sqlite")) async throws -> SQLiteStorage {
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         do {
-            let writer = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000"] {
+            let readerPool = Self.readerPool
+            // Schema, through a short-lived connection; then the writer thread takes over.
+            let schema = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+            let writer = schema
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000"] {
                 try await writer.query(pragma, [])
             }
             try await writer.query("""
@@ -41,9 +56,15 @@ public final class SQLiteStorage: Storage {
             try await writer.query("""
                 CREATE TRIGGER IF NOT EXISTS kv_del AFTER DELETE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (old.key, 1); END
                 """, [])
-            let reader = try await SQLiteConnection.open(storage: .file(path: path), logger: logger)
-            try await reader.query("PRAGMA busy_timeout=5000", [])
-            return SQLiteStorage(writer: writer, reader: reader, feedLimit: feedLimit, path: path)
+            var readers: [SQLiteConnection] = []
+            for _ in 0..<readerCount {
+                let reader = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
+                try await reader.query("PRAGMA busy_timeout=5000", [])
+                try await reader.query("PRAGMA cache_size=-4000", [])
+                readers.append(reader)
+            }
+            try await schema.close()
+            return SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, feedLimit: feedLimit, path: path)
         } catch let e as CofferError {
             throw e
         } catch {
@@ -51,16 +72,16 @@ public final class SQLiteStorage: Storage {
         }
     }
 
-    init(writer: SQLiteConnection, reader: SQLiteConnection, feedLimit: Int, path: String) {
+    init(writer: SQLiteWriter, readers: [SQLiteConnection], feedLimit: Int, path: String) {
         self.writer = writer
-        self.reader = reader
+        self.readers = readers
         self.feedLimit = feedLimit
         self.path = path
     }
 
     public func close() async {
-        try? await writer.close()
-        try? await reader.close()
+        writer.close()
+        for reader in readers { try? await reader.close() }
     }
 
     func wrap<T>(_ body: () async throws -> T) async throws -> T {
@@ -87,11 +108,11 @@ public final class SQLiteStorage: Storage {
     }
 
     public func put(_ key: String, _ value: [UInt8]) async throws {
-        _ = try await submit(.put(key, value))
+        _ = try await writer.submit(.put(key, value))
     }
 
     public func delete(_ key: String) async throws {
-        _ = try await submit(.delete(key))
+        _ = try await writer.submit(.delete(key))
     }
 
     public func list(prefix: String) async throws -> [String] {
@@ -103,141 +124,7 @@ public final class SQLiteStorage: Storage {
     }
 
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
-        try await submit(.cas(key, expected, new))
-    }
-
-    // MARK: group commit
-
-    /// One write waiting for the next batch.
-    enum WriteOp: Sendable {
-        case put(String, [UInt8])
-        case delete(String)
-        case cas(String, [UInt8]?, [UInt8]?)
-    }
-
-    struct Pending {
-        var ops: [(WriteOp, CheckedContinuation<Bool, any Error>)] = []
-        var flushing = false
-    }
-
-    let pending = Mutex(Pending())
-
-    /// Queues a write; concurrent writes share one transaction and so one fsync (group
-    /// commit). The call returns only after its batch committed durably.
-    func submit(_ op: WriteOp) async throws -> Bool {
-        try await withCheckedThrowingContinuation { (cont: CheckedContinuation<Bool, any Error>) in
-            let startFlusher = pending.withLock { p -> Bool in
-                p.ops.append((op, cont))
-                if p.flushing { return false }
-                p.flushing = true
-                return true
-            }
-            if startFlusher {
-                // The flusher lives exactly as long as there are queued writes.
-                Task { await self.flushLoop() }
-            }
-        }
-    }
-
-    func flushLoop() async {
-        while true {
-            let batch = pending.withLock { p -> [(WriteOp, CheckedContinuation<Bool, any Error>)] in
-                let b = p.ops
-                p.ops = []
-                if b.isEmpty { p.flushing = false }
-                return b
-            }
-            if batch.isEmpty { return }
-            do {
-                let results = try await commit(batch.map(\.0))
-                for (i, entry) in batch.enumerated() { entry.1.resume(returning: results[i]) }
-            } catch {
-                let e = CofferError(.unavailable, "storage error", cause: error)
-                for entry in batch { entry.1.resume(throwing: e) }
-            }
-            await trimFeedIfNeeded(count: batch.count)
-        }
-    }
-
-    func commit(_ ops: [WriteOp]) async throws -> [Bool] {
-        if ops.count == 1 {
-            return [try await apply(ops[0])]
-        }
-        _ = try await writer.query("BEGIN IMMEDIATE", [])
-        do {
-            var results: [Bool] = []
-            results.reserveCapacity(ops.count)
-            var i = 0
-            while i < ops.count {
-                // Runs of puts become one multi-row statement (later rows win, as in order).
-                var puts: [(String, [UInt8])] = []
-                while i < ops.count, puts.count < 200, case .put(let k, let v) = ops[i] {
-                    puts.append((k, v))
-                    i += 1
-                }
-                if puts.count > 1 {
-                    try await putMany(puts)
-                    results.append(contentsOf: repeatElement(true, count: puts.count))
-                    continue
-                }
-                if puts.count == 1 {
-                    results.append(try await apply(.put(puts[0].0, puts[0].1)))
-                    continue
-                }
-                results.append(try await apply(ops[i]))
-                i += 1
-            }
-            _ = try await writer.query("COMMIT", [])
-            return results
-        } catch {
-            _ = try? await writer.query("ROLLBACK", [])
-            throw error
-        }
-    }
-
-    func putMany(_ puts: [(String, [UInt8])]) async throws {
-        let rows = repeatElement("(?, ?)", count: puts.count).joined(separator: ", ")
-        var binds: [SQLiteData] = []
-        binds.reserveCapacity(puts.count * 2)
-        for (k, v) in puts {
-            binds.append(.text(k))
-            binds.append(.blob(ByteBuffer(bytes: v)))
-        }
-        _ = try await writer.query(
-            "INSERT INTO kv(key, value) VALUES \(rows) ON CONFLICT(key) DO UPDATE SET value = excluded.value", binds)
-    }
-
-    /// One write statement (autocommit when alone, inside the batch transaction otherwise).
-    func apply(_ op: WriteOp) async throws -> Bool {
-        switch op {
-        case .put(let key, let value):
-            _ = try await writer.query(
-                "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value",
-                [.text(key), .blob(ByteBuffer(bytes: value))])
-            return true
-        case .delete(let key):
-            _ = try await writer.query("DELETE FROM kv WHERE key = ?", [.text(key)])
-            return true
-        case .cas(let key, let expected, let new):
-            let rows: [SQLiteRow]
-            switch (expected, new) {
-            case (nil, nil):
-                rows = try await writer.query("SELECT key FROM kv WHERE key = ?", [.text(key)])
-                return rows.isEmpty
-            case (nil, let n?):
-                rows = try await writer.query(
-                    "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING RETURNING key",
-                    [.text(key), .blob(ByteBuffer(bytes: n))])
-            case (let e?, nil):
-                rows = try await writer.query(
-                    "DELETE FROM kv WHERE key = ? AND value = ? RETURNING key", [.text(key), .blob(ByteBuffer(bytes: e))])
-            case (let e?, let n?):
-                rows = try await writer.query(
-                    "UPDATE kv SET value = ? WHERE key = ? AND value = ? RETURNING key",
-                    [.blob(ByteBuffer(bytes: n)), .text(key), .blob(ByteBuffer(bytes: e))])
-            }
-            return !rows.isEmpty
-        }
+        try await writer.submit(.cas(key, expected, new))
     }
 
     public func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges {
@@ -255,18 +142,5 @@ public final class SQLiteStorage: Storage {
             }
             return .changes(changes, head: hi)
         }
-    }
-
-    let writesSinceTrim = Mutex(0)
-
-    func trimFeedIfNeeded(count: Int) async {
-        let due = writesSinceTrim.withLock { n -> Bool in
-            n += count
-            if n >= 10_000 { n = 0; return true }
-            return false
-        }
-        guard due else { return }
-        _ = try? await writer.query(
-            "DELETE FROM changelog WHERE rev <= (SELECT MAX(rev) FROM changelog) - ?", [.integer(feedLimit)])
     }
 }

@@ -35,15 +35,14 @@ public enum TokenID {
     static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
 
     public static func random(_ n: Int) -> String {
-        var g = SystemRandomNumberGenerator()
         var s = ""
         s.reserveCapacity(n)
-        for _ in 0..<n {
+        var pool: [UInt8] = []
+        while s.count < n {
+            if pool.isEmpty { pool = SecureRandom.bytes(2 * n) }
             // Rejection sampling: no modulo bias.
-            while true {
-                let b = UInt8.random(in: 0...255, using: &g)
-                if b < 248 { s.append(alphabet[Int(b) % 62]); break }
-            }
+            let b = pool.removeLast()
+            if b < 248 { s.append(alphabet[Int(b) % 62]) }
         }
         return s
     }

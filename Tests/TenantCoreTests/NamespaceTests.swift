@@ -169,6 +169,56 @@ import TenantCore
         #expect(w.core.loadedNamespaceCount == 2)
     }
 
+    /// Creations and first loads run concurrently (no global lock): every creation lands
+    /// once, a name raced by many creators is created exactly once, and concurrent first
+    /// requests to one evicted namespace share a load.
+    @Test func concurrentCreationsAndLoads() async throws {
+        let w = try await Self.world()
+        let root = w.root
+        let core = w.core
+        let created = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for i in 0..<60 {
+                group.addTask {
+                    _ = try await core.handle(CoreRequest(operation: .update, path: "sys/namespaces/t\(i)", clientToken: root), namespace: "")
+                    _ = try await core.handle(CoreRequest(operation: .update, path: "sys/mounts/secret", data: ["type": "kv", "options": ["version": "2"]], clientToken: root), namespace: "t\(i)/")
+                    _ = try await core.handle(CoreRequest(operation: .update, path: "secret/data/x", data: ["data": ["n": .int(Int64(i))]], clientToken: root), namespace: "t\(i)/")
+                    return true
+                }
+            }
+            // One name, many creators: exactly one wins.
+            for _ in 0..<10 {
+                group.addTask {
+                    do {
+                        _ = try await core.handle(CoreRequest(operation: .update, path: "sys/namespaces/contested", clientToken: root), namespace: "")
+                        return true
+                    } catch let e as CofferError {
+                        #expect(e.message.contains("already exists"))
+                        return false
+                    }
+                }
+            }
+            var wins = 0
+            for try await ok in group where ok { wins += 1 }
+            return wins
+        }
+        #expect(created == 61)
+        let listed = try await core.handle(CoreRequest(operation: .list, path: "sys/namespaces", clientToken: root), namespace: "")
+        #expect(listed.data?["keys"]?.arrayValue?.count == 2 + 60 + 1)  // acme/, beta/, t0..t59, contested
+        #expect(await core.evictIdle(olderThan: .zero) > 60)
+        let reads = try await withThrowingTaskGroup(of: Int64?.self) { group in
+            for i in 0..<60 { for _ in 0..<3 {
+                group.addTask {
+                    try await core.handle(CoreRequest(operation: .read, path: "t\(i)/secret/data/x", clientToken: root), namespace: "").data?["data"]?["n"]?.intValue
+                }
+            } }
+            var sum: Int64 = 0
+            for try await n in group { sum += n ?? -1_000_000 }
+            return sum
+        }
+        #expect(reads == 3 * (0..<60).reduce(0, +))
+        #expect(core.loadedNamespaceCount == 60)
+    }
+
     func allKeys(_ s: any Storage, _ prefix: String) async throws -> [String] {
         var out: [String] = []
         for k in try await s.list(prefix: prefix) {

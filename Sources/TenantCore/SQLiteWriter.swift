@@ -1,0 +1,214 @@
+import CofferSDK
+import Foundation
+import Synchronization
+import VaporCSQLite
+
+/// The SQLite write path: one connection owned by one dedicated thread, which drains the
+/// queue of pending writes and commits each drained batch as one transaction (group commit).
+///
+/// The whole batch — BEGIN, every statement, COMMIT (the one fsync) — runs synchronously on
+/// that thread with statements prepared once, and the waiting callers are resumed from it.
+/// Going through an async driver instead costs a hop through the shared task pool for every
+/// statement; under load each hop queued behind request work and a commit cycle took ~17 ms
+/// for ~2 ms of SQLite work.
+final class SQLiteWriter: @unchecked Sendable {
+    enum Op: Sendable {
+        case put(String, [UInt8])
+        case delete(String)
+        case cas(String, [UInt8]?, [UInt8]?)
+    }
+
+    typealias Waiter = CheckedContinuation<Bool, any Error>
+
+    // Owned by the writer thread after init.
+    private let db: OpaquePointer
+    private var statements: [String: OpaquePointer] = [:]
+    private let feedLimit: Int
+    private var writesSinceTrim = 0
+
+    // Shared with submitters, under `condition`.
+    private let condition = NSCondition()
+    private var queue: [(Op, Waiter)] = []
+    private var stopping = false
+    private var finished = false
+
+    /// SQLite copies bound values before the call returns.
+    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
+
+    /// The largest number of operations put in one transaction.
+    static let maxBatch = 2_000
+
+    init(path: String, feedLimit: Int) throws {
+        var handle: OpaquePointer?
+        let flags = SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
+        let rc = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
+        guard rc == SQLITE_OK, let handle else {
+            if let handle { sqlite_nio_sqlite3_close(handle) }
+            throw CofferError(.unavailable, "cannot open SQLite storage at \(path) (code \(rc))")
+        }
+        db = handle
+        self.feedLimit = feedLimit
+        do {
+            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000", "PRAGMA cache_size=-8000"] {
+                try exec(pragma)
+            }
+        } catch {
+            sqlite_nio_sqlite3_close(db)
+            throw error
+        }
+        let thread = Thread { [self] in run() }
+        thread.name = "coffer-sqlite-writer"
+        thread.start()
+    }
+
+    /// Queues one operation; resumes when its batch is durable (or failed).
+    func submit(_ op: Op) async throws -> Bool {
+        try await withCheckedThrowingContinuation { (waiter: Waiter) in
+            condition.lock()
+            if stopping {
+                condition.unlock()
+                waiter.resume(throwing: CofferError(.unavailable, "storage is closed"))
+                return
+            }
+            queue.append((op, waiter))
+            condition.signal()
+            condition.unlock()
+        }
+    }
+
+    /// Finishes the queued writes, then closes the connection.
+    func close() {
+        condition.lock()
+        stopping = true
+        condition.broadcast()
+        while !finished { condition.wait() }
+        condition.unlock()
+    }
+
+    private func run() {
+        while true {
+            condition.lock()
+            while queue.isEmpty && !stopping { condition.wait() }
+            if queue.isEmpty {
+                finished = true
+                condition.broadcast()
+                condition.unlock()
+                break
+            }
+            let batch: [(Op, Waiter)]
+            if queue.count <= Self.maxBatch {
+                batch = queue
+                queue.removeAll(keepingCapacity: true)
+            } else {
+                batch = Array(queue.prefix(Self.maxBatch))
+                queue.removeFirst(Self.maxBatch)
+            }
+            condition.unlock()
+            commit(batch)
+        }
+        for (_, stmt) in statements { sqlite_nio_sqlite3_finalize(stmt) }
+        sqlite_nio_sqlite3_close(db)
+    }
+
+    private func commit(_ batch: [(Op, Waiter)]) {
+        var results: [Bool] = []
+        results.reserveCapacity(batch.count)
+        do {
+            if batch.count > 1 { try exec("BEGIN IMMEDIATE") }
+            do {
+                for (op, _) in batch { results.append(try apply(op)) }
+                if batch.count > 1 { try exec("COMMIT") }
+            } catch {
+                if batch.count > 1 { try? exec("ROLLBACK") }
+                throw error
+            }
+        } catch {
+            let failure = error as? CofferError ?? CofferError(.unavailable, "storage error", cause: error)
+            for (_, waiter) in batch { waiter.resume(throwing: failure) }
+            return
+        }
+        for (i, (_, waiter)) in batch.enumerated() { waiter.resume(returning: results[i]) }
+        writesSinceTrim += batch.count
+        if writesSinceTrim >= 10_000 {
+            writesSinceTrim = 0
+            try? run("DELETE FROM changelog WHERE rev <= (SELECT MAX(rev) FROM changelog) - ?", .int(Int64(feedLimit)))
+        }
+    }
+
+    private func apply(_ op: Op) throws -> Bool {
+        switch op {
+        case .put(let key, let value):
+            try run("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", .text(key), .blob(value))
+            return true
+        case .delete(let key):
+            try run("DELETE FROM kv WHERE key = ?", .text(key))
+            return true
+        case .cas(let key, let expected, let new):
+            switch (expected, new) {
+            case (nil, nil):
+                return try run("SELECT key FROM kv WHERE key = ?", .text(key)) == 0
+            case (nil, let n?):
+                return try run("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO NOTHING RETURNING key", .text(key), .blob(n)) > 0
+            case (let e?, nil):
+                return try run("DELETE FROM kv WHERE key = ? AND value = ? RETURNING key", .text(key), .blob(e)) > 0
+            case (let e?, let n?):
+                return try run("UPDATE kv SET value = ? WHERE key = ? AND value = ? RETURNING key", .blob(n), .text(key), .blob(e)) > 0
+            }
+        }
+    }
+
+    enum Bind {
+        case text(String)
+        case blob([UInt8])
+        case int(Int64)
+    }
+
+    /// Runs a cached statement to completion; returns the number of result rows.
+    @discardableResult
+    private func run(_ sql: String, _ binds: Bind...) throws -> Int {
+        let stmt = try prepared(sql)
+        defer {
+            sqlite_nio_sqlite3_reset(stmt)
+            sqlite_nio_sqlite3_clear_bindings(stmt)
+        }
+        for (i, bind) in binds.enumerated() {
+            let index = Int32(i + 1)
+            let rc: Int32
+            switch bind {
+            case .text(let s):
+                rc = sqlite_nio_sqlite3_bind_text64(stmt, index, s, UInt64(s.utf8.count), Self.transient, UInt8(SQLITE_UTF8))
+            case .blob(let b):
+                rc = b.withUnsafeBytes { sqlite_nio_sqlite3_bind_blob64(stmt, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), Self.transient) }
+            case .int(let v):
+                rc = sqlite_nio_sqlite3_bind_int64(stmt, index, v)
+            }
+            guard rc == SQLITE_OK else { throw failure(rc) }
+        }
+        var rows = 0
+        while true {
+            let rc = sqlite_nio_sqlite3_step(stmt)
+            if rc == SQLITE_ROW { rows += 1; continue }
+            if rc == SQLITE_DONE { return rows }
+            throw failure(rc)
+        }
+    }
+
+    private func prepared(_ sql: String) throws -> OpaquePointer {
+        if let stmt = statements[sql] { return stmt }
+        var stmt: OpaquePointer?
+        let rc = sqlite_nio_sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
+        guard rc == SQLITE_OK, let stmt else { throw failure(rc) }
+        statements[sql] = stmt
+        return stmt
+    }
+
+    private func exec(_ sql: String) throws {
+        let rc = sqlite_nio_sqlite3_exec(db, sql, nil, nil, nil)
+        guard rc == SQLITE_OK else { throw failure(rc) }
+    }
+
+    private func failure(_ rc: Int32) -> CofferError {
+        let message = String(cString: sqlite_nio_sqlite3_errmsg(db))
+        return CofferError(.unavailable, "storage error: \(message) (code \(rc))")
+    }
+}

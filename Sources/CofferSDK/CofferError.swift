@@ -39,6 +39,8 @@ public struct CofferError: Error, Sendable, CustomStringConvertible {
     public let cause: (any Error)?
     public let file: String
     public let line: Int
+    /// HTTP response headers that go with the error (e.g. `Retry-After` on a 429).
+    public var headers: [String: String] = [:]
 
     public init(
         _ code: Code, _ message: String, cause: (any Error)? = nil,

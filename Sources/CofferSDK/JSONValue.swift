@@ -22,6 +22,15 @@ public enum JSONValue: Sendable, Hashable {
         default: return nil
         }
     }
+    /// A number (an integer, a float, or a string holding one, as Vault's float fields accept).
+    public var doubleValue: Double? {
+        switch self {
+        case .int(let i): return Double(i)
+        case .double(let d): return d
+        case .string(let s): return Double(s.trimmingCharacters(in: .whitespaces))
+        default: return nil
+        }
+    }
     public var arrayValue: [JSONValue]? { if case .array(let a) = self { return a } else { return nil } }
     public var objectValue: [String: JSONValue]? { if case .object(let o) = self { return o } else { return nil } }
     public var isNull: Bool { if case .null = self { return true } else { return false } }

@@ -138,6 +138,8 @@ public struct LogicalResponse: Sendable {
     public var mountPoint: String?
     /// The namespace that answered ("" for root); set by the core.
     public var namespacePath: String?
+    /// Extra HTTP response headers (e.g. `X-RateLimit-*`), set by the node, not by backends.
+    public var headers: [String: String] = [:]
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
         self.data = data

@@ -15,6 +15,8 @@ public struct ListenerConfiguration: Sendable {
     public var tlsKeyFile: String?
     /// `telemetry { unauthenticated_metrics_access = true }` inside the listener.
     public var unauthenticatedMetricsAccess = false
+    /// Proxies whose `X-Forwarded-For` is believed (`x_forwarded_for_authorized_addrs`).
+    public var forwardedForAuthorized: [AddressRange] = []
 
     public init(address: String, tlsDisable: Bool, tlsCertFile: String? = nil, tlsKeyFile: String? = nil) throws {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {
@@ -35,6 +37,7 @@ public enum CofferServer {
     public static func application(core: Core, listener: ListenerConfiguration, gateway: GatewayConfiguration = GatewayConfiguration(), logger: Logger, onServerRunning: @escaping @Sendable (Int) async -> Void = { _ in }) throws -> some ApplicationProtocol {
         var gateway = gateway
         gateway.unauthenticatedMetricsAccess = gateway.unauthenticatedMetricsAccess || listener.unauthenticatedMetricsAccess
+        gateway.forwardedForAuthorized += listener.forwardedForAuthorized
         let responder = VaultResponder(core: core, configuration: gateway, logger: logger)
         let server: HTTPServerBuilder
         if listener.tlsDisable {

@@ -9,6 +9,8 @@ public struct GatewayConfiguration: Sendable {
     public var unauthenticatedMetricsAccess: Bool
     /// Renders every metric in the Prometheus text format.
     public var metricsExporter: @Sendable () async -> String
+    /// Proxies whose `X-Forwarded-For` names the client.
+    public var forwardedForAuthorized: [AddressRange] = []
 
     public init(maxRequestSize: Int = 32 * 1024 * 1024, unauthenticatedMetricsAccess: Bool = false, metricsExporter: @escaping @Sendable () async -> String = { "" }) {
         self.maxRequestSize = maxRequestSize

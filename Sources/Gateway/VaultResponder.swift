@@ -38,6 +38,7 @@ public struct VaultResponder: HTTPResponder {
     static let jsonHeaders: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
     static let vaultTokenHeader = HTTPField.Name("X-Vault-Token")!
     static let vaultNamespaceHeader = HTTPField.Name("X-Vault-Namespace")!
+    static let forwardedForHeader = HTTPField.Name("X-Forwarded-For")!
 
     public func respond(to request: Request, context: Context) async throws -> Response {
         let start = ContinuousClock.now
@@ -69,7 +70,9 @@ public struct VaultResponder: HTTPResponder {
             if e.code == .internal {
                 logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(e.message)", "at": "\(e.file):\(e.line)"])
             }
-            return Self.error(e.code.httpStatus, e.message.isEmpty ? [] : [e.message])
+            var response = Self.error(e.code.httpStatus, e.message.isEmpty ? [] : [e.message])
+            Self.addHeaders(e.headers, to: &response)
+            return response
         } catch is NIOTooManyBytesError {
             return Self.error(.contentTooLarge, ["http: request body too large"])
         } catch let e as HTTPError where e.status == .contentTooLarge {
@@ -83,6 +86,12 @@ public struct VaultResponder: HTTPResponder {
     static func error(_ status: HTTPResponse.Status, _ messages: [String]) -> Response {
         let body = JSONValue.object(["errors": .array(messages.map { .string($0) })]).serialized()
         return Response(status: status, headers: jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
+    }
+
+    static func addHeaders(_ headers: [String: String], to response: inout Response) {
+        for (name, value) in headers {
+            if let field = HTTPField.Name(name) { response.headers[field] = value }
+        }
     }
 
     static func json(_ status: HTTPResponse.Status, _ value: JSONValue, head: Bool = false) -> Response {
@@ -187,8 +196,9 @@ public struct VaultResponder: HTTPResponder {
             return r
         }
 
-        var remote: String?
-        if let addr = context.remoteAddress { remote = addr.ipAddress }
+        let remote = ClientAddress.resolve(
+            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
+            trusted: configuration.forwardedForAuthorized)
         let nsHeader = request.headers[Self.vaultNamespaceHeader]
         let coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
         let response: LogicalResponse
@@ -200,7 +210,9 @@ public struct VaultResponder: HTTPResponder {
         info.mountType = response.mountType ?? ""
         info.mountPath = response.mountPoint ?? ""
         info.namespace = response.namespacePath.map { $0.isEmpty ? "root" : $0 } ?? "root"
-        return render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
+        var rendered = render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
+        if !response.headers.isEmpty { Self.addHeaders(response.headers, to: &rendered) }
+        return rendered
     }
 
     func render(_ r: LogicalResponse, requestID: String, operation: LogicalOperation, head: Bool, mountType: String?) -> Response {

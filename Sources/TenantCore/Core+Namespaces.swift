@@ -8,7 +8,7 @@ extension Core {
     /// The hooks a namespace's `sys/` backend calls: seal (root only), its own keyring,
     /// and its children.
     func hooks(forPath path: String) -> NodeHooks {
-        NodeHooks(
+        var hooks = NodeHooks(
             seal: { [weak self] in
                 guard path.isEmpty else { throw CofferError.invalid("sys/seal is only available in the root namespace") }
                 try await self?.seal()
@@ -53,6 +53,13 @@ extension Core {
                 read: { [weak self] name in try await self?.tenant(name: name) },
                 list: { [weak self] in try await self?.tenantNames() ?? [] },
                 deprovision: { [weak self] name in try await self?.deprovisionTenant(name: name) }) : nil)
+        hooks.childNamespace = { [weak self] child in
+            guard let self, child.hasPrefix(path), child != path else { return nil }
+            return try await self.namespace(path: child)
+        }
+        hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
+        hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }
+        return hooks
     }
 
     /// The namespace at `path` ("" = root), loading it (and its ancestors) on first use.
@@ -219,10 +226,18 @@ extension Core {
         let (ns, rel) = try await resolve(header: header, path: request.path)
         if !ns.path.isEmpty { beginUse(ns.path) }
         defer { if !ns.path.isEmpty { endUse(ns.path) } }
+        let rateHeaders = try await enforceQuotas(ns: ns, rel: rel, request: request)
         var req = request
         req.path = rel
+        if rateHeaders.isEmpty { return try await handleResolved(req, ns: ns) }
+        var response = try await handleResolved(req, ns: ns)
+        response.headers.merge(rateHeaders) { a, _ in a }
+        return response
+    }
+
+    func handleResolved(_ req: CoreRequest, ns: NamespaceCore) async throws -> LogicalResponse {
         var tokenNS = ns
-        if let raw = request.clientToken, !raw.isEmpty {
+        if let raw = req.clientToken, !raw.isEmpty {
             if let id = TokenID.namespaceID(of: raw) {
                 guard id != ns.id else { return try await ns.handle(req) }
                 guard let path = try await namespacePath(id: id), ns.path.hasPrefix(path),
@@ -375,7 +390,10 @@ extension Core {
                 "custom_metadata": .object(metadata.mapValues { .string($0) }), "admin_policy": "tenant-admin",
                 "created_time": .string(RFC3339.format(record.createdAt)),
             ]
-            if let quotas { tenant["quotas"] = quotas }
+            if let quotas {
+                let applied = try await applyTenantQuotas(quotas, in: ns)
+                tenant["quotas"] = .array(applied.map { .object($0.json) })
+            }
             try await root.rootView.putJSON(Self.tenantPrefix + name, .object(tenant))
             logger.info("tenant provisioned", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
             return (.object(tenant), entry.authInfo(token: token))
@@ -383,6 +401,38 @@ extension Core {
             try? await deleteNamespace(parentPath: "", relative: name)
             throw error
         }
+    }
+
+    /// The `quotas` of `PUT sys/tenants/:name`: rate-limit quotas (a list of Vault quota
+    /// objects, or `{"rate_limit": [...]}`), created in the tenant's namespace as managed by
+    /// the root: the tenant's admins can read them, not change them, and their own quotas
+    /// only ever add limits.
+    func applyTenantQuotas(_ spec: JSONValue, in ns: NamespaceCore) async throws -> [RateLimitQuota] {
+        let items: [JSONValue]
+        if let list = spec.arrayValue {
+            items = list
+        } else if let object = spec.objectValue {
+            if let list = object["rate_limit"]?.arrayValue ?? object["rate-limit"]?.arrayValue {
+                items = list
+            } else if object["rate"] != nil {
+                items = [spec]
+            } else {
+                throw CofferError.invalid("quotas must be a list of rate-limit quotas or {\"rate_limit\": [...]}")
+            }
+        } else {
+            throw CofferError.invalid("quotas must be a list of rate-limit quotas or {\"rate_limit\": [...]}")
+        }
+        var made: [RateLimitQuota] = []
+        for (i, item) in items.enumerated() {
+            guard let object = item.objectValue else { throw CofferError.invalid("quotas[\(i)] must be an object") }
+            let fields = try Route.validate(SystemBackend.quotaFields, data: object, captures: [:])
+            let name = fields.optionalString("name") ?? (i == 0 ? "tenant" : "tenant-\(i)")
+            guard !made.contains(where: { $0.name == name }) else { throw CofferError.invalid("duplicate quota name \"\(name.prefix(64))\"") }
+            made.append(try await ns.makeQuota(name: name, fields: fields, existing: nil, managed: true))
+        }
+        let quotas = made
+        try await ns.updateQuotas { table in for q in quotas { table[q.name] = q } }
+        return made
     }
 
     func tenant(name: String) async throws -> JSONValue? {
@@ -393,6 +443,8 @@ extension Core {
             t["mounts"] = .array(ns.mounts(kind: .secret).map { .string($0.routePath) }.sorted { ($0.stringValue ?? "") < ($1.stringValue ?? "") })
             t["policies_count"] = .int(Int64(try await ns.policies.list().count))
             t["child_namespaces"] = .int(Int64(try await ns.childNames().count))
+            let managed = ns.rateLimitQuotas.values.filter(\.managed).sorted { $0.name < $1.name }
+            t["quotas"] = .array(managed.map { .object($0.json) })
         }
         return .object(t)
     }

@@ -201,6 +201,7 @@ public final class Core: Sendable {
 
     func loadRoot() async throws -> NamespaceCore {
         let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks(forPath: ""), logger: logger)
+        try await loadQuotaConfig()
         rootNamespace.withLock { $0 = ns }
         loaded.withLock { $0 = [:] }
         return ns
@@ -226,6 +227,9 @@ public final class Core: Sendable {
     /// Bumped (under `loaded`'s lock) whenever a record is deleted or changed: a load that
     /// read a record before the change discards its result and reads again.
     let recordGeneration = Atomic<UInt64>(0)
+    /// Rate-limit quotas: where buckets live, and `sys/quotas/config`.
+    let rateLimiter = Mutex<(any RateLimiter)?>(nil)
+    let quotaConfigCache = Mutex(QuotaConfig())
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {

@@ -35,6 +35,11 @@ public struct NodeHooks: Sendable {
     public var deleteNamespace: @Sendable (_ relativePath: String) async throws -> Void
     /// The token store of an ancestor namespace (by path).
     public var tokenStore: @Sendable (_ path: String) async throws -> TokenStore?
+    /// A descendant namespace by full path (loading it), or nil.
+    public var childNamespace: @Sendable (_ path: String) async throws -> NamespaceCore? = { _ in nil }
+    /// `sys/quotas/config` (root namespace).
+    public var quotaConfig: @Sendable () -> QuotaConfig = { QuotaConfig() }
+    public var setQuotaConfig: @Sendable (QuotaConfig) async throws -> Void = { _ in }
     /// API lock of this namespace or a descendant: returns the unlock key.
     public var lock: @Sendable (_ relativePath: String) async throws -> String
     public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void
@@ -109,6 +114,8 @@ public final class NamespaceCore: Sendable {
     /// cached, absent names too, so loading a namespace costs the same with 10 or 100,000
     /// children. Bounded: the cache is dropped when it grows past `childCacheLimit`.
     let childCache = Mutex<[String: NamespaceRecord?]>([:])
+    /// Rate-limit quotas defined in this namespace, by name (`Quotas.swift`).
+    let quotaTable = Mutex<[String: RateLimitQuota]>([:])
     static let childCacheLimit = 10_000
     static let childPrefix = "sys/namespaces/"
 
@@ -173,6 +180,7 @@ public final class NamespaceCore: Sendable {
         try await policies.setupDefaults()
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts()
+        try await ns.loadQuotas()
         return ns
     }
 

@@ -79,7 +79,7 @@ struct SystemBackend: LogicalBackend {
             Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
             Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
             Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
-        ]
+        ] + quotaRoutes
     }
 
     // MARK: tenants
@@ -102,10 +102,8 @@ struct SystemBackend: LogicalBackend {
     func provisionTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let f = req.fields
         let policy = f.optionalString("admin_policy").flatMap { $0.isEmpty ? nil : $0 }
-        if let q = f["quotas"], !q.isNull, q.objectValue == nil { throw CofferError.invalid("quotas must be an object") }
-        let (record, auth) = try await tenantHooks().provision(f.string("name"), f.stringMap("custom_metadata"), policy, f["quotas"])
+        let (record, auth) = try await tenantHooks().provision(f.string("name"), f.stringMap("custom_metadata"), policy, f["quotas"].flatMap { $0.isNull ? nil : $0 })
         var r = LogicalResponse(data: record.objectValue, auth: auth)
-        if f["quotas"] != nil { r.warnings.append("quotas are recorded; enforcement arrives with rate-limit quotas") }
         return r
     }
 

@@ -44,7 +44,13 @@ struct ServerCommand: AsyncParsableCommand {
             throw ExitCode(2)
         }
         if dev {
-            file.listeners = [try ListenerConfiguration(address: devListenAddress, tlsDisable: true)]
+            var devListener = try ListenerConfiguration(address: devListenAddress, tlsDisable: true)
+            // A config file beside --dev keeps its listener options (not its address or TLS).
+            if let configured = file.listeners.first {
+                devListener.forwardedForAuthorized = configured.forwardedForAuthorized
+                devListener.unauthenticatedMetricsAccess = configured.unauthenticatedMetricsAccess
+            }
+            file.listeners = [devListener]
             if config == nil { file.storageType = "inmem" }
         }
         guard let listener = file.listeners.first else {
@@ -91,6 +97,13 @@ struct ServerCommand: AsyncParsableCommand {
             clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
         let core = Core(physical: CachingStorage(MetricsStorage(physical, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
         let exporter = MetricsExporter(registry: registry, core: core, version: Coffer.version)
+        let bucketStore: any RateBucketStore
+        if let redis = file.quotaStore {
+            bucketStore = try RedisBucketStore(configuration: redis)
+        } else {
+            bucketStore = InProcessBucketStore()
+        }
+        core.setRateLimiter(BucketStoreLimiter(store: bucketStore, failureMode: file.quotaFailureMode, logger: logger))
 
         var banner = """
             ==> Coffer server configuration:
@@ -101,6 +114,7 @@ struct ServerCommand: AsyncParsableCommand {
                         Listener: tcp (addr: "\(listener.host):\(listener.port)", tls: "\(listener.tlsDisable ? "disabled" : "enabled")")
                     Cluster Name: \(coreConfig.clusterName)
                             Seal: shamir
+                     Quota Store: \(file.quotaStore.map { "redis (addr: \"\($0.address)\", failure_mode: \"\(file.quotaFailureMode.rawValue)\")" } ?? "in-process")
 
             """
         if dev {
@@ -124,6 +138,7 @@ struct ServerCommand: AsyncParsableCommand {
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
         let group = ServiceGroup(configuration: .init(services: [app, evictor], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
+        await bucketStore.shutdown()
         if let s = physical as? SQLiteStorage { await s.close() }
     }
 }

@@ -15,12 +15,16 @@ struct ServerConfigFile {
     var logLevel: String?
     var logFormat: String?
     var namespaceIdleTimeout = 300
+    /// `quota_store "redis" { ... }`: where rate-limit buckets live (nil: in process).
+    var quotaStore: RedisQuotaConfiguration?
+    var quotaFailureMode = QuotaFailureMode.open
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
         "storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl", "api_addr", "cluster_addr", "cluster_name",
         "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
         "seal", "ha_storage", "raw_storage_endpoint", "namespace_idle_timeout", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
+        "quota_store",
     ]
 
     static func load(path: String) throws -> ServerConfigFile {
@@ -64,7 +68,17 @@ struct ServerConfigFile {
             let telemetry = o["telemetry"]?.objectValue ?? [:]
             let unauth = telemetry["unauthenticated_metrics_access"]
             listener.unauthenticatedMetricsAccess = unauth?.boolValue ?? (unauth?.stringValue == "true")
+            if let xff = o["x_forwarded_for_authorized_addrs"] {
+                let items = xff.arrayValue?.compactMap(\.stringValue) ?? (xff.stringValue ?? "").split(separator: ",").map(String.init)
+                listener.forwardedForAuthorized = try items.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.map { try AddressRange($0) }
+            }
             cfg.listeners.append(listener)
+        }
+        let quotaBlocks = body.blocks(ofType: "quota_store")
+        guard quotaBlocks.count <= 1 else { throw CofferError.invalid("config: only one quota_store block is allowed") }
+        if let q = quotaBlocks.first {
+            guard q.labels.first == "redis" else { throw CofferError.invalid("config: quota_store type must be \"redis\"") }
+            (cfg.quotaStore, cfg.quotaFailureMode) = try quotaStore(q.body.asJSON().objectValue ?? [:])
         }
         if let v = try duration(body.attribute("default_lease_ttl"), "default_lease_ttl") { cfg.defaultLeaseTTL = v }
         if let v = try duration(body.attribute("max_lease_ttl"), "max_lease_ttl") { cfg.maxLeaseTTL = v }
@@ -80,12 +94,40 @@ struct ServerConfigFile {
         return cfg
     }
 
+    /// `quota_store "redis" { address, password, db, pool_size, timeout, failure_mode }`.
+    static func quotaStore(_ o: [String: JSONValue]) throws -> (RedisQuotaConfiguration, QuotaFailureMode) {
+        guard let address = o["address"]?.stringValue, !address.isEmpty else {
+            throw CofferError.invalid("config: quota_store \"redis\" needs an address (host:port)")
+        }
+        func int(_ name: String, _ dflt: Int) throws -> Int {
+            guard let v = o[name] else { return dflt }
+            if let i = v.intValue { return Int(i) }
+            if let s = v.stringValue, let i = Int(s) { return i }
+            throw CofferError.invalid("config: quota_store \(name) must be an integer")
+        }
+        let db = try int("db", 0), pool = try int("pool_size", 4)
+        guard db >= 0, (1...256).contains(pool) else { throw CofferError.invalid("config: quota_store db must be >= 0 and pool_size 1...256") }
+        var timeout = 1.0
+        if let t = o["timeout"] {
+            if let d = t.doubleValue, t.stringValue == nil { timeout = d }
+            else if let s = t.stringValue, let secs = CofferSDK.Duration.parseSeconds(s) { timeout = Double(secs) }
+            else if let s = t.stringValue, s.hasSuffix("ms"), let ms = Double(s.dropLast(2)) { timeout = ms / 1000 }
+            else { throw CofferError.invalid("config: quota_store timeout must be a duration") }
+        }
+        guard timeout > 0 && timeout <= 60 else { throw CofferError.invalid("config: quota_store timeout must be within (0, 60s]") }
+        let modeText = o["failure_mode"]?.stringValue ?? "open"
+        guard let mode = QuotaFailureMode(rawValue: modeText) else {
+            throw CofferError.invalid("config: quota_store failure_mode must be \"open\" or \"closed\"")
+        }
+        return (RedisQuotaConfiguration(address: address, password: o["password"]?.stringValue, db: db, poolSize: pool, timeout: timeout), mode)
+    }
+
     /// Vault's JSON config form: `{"storage": {"sqlite": {...}}, "listener": [{"tcp": {...}}]}`.
     static func jsonBody(_ v: JSONValue) throws -> HCLBody {
         guard let o = v.objectValue else { throw CofferError.invalid("config: JSON config must be an object") }
         var body = HCLBody(attributes: [], blocks: [])
         for (k, value) in o {
-            if k == "storage" || k == "backend" || k == "listener" || k == "seal" || k == "ha_storage" {
+            if k == "storage" || k == "backend" || k == "listener" || k == "seal" || k == "ha_storage" || k == "quota_store" {
                 let items = value.arrayValue ?? [value]
                 for item in items {
                     for (label, inner) in item.objectValue ?? [:] {

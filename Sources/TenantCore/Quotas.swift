@@ -1,0 +1,310 @@
+import CofferSDK
+import Crypto
+import Foundation
+import Synchronization
+
+/// One token bucket to draw from: `rate` tokens per `interval` seconds, refilled
+/// continuously; once empty, refusals last `blockInterval` seconds (0: until a token refills).
+public struct RateBucket: Sendable, Hashable {
+    public var key: String
+    public var rate: Int
+    public var interval: Double
+    public var blockInterval: Double
+
+    public init(key: String, rate: Int, interval: Double, blockInterval: Double) {
+        self.key = key
+        self.rate = rate
+        self.interval = interval
+        self.blockInterval = blockInterval
+    }
+}
+
+public struct RateVerdict: Sendable, Equatable {
+    public var allowed: Bool
+    public var limit: Int
+    public var remaining: Int
+    /// Seconds until the bucket is full again.
+    public var resetSeconds: Double
+    /// Seconds until a request may succeed (0 when allowed).
+    public var retryAfterSeconds: Double
+
+    public init(allowed: Bool, limit: Int, remaining: Int, resetSeconds: Double, retryAfterSeconds: Double) {
+        self.allowed = allowed
+        self.limit = limit
+        self.remaining = remaining
+        self.resetSeconds = resetSeconds
+        self.retryAfterSeconds = retryAfterSeconds
+    }
+}
+
+/// Where buckets live (the Gateway supplies Redis or an in-process table). Throws
+/// `.unavailable` when the store cannot answer; the limiter's failure mode decides then.
+public protocol RateLimiter: Sendable {
+    func take(_ bucket: RateBucket) async throws -> RateVerdict
+}
+
+/// A rate-limit quota as Vault declares it (`sys/quotas/rate-limit/:name`), plus Coffer's
+/// `additive` and `group_by`, and `managed` for quotas a parent set on a tenant.
+public struct RateLimitQuota: Codable, Sendable, Equatable {
+    public var name: String
+    /// Relative to the namespace that defines the quota: "" (all of it), a child namespace
+    /// ("team/"), a mount ("secret/") or a path prefix inside a mount ("secret/data/app").
+    public var path: String
+    public var rate: Double
+    public var interval: Int
+    public var blockInterval: Int
+    public var role: String
+    public var inheritable: Bool
+    public var additive: Bool
+    public var groupBy: String
+    /// `path` names a namespace ("" included), not a mount or a path in one.
+    public var targetsNamespace: Bool
+    /// Set by the parent namespace (tenant provisioning): the namespace's own admins see it
+    /// but cannot change or delete it, and their quotas never replace it.
+    public var managed: Bool
+
+    public static let groupings: Set<String> = ["ip", "none", "token"]
+
+    public var json: [String: JSONValue] {
+        [
+            "name": .string(name), "path": .string(path), "type": "rate-limit", "rate": .double(rate),
+            "interval": .int(Int64(interval)), "block_interval": .int(Int64(blockInterval)), "role": .string(role),
+            "inheritable": .bool(inheritable), "additive": .bool(additive), "group_by": .string(groupBy),
+            "managed": .bool(managed),
+        ]
+    }
+
+    /// Higher is more specific: path quotas over mount quotas over namespace quotas, longer
+    /// paths over shorter, a role over none (Vault's precedence).
+    var specificity: Int { (targetsNamespace ? 0 : 1_000_000) + 2 * path.utf8.count + (role.isEmpty ? 0 : 1) }
+}
+
+/// `sys/quotas/config` (root namespace).
+public struct QuotaConfig: Codable, Sendable, Equatable {
+    public var exemptPaths: [String] = []
+    public var enableResponseHeaders = false
+    public var enableAuditLogging = false
+
+    public init() {}
+
+    /// Vault's paths that no rate limit ever applies to.
+    public static let absoluteExemptPaths = [
+        "sys/generate-recovery-token/attempt", "sys/generate-recovery-token/update", "sys/generate-root/attempt",
+        "sys/generate-root/update", "sys/health", "sys/seal-status", "sys/unseal",
+    ]
+
+    func isExempt(_ path: String) -> Bool {
+        Self.absoluteExemptPaths.contains { path.hasPrefix($0) } || exemptPaths.contains { !$0.isEmpty && path.hasPrefix($0) }
+    }
+
+    public var json: [String: JSONValue] {
+        [
+            "rate_limit_exempt_paths": .array(exemptPaths.map { .string($0) }),
+            "absolute_rate_limit_exempt_paths": .array(Self.absoluteExemptPaths.map { .string($0) }),
+            "enable_rate_limit_response_headers": .bool(enableResponseHeaders),
+            "enable_rate_limit_audit_logging": .bool(enableAuditLogging),
+        ]
+    }
+}
+
+extension NamespaceCore {
+    static let quotaTableKey = "core/quotas"
+
+    /// This namespace's quotas, by name (loaded with the namespace).
+    public var rateLimitQuotas: [String: RateLimitQuota] { quotaTable.withLock { $0 } }
+
+    func loadQuotas() async throws {
+        let table = try await rootView.getCodable([String: RateLimitQuota].self, Self.quotaTableKey) ?? [:]
+        quotaTable.withLock { $0 = table }
+    }
+
+    /// Applies `change` to the quota table and stores it, one writer at a time.
+    func updateQuotas<T: Sendable>(_ change: @Sendable (inout [String: RateLimitQuota]) throws -> T) async throws -> T {
+        try await mountLock.withLock {
+            var table = quotaTable.withLock { $0 }
+            let result = try change(&table)
+            try await rootView.putCodable(Self.quotaTableKey, table)
+            let updated = table
+            quotaTable.withLock { $0 = updated }
+            return result
+        }
+    }
+
+    /// Checks and normalises a quota's path: "" or child namespaces ("a/b/"), or a path
+    /// that starts with a mount of the namespace it lands in.
+    func classifyQuotaPath(_ raw: String) async throws -> (path: String, targetsNamespace: Bool) {
+        var rest = Substring(raw.drop { $0 == "/" })
+        guard !rest.contains("..") && !rest.contains("//") && rest.utf8.count <= 512 else {
+            throw CofferError.invalid("invalid quota path \"\(raw.prefix(128))\"")
+        }
+        var current = self
+        var consumed = ""
+        while !rest.isEmpty {
+            let seg = rest.prefix { $0 != "/" }
+            guard let child = try await current.hooks.childNamespace(current.path + seg + "/") else { break }
+            consumed += seg + "/"
+            current = child
+            rest = rest.dropFirst(seg.count)
+            rest = rest.drop { $0 == "/" }
+        }
+        if rest.isEmpty { return (consumed, true) }
+        let inside = String(rest)
+        let mounted = current.mounts(kind: .secret).map(\.routePath) + current.mounts(kind: .auth).map(\.routePath)
+        guard mounted.contains(where: { inside.hasPrefix($0) || inside + "/" == $0 }) else {
+            throw CofferError.invalid("invalid mount path \"\(inside.prefix(128))\" in quota path")
+        }
+        return (consumed + inside, false)
+    }
+
+    /// A quota from request fields (create or update of `name`).
+    func makeQuota(name: String, fields: FieldValues, existing: RateLimitQuota?, managed: Bool) async throws -> RateLimitQuota {
+        guard !name.isEmpty, name.utf8.count <= 128, !name.contains("/"), !name.contains("..") else {
+            throw CofferError.invalid("invalid quota name")
+        }
+        var q = existing ?? RateLimitQuota(
+            name: name, path: "", rate: 0, interval: 1, blockInterval: 0, role: "", inheritable: false,
+            additive: false, groupBy: "ip", targetsNamespace: true, managed: managed)
+        if fields.has("path") || existing == nil {
+            let (path, isNamespace) = try await classifyQuotaPath(fields.string("path"))
+            q.path = path
+            q.targetsNamespace = isNamespace
+        }
+        if fields.has("rate") || existing == nil {
+            guard let rate = fields["rate"]?.doubleValue, rate > 0, rate.isFinite else {
+                throw CofferError.invalid("rate must be positive")
+            }
+            q.rate = rate
+        }
+        if fields.has("interval") {
+            q.interval = fields.int("interval")
+            if q.interval == 0 { q.interval = 1 }
+        }
+        if fields.has("block_interval") { q.blockInterval = fields.int("block_interval") }
+        if fields.has("role") { q.role = fields.string("role") }
+        if fields.has("additive") { q.additive = fields.bool("additive") }
+        if fields.has("group_by") {
+            let g = fields.string("group_by").lowercased()
+            guard RateLimitQuota.groupings.contains(g) else {
+                throw CofferError.invalid("group_by must be one of ip, none, token")
+            }
+            q.groupBy = g
+        }
+        if fields.has("inheritable") {
+            q.inheritable = fields.bool("inheritable")
+        } else if existing == nil {
+            // Vault: only quotas of the root namespace on a namespace inherit by default.
+            q.inheritable = self.path.isEmpty && q.targetsNamespace
+        }
+        if q.inheritable && !q.targetsNamespace {
+            throw CofferError.invalid("inheritable is only valid for quotas on a namespace, not on a mount or path")
+        }
+        if q.role.isEmpty == false && q.targetsNamespace {
+            throw CofferError.invalid("role can only be set on a quota whose path is an auth mount")
+        }
+        return q
+    }
+}
+
+extension Core {
+    static let quotaConfigKey = "core/quota-config"
+
+    /// The rate limiter every rate-limit quota draws from (set at start-up).
+    public func setRateLimiter(_ limiter: (any RateLimiter)?) {
+        rateLimiter.withLock { $0 = limiter }
+    }
+
+    public var quotaConfig: QuotaConfig { quotaConfigCache.withLock { $0 } }
+
+    func loadQuotaConfig() async throws {
+        let config = try await barrier.getCodable(QuotaConfig.self, Self.quotaConfigKey) ?? QuotaConfig()
+        quotaConfigCache.withLock { $0 = config }
+    }
+
+    func storeQuotaConfig(_ config: QuotaConfig) async throws {
+        try await barrier.putCodable(Self.quotaConfigKey, config)
+        quotaConfigCache.withLock { $0 = config }
+    }
+
+    /// The quotas that apply to a request in `ns` at `rel`: at every level from the root
+    /// down to `ns`, the most specific matching quota of that level (and, separately, of
+    /// the quotas its parent manages there), plus every matching additive quota. All of
+    /// them must admit the request, so a tenant's own quotas only ever tighten.
+    func applicableQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [(level: NamespaceCore, quota: RateLimitQuota)] {
+        var chain: [NamespaceCore] = [try root()]
+        var prefix = ""
+        for seg in ns.path.split(separator: "/") {
+            prefix += seg + "/"
+            if prefix == ns.path { chain.append(ns) } else if let level = try await namespace(path: prefix) { chain.append(level) }
+        }
+        var out: [(NamespaceCore, RateLimitQuota)] = []
+        let role = request.data["role"]?.stringValue ?? request.data["role_name"]?.stringValue
+        for level in chain {
+            let table = level.quotaTable.withLock { $0 }
+            if table.isEmpty { continue }
+            let nsBelow = String(ns.path.dropFirst(level.path.count))
+            let pathBelow = nsBelow + rel
+            for managed in [false, true] {
+                var best: RateLimitQuota?
+                for q in table.values where q.managed == managed {
+                    let hit: Bool
+                    if q.targetsNamespace {
+                        hit = q.inheritable ? nsBelow.hasPrefix(q.path) : nsBelow == q.path
+                    } else {
+                        hit = pathBelow.hasPrefix(q.path) && (q.role.isEmpty || q.role == role)
+                    }
+                    guard hit else { continue }
+                    if q.additive {
+                        out.append((level, q))
+                    } else if best == nil || q.specificity > best!.specificity
+                                || (q.specificity == best!.specificity && q.name < best!.name) {
+                        best = q
+                    }
+                }
+                if let best { out.append((level, best)) }
+            }
+        }
+        return out
+    }
+
+    /// Draws one token from every applicable quota's bucket. Returns the response headers
+    /// (when enabled); throws 429 with `Retry-After` when any bucket refuses.
+    func enforceQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [String: String] {
+        guard let limiter = rateLimiter.withLock({ $0 }) else { return [:] }
+        let config = quotaConfig
+        if config.isExempt(ns.path + rel) || config.isExempt(rel) { return [:] }
+        let quotas = try await applicableQuotas(ns: ns, rel: rel, request: request)
+        if quotas.isEmpty { return [:] }
+        var tightest: RateVerdict?
+        var refused: RateVerdict?
+        for (level, q) in quotas {
+            let group: String
+            switch q.groupBy {
+            case "none": group = "*"
+            case "token":
+                group = request.clientToken.map { Hex.encode(Array(SHA256.hash(data: Array($0.utf8)).prefix(16))) } ?? "-"
+            default: group = request.remoteAddress ?? "-"
+            }
+            let bucket = RateBucket(
+                key: "\(level.id)/\(q.managed ? "m" : "q")/\(q.name)/\(group)", rate: max(1, Int(q.rate.rounded(.up))),
+                interval: Double(q.interval), blockInterval: Double(q.blockInterval))
+            let verdict = try await limiter.take(bucket)
+            if !verdict.allowed {
+                if refused == nil || verdict.retryAfterSeconds > refused!.retryAfterSeconds { refused = verdict }
+            }
+            if tightest == nil || verdict.remaining < tightest!.remaining { tightest = verdict }
+        }
+        var headers: [String: String] = [:]
+        if config.enableResponseHeaders, let v = refused ?? tightest {
+            headers["X-RateLimit-Limit"] = String(v.limit)
+            headers["X-RateLimit-Remaining"] = String(max(0, v.remaining))
+            headers["X-RateLimit-Reset"] = String(Int(v.resetSeconds.rounded(.up)))
+        }
+        if let refused {
+            var e = CofferError(.rateLimited, "request path \"\(request.path)\": rate limit quota exceeded")
+            headers["Retry-After"] = String(max(1, Int(refused.retryAfterSeconds.rounded(.up))))
+            e.headers = headers
+            throw e
+        }
+        return headers
+    }
+}

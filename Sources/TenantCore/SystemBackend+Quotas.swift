@@ -1,0 +1,83 @@
+import CofferSDK
+
+/// `sys/quotas/config` and `sys/quotas/rate-limit[/:name]`, Vault's shapes.
+extension SystemBackend {
+    static let quotaFields: [Field] = [
+        Field("name", .string), Field("path", .string), Field("type", .string), Field("rate", .any),
+        Field("interval", .duration), Field("block_interval", .duration), Field("role", .string),
+        Field("inheritable", .bool), Field("additive", .bool), Field("group_by", .string),
+    ]
+
+    var quotaRoutes: [Route] {
+        [
+            Route("quotas/config", fields: [
+                Field("rate_limit_exempt_paths", .commaStringSlice), Field("enable_rate_limit_response_headers", .bool),
+                Field("enable_rate_limit_audit_logging", .bool),
+            ], operations: [.read: readQuotaConfig, .update: writeQuotaConfig], summary: "Rate-limit quota settings (root namespace)."),
+            Route("quotas/rate-limit/?", operations: [.list: listQuotas], summary: "List rate-limit quotas of this namespace."),
+            Route("quotas/rate-limit/:name", fields: Self.quotaFields, operations: [
+                .read: readQuota, .update: writeQuota, .delete: deleteQuota,
+            ], summary: "Create, read, update or delete a rate-limit quota."),
+        ]
+    }
+
+    func requireRootNamespace() throws {
+        guard ns.path.isEmpty else {
+            throw CofferError.invalid("quota configuration is only available in the root namespace")
+        }
+    }
+
+    func readQuotaConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try requireRootNamespace()
+        return LogicalResponse(data: ns.hooks.quotaConfig().json)
+    }
+
+    func writeQuotaConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try requireRootNamespace()
+        var config = ns.hooks.quotaConfig()
+        if req.fields.has("rate_limit_exempt_paths") {
+            config.exemptPaths = req.fields.strings("rate_limit_exempt_paths").map { String($0.drop { $0 == "/" }) }
+        }
+        if req.fields.has("enable_rate_limit_response_headers") {
+            config.enableResponseHeaders = req.fields.bool("enable_rate_limit_response_headers")
+        }
+        if req.fields.has("enable_rate_limit_audit_logging") {
+            config.enableAuditLogging = req.fields.bool("enable_rate_limit_audit_logging")
+        }
+        try await ns.hooks.setQuotaConfig(config)
+        return nil
+    }
+
+    func listQuotas(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let names = ns.rateLimitQuotas.keys.sorted()
+        return names.isEmpty ? nil : .list(names)
+    }
+
+    func readQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let q = ns.rateLimitQuotas[req.fields.string("name")] else { return nil }
+        return LogicalResponse(data: q.json)
+    }
+
+    func writeQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let name = req.fields.string("name")
+        if req.fields.has("type"), !["", "rate-limit"].contains(req.fields.string("type")) {
+            throw CofferError.invalid("unsupported quota type \"\(req.fields.string("type").prefix(32))\"")
+        }
+        let existing = ns.rateLimitQuotas[name]
+        if existing?.managed == true {
+            throw CofferError(.permissionDenied, "quota \"\(name)\" is managed by the parent namespace")
+        }
+        let quota = try await ns.makeQuota(name: name, fields: req.fields, existing: existing, managed: false)
+        try await ns.updateQuotas { $0[name] = quota }
+        return nil
+    }
+
+    func deleteQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let name = req.fields.string("name")
+        if ns.rateLimitQuotas[name]?.managed == true {
+            throw CofferError(.permissionDenied, "quota \"\(name)\" is managed by the parent namespace")
+        }
+        try await ns.updateQuotas { $0[name] = nil }
+        return nil
+    }
+}

@@ -28,6 +28,19 @@ public enum Hex {
 
 /// RFC 3339 timestamps in UTC with Go's trimmed fractional seconds (`RFC3339Nano`), as Vault prints them.
 public enum RFC3339 {
+    /// Parses `2026-11-29T05:00:00Z`, with optional fractional seconds and any UTC offset;
+    /// a bare date (`2026-11-29`) is midnight UTC.
+    public static func parse(_ text: String) -> Date? {
+        let plain = ISO8601DateFormatter()
+        if let d = plain.date(from: text) { return d }
+        let fractional = ISO8601DateFormatter()
+        fractional.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        if let d = fractional.date(from: text) { return d }
+        let day = ISO8601DateFormatter()
+        day.formatOptions = [.withFullDate]
+        return day.date(from: text)
+    }
+
     public static func format(_ date: Date) -> String {
         let t = date.timeIntervalSince1970
         var secs = time_t(t.rounded(.down))

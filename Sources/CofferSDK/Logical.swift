@@ -140,6 +140,8 @@ public struct LogicalResponse: Sendable {
     public var namespacePath: String?
     /// Extra HTTP response headers (e.g. `X-RateLimit-*`), set by the node, not by backends.
     public var headers: [String: String] = [:]
+    /// A non-JSON body (e.g. CSV), sent as is with its content type.
+    public var rawText: (contentType: String, body: String)?
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
         self.data = data

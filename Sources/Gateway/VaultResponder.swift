@@ -46,6 +46,7 @@ public struct VaultResponder: HTTPResponder {
         var info = RequestInfo()
         let response = await respond(request, context: context, requestID: requestID, info: &info)
         metrics.record(operation: info.operation, mountType: info.mountType, code: Int(response.status.code), start: start)
+        if let ns = info.trace.namespacePath, let n = response.body.contentLength { core.usage.addBytesOut(namespace: ns, n) }
         if logger.logLevel <= .debug {
             logger.debug("request", metadata: [
                 "request.id": "\(requestID)", "ns.path": "\(info.namespace)", "mount.path": "\(info.mountPath)",
@@ -61,6 +62,8 @@ public struct VaultResponder: HTTPResponder {
         var mountType = ""
         var mountPath = ""
         var namespace = "root"
+        /// Filled by the core: the namespace that served the request (for metering).
+        let trace = RequestTrace()
     }
 
     func respond(_ request: Request, context: Context, requestID: String, info: inout RequestInfo) async -> Response {
@@ -161,8 +164,10 @@ public struct VaultResponder: HTTPResponder {
             }
         }
         var data: [String: JSONValue] = params
+        var bodyBytes = 0
         if operation == .update || operation == .patch {
             let body = try await request.body.collect(upTo: maxRequestSize)
+            bodyBytes = body.readableBytes
             if body.readableBytes > 0 {
                 let parsed = try JSONValue.parse(body.readableBytesView)
                 guard case .object(let obj) = parsed else {
@@ -200,7 +205,9 @@ public struct VaultResponder: HTTPResponder {
             peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
             trusted: configuration.forwardedForAuthorized)
         let nsHeader = request.headers[Self.vaultNamespaceHeader]
-        let coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
+        var coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
+        coreRequest.bytesIn = bodyBytes
+        coreRequest.trace = info.trace
         let response: LogicalResponse
         do {
             response = try await core.handle(coreRequest, namespace: nsHeader)
@@ -216,6 +223,12 @@ public struct VaultResponder: HTTPResponder {
     }
 
     func render(_ r: LogicalResponse, requestID: String, operation: LogicalOperation, head: Bool, mountType: String?) -> Response {
+        if let text = r.rawText {
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            headers[.contentType] = text.contentType
+            if head { return Response(status: .ok, headers: headers) }
+            return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: text.body)))
+        }
         if let raw = r.rawBody {
             return Self.json(HTTPResponse.Status(code: r.statusCode ?? 200), raw, head: head)
         }

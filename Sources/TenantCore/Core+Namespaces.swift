@@ -57,6 +57,10 @@ extension Core {
             guard let self, child.hasPrefix(path), child != path else { return nil }
             return try await self.namespace(path: child)
         }
+        hooks.usageReport = { [weak self] query in
+            guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+            return try await self.usageReport(callerPath: path, query: query)
+        }
         hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
         hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }
         return hooks
@@ -112,7 +116,7 @@ extension Core {
                 return ns
             }
             if let installed {
-                usage.withLock { u in if u[childPath] == nil { u[childPath] = Usage() } }
+                activity.withLock { u in if u[childPath] == nil { u[childPath] = Activity() } }
                 return installed
             }
         }
@@ -224,15 +228,49 @@ extension Core {
     /// must be this one or an ancestor), ACL in the token's namespace, dispatch.
     public func handle(_ request: CoreRequest, namespace header: String?) async throws -> LogicalResponse {
         let (ns, rel) = try await resolve(header: header, path: request.path)
+        request.trace?.namespace.withLock { $0 = ns.path }
         if !ns.path.isEmpty { beginUse(ns.path) }
         defer { if !ns.path.isEmpty { endUse(ns.path) } }
-        let rateHeaders = try await enforceQuotas(ns: ns, rel: rel, request: request)
-        var req = request
-        req.path = rel
-        if rateHeaders.isEmpty { return try await handleResolved(req, ns: ns) }
-        var response = try await handleResolved(req, ns: ns)
-        response.headers.merge(rateHeaders) { a, _ in a }
-        return response
+        let kind = requestClass(ns: ns, rel: rel, operation: request.operation)
+        do {
+            let rateHeaders = try await enforceQuotas(ns: ns, rel: rel, request: request)
+            var req = request
+            req.path = rel
+            var response = try await handleResolved(req, ns: ns)
+            if !rateHeaders.isEmpty { response.headers.merge(rateHeaders) { a, _ in a } }
+            usage.record(namespace: ns.path, class: kind, outcome: .ok, bytesIn: request.bytesIn)
+            return response
+        } catch let e as CofferError {
+            usage.record(namespace: ns.path, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
+            throw e
+        } catch {
+            usage.record(namespace: ns.path, class: kind, outcome: .error, bytesIn: request.bytesIn)
+            throw error
+        }
+    }
+
+    /// The billing class of a request (nil: help, not counted).
+    func requestClass(ns: NamespaceCore, rel: String, operation: LogicalOperation) -> RequestClass? {
+        if operation == .help { return nil }
+        if rel.hasPrefix("auth/") && (rel.contains("/login") || rel.hasSuffix("/login")) { return .login }
+        if operation == .update || operation == .create || operation == .read,
+           let mount = ns.router.withLock({ $0.route(rel) }) {
+            let inside = rel.dropFirst(mount.routePath.count)
+            switch mount.entry.type {
+            case "transit" where operation != .read:
+                if ["encrypt/", "decrypt/", "rewrap/", "sign/", "verify/", "hmac/", "datakey/"].contains(where: { inside.hasPrefix($0) }) { return .crypto }
+            case "database", "aws", "pki", "ssh", "consul", "rabbitmq", "nomad":
+                if ["creds/", "static-creds/", "issue/", "sign/", "sts/"].contains(where: { inside.hasPrefix($0) }) { return .credential }
+            default: break
+            }
+        }
+        switch operation {
+        case .read: return .read
+        case .list: return .list
+        case .delete: return .delete
+        case .create, .update, .patch: return .write
+        case .help: return nil
+        }
     }
 
     func handleResolved(_ req: CoreRequest, ns: NamespaceCore) async throws -> LogicalResponse {
@@ -446,6 +484,10 @@ extension Core {
             let managed = ns.rateLimitQuotas.values.filter(\.managed).sorted { $0.name < $1.name }
             t["quotas"] = .array(managed.map { .object($0.json) })
         }
+        // This month so far, the tenant's whole subtree.
+        if let month = try? await usageReport(callerPath: name + "/", query: UsageQuery()).data?["totals"] {
+            t["usage_this_month"] = month
+        }
         return .object(t)
     }
 
@@ -471,15 +513,15 @@ extension Core {
     // MARK: idle eviction
 
     func beginUse(_ path: String) {
-        usage.withLock { u in
-            u[path, default: Usage()].inFlight += 1
+        activity.withLock { u in
+            u[path, default: Activity()].inFlight += 1
             u[path]!.lastUsed = .now
         }
     }
 
     func endUse(_ path: String) {
-        usage.withLock { u in
-            u[path, default: Usage()].inFlight -= 1
+        activity.withLock { u in
+            u[path, default: Activity()].inFlight -= 1
             u[path]!.lastUsed = .now
         }
     }
@@ -497,7 +539,7 @@ extension Core {
             var evicted = 0
             let paths = loaded.withLock { Array($0.keys) }.sorted { $0.count > $1.count }
             for path in paths {
-                let busy = usage.withLock { u -> Bool in
+                let busy = activity.withLock { u -> Bool in
                     guard let use = u[path] else { return false }
                     return use.inFlight > 0 || now - use.lastUsed < idle
                 }
@@ -505,7 +547,7 @@ extension Core {
                 let hasLoadedChild = loaded.withLock { l in l.keys.contains { $0 != path && $0.hasPrefix(path) } }
                 if hasLoadedChild { continue }
                 loaded.withLock { _ = $0.removeValue(forKey: path) }
-                usage.withLock { _ = $0.removeValue(forKey: path) }
+                activity.withLock { _ = $0.removeValue(forKey: path) }
                 evicted += 1
             }
             return evicted

@@ -210,11 +210,11 @@ public final class Core: Sendable {
     /// Child namespaces currently loaded, by path.
     let loaded = Mutex<[String: NamespaceCore]>([:])
     /// When each loaded namespace last served a request, and how many it serves now.
-    struct Usage {
+    struct Activity {
         var lastUsed = ContinuousClock.now
         var inFlight = 0
     }
-    let usage = Mutex<[String: Usage]>([:])
+    let activity = Mutex<[String: Activity]>([:])
     /// Serializes changes to existing namespace records (update, delete, lock, rotate) and
     /// eviction. Loading and creating do not take it: loads of different namespaces run in
     /// parallel (one in-flight load per path, `loading`), and creations claim their name in
@@ -230,13 +230,16 @@ public final class Core: Sendable {
     /// Rate-limit quotas: where buckets live, and `sys/quotas/config`.
     let rateLimiter = Mutex<(any RateLimiter)?>(nil)
     let quotaConfigCache = Mutex(QuotaConfig())
+    /// Per-namespace usage, flushed into hourly buckets by `flushUsage()`.
+    public let usage = UsageMeter()
+    let usageFlushLock = AsyncMutex()
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
         loaded.withLock { $0 = [:] }
-        usage.withLock { $0 = [:] }
+        activity.withLock { $0 = [:] }
         rootKeyHolder.withLock { $0 = nil }
         progress.withLock { $0 = Progress() }
         if let c = physical as? CachingStorage { c.invalidateAll() }

@@ -12,6 +12,10 @@ public struct CoreRequest: Sendable {
     public var data: [String: JSONValue]
     public var clientToken: String?
     public var remoteAddress: String?
+    /// Request body size, for usage metering.
+    public var bytesIn = 0
+    /// Filled by the node for the caller (which namespace served the request).
+    public var trace: RequestTrace?
 
     public init(id: String = RandomID.uuid(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil) {
         self.id = id
@@ -21,6 +25,14 @@ public struct CoreRequest: Sendable {
         self.clientToken = clientToken
         self.remoteAddress = remoteAddress
     }
+}
+
+/// What the node learned while serving a request, for the HTTP tier (metering, logs).
+public final class RequestTrace: Sendable {
+    let namespace = Mutex<String?>(nil)
+    public init() {}
+    /// The namespace path that served the request ("" = root), once resolved.
+    public var namespacePath: String? { namespace.withLock { $0 } }
 }
 
 /// Node-level operations a namespace's `sys/` backend reaches through: seal, its keyring,
@@ -40,6 +52,8 @@ public struct NodeHooks: Sendable {
     /// `sys/quotas/config` (root namespace).
     public var quotaConfig: @Sendable () -> QuotaConfig = { QuotaConfig() }
     public var setQuotaConfig: @Sendable (QuotaConfig) async throws -> Void = { _ in }
+    /// `sys/usage` for this namespace and its descendants.
+    public var usageReport: @Sendable (_ query: UsageQuery) async throws -> LogicalResponse = { _ in LogicalResponse() }
     /// API lock of this namespace or a descendant: returns the unlock key.
     public var lock: @Sendable (_ relativePath: String) async throws -> String
     public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void

@@ -11,7 +11,7 @@ public struct RateBucket: Sendable, Hashable {
     public var interval: Double
     public var blockInterval: Double
 
-    public init(key: String, rate: Int, interval: Double, blockInterval: Double) {
+    public init(key: String, rate: Int, interval: Double, blockInterval: Double = 0) {
         self.key = key
         self.rate = rate
         self.interval = interval

@@ -1,4 +1,5 @@
 import CofferSDK
+import Foundation
 
 /// `sys/quotas/config` and `sys/quotas/rate-limit[/:name]`, Vault's shapes.
 extension SystemBackend {
@@ -14,11 +15,30 @@ extension SystemBackend {
                 Field("rate_limit_exempt_paths", .commaStringSlice), Field("enable_rate_limit_response_headers", .bool),
                 Field("enable_rate_limit_audit_logging", .bool),
             ], operations: [.read: readQuotaConfig, .update: writeQuotaConfig], summary: "Rate-limit quota settings (root namespace)."),
+            Route("usage", fields: [
+                Field("namespace", .string), Field("start", .string), Field("end", .string),
+                Field("granularity", .string, default: "day"), Field("format", .string, default: "json"),
+                Field("include_descendants", .bool, default: true),
+            ], operations: [.read: readUsage], summary: "Usage of this namespace (and its descendants) for billing: hourly buckets by hour, day or month, JSON or CSV."),
             Route("quotas/rate-limit/?", operations: [.list: listQuotas], summary: "List rate-limit quotas of this namespace."),
             Route("quotas/rate-limit/:name", fields: Self.quotaFields, operations: [
                 .read: readQuota, .update: writeQuota, .delete: deleteQuota,
             ], summary: "Create, read, update or delete a rate-limit quota."),
         ]
+    }
+
+    func readUsage(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        var q = UsageQuery()
+        q.namespace = req.fields.string("namespace")
+        for (field, assign) in [("start", { (d: Date) in q.start = d }), ("end", { (d: Date) in q.end = d })] as [(String, (Date) -> Void)] {
+            guard let text = req.fields.optionalString(field), !text.isEmpty else { continue }
+            guard let d = RFC3339.parse(text) else { throw CofferError.invalid("\(field) must be an RFC 3339 time, got \"\(text.prefix(64))\"") }
+            assign(d)
+        }
+        q.granularity = req.fields.string("granularity").lowercased()
+        q.format = req.fields.string("format").lowercased()
+        q.includeDescendants = req.fields.bool("include_descendants")
+        return try await ns.hooks.usageReport(q)
     }
 
     func requireRootNamespace() throws {

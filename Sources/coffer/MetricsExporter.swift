@@ -10,9 +10,11 @@ struct MetricsExporter: Sendable {
     let unsealed: Metrics.Gauge
     let tokens: Metrics.Gauge
     let buildInfo: Metrics.Gauge
+    let topNamespaces: Int
 
-    init(registry: PrometheusCollectorRegistry, core: Core, version: String) {
+    init(registry: PrometheusCollectorRegistry, core: Core, version: String, topNamespaces: Int) {
         self.registry = registry
+        self.topNamespaces = topNamespaces
         self.core = core
         unsealed = Metrics.Gauge(label: "coffer_core_unsealed")
         tokens = Metrics.Gauge(label: "coffer_token_count")
@@ -27,6 +29,6 @@ struct MetricsExporter: Sendable {
         }
         var buffer: [UInt8] = []
         registry.emit(into: &buffer)
-        return String(decoding: buffer, as: UTF8.self)
+        return String(decoding: buffer, as: UTF8.self) + core.usage.prometheusText(top: topNamespaces)
     }
 }

@@ -96,7 +96,7 @@ struct ServerCommand: AsyncParsableCommand {
             defaultLeaseTTL: file.defaultLeaseTTL, maxLeaseTTL: file.maxLeaseTTL,
             clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
         let core = Core(physical: CachingStorage(MetricsStorage(physical, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
-        let exporter = MetricsExporter(registry: registry, core: core, version: Coffer.version)
+        let exporter = MetricsExporter(registry: registry, core: core, version: Coffer.version, topNamespaces: file.usageMetricsTopNamespaces)
         let bucketStore: any RateBucketStore
         if let redis = file.quotaStore {
             bucketStore = try RedisBucketStore(configuration: redis)
@@ -136,7 +136,8 @@ struct ServerCommand: AsyncParsableCommand {
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
         }
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [app, evictor], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger)
+        let group = ServiceGroup(configuration: .init(services: [app, evictor, flusher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await bucketStore.shutdown()
         if let s = physical as? SQLiteStorage { await s.close() }

@@ -18,13 +18,17 @@ struct ServerConfigFile {
     /// `quota_store "redis" { ... }`: where rate-limit buckets live (nil: in process).
     var quotaStore: RedisQuotaConfiguration?
     var quotaFailureMode = QuotaFailureMode.open
+    /// How often usage counters are flushed into storage.
+    var usageFlushInterval = 60
+    /// Namespaces with their own Prometheus series (the rest are summed as "other").
+    var usageMetricsTopNamespaces = 20
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
         "storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl", "api_addr", "cluster_addr", "cluster_name",
         "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
         "seal", "ha_storage", "raw_storage_endpoint", "namespace_idle_timeout", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
-        "quota_store",
+        "quota_store", "usage_flush_interval", "usage_metrics_top_namespaces",
     ]
 
     static func load(path: String) throws -> ServerConfigFile {
@@ -87,6 +91,16 @@ struct ServerConfigFile {
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
         cfg.logFormat = body.attribute("log_format")?.stringValue
+        if let v = try duration(body.attribute("usage_flush_interval"), "usage_flush_interval") {
+            guard (1...3600).contains(v) else { throw CofferError.invalid("config: usage_flush_interval must be between 1s and 1h") }
+            cfg.usageFlushInterval = v
+        }
+        if let v = body.attribute("usage_metrics_top_namespaces") {
+            guard let n = v.intValue, (0...1000).contains(n) else {
+                throw CofferError.invalid("config: usage_metrics_top_namespaces must be an integer 0...1000")
+            }
+            cfg.usageMetricsTopNamespaces = Int(n)
+        }
         if let v = try duration(body.attribute("namespace_idle_timeout"), "namespace_idle_timeout") {
             guard v >= 1 else { throw CofferError.invalid("config: namespace_idle_timeout must be at least 1s") }
             cfg.namespaceIdleTimeout = v

@@ -189,13 +189,10 @@ def config_server(tmp: Path, config: str, name: str = "coffer-quota") -> ServerP
     return ServerProcess(name, argv, port, tmp).start()
 
 
-@pytest.fixture(scope="module")
-def redis_addr():
-    """The run's Redis (Ops/test starts one: COFFER_TEST_REDIS_ADDR), else a private one."""
-    addr = os.environ.get("COFFER_TEST_REDIS_ADDR")
-    if addr:
-        yield addr, None
-        return
+@pytest.fixture
+def private_redis():
+    """A Redis of this test's own (started by Ops/redis), so it can be killed and restarted
+    on the same port; the run's shared one (COFFER_TEST_REDIS_ADDR) stays up."""
     d = _base_tmp()
     out = subprocess.run([str(REPO_ROOT / "Ops/redis"), "start", str(d)], capture_output=True, text=True, check=True)
     addr = out.stdout.strip().split("=", 1)[1]
@@ -229,49 +226,87 @@ def test_x_forwarded_for_only_from_trusted_proxies():
         untrusted.dispose()
 
 
-def test_redis_buckets_are_shared_by_nodes_and_outages_follow_failure_mode(redis_addr):
-    addr, _ = redis_addr
+def test_redis_buckets_are_shared_by_nodes_and_outages_follow_failure_mode(private_redis):
+    addr, redis_dir = private_redis
     tmp = _base_tmp()
     stanza = lambda mode: (f'quota_store "redis" {{\n  address = "{addr}"\n  timeout = "1s"\n'
                            f'  failure_mode = "{mode}"\n}}\n')
     a = config_server(tmp, stanza("open"), "coffer-a")
     b = config_server(tmp, stanza("closed"), "coffer-b")
     try:
-        q = name()
         for srv in (a, b):  # the same quota on both nodes: the same bucket in Redis
-            r = call(srv, "POST", f"sys/quotas/rate-limit/{q}", body={"rate": 6, "interval": "60s", "group_by": "none"})
+            assert call(srv, "POST", "sys/quotas/config", body={"enable_rate_limit_response_headers": True}).status_code == 204
+            r = call(srv, "POST", "sys/quotas/rate-limit/shared", body={"rate": 10, "interval": "1s", "group_by": "none"})
             assert r.status_code == 204, r.text
-        before = redis_cli(addr, "--scan", "--pattern", "coffer:rl:*").stdout
-        codes = [call(srv, "GET", "sys/mounts").status_code for srv in (a, b) * 5]
-        assert codes.count(200) == 6 and codes.count(429) == 4, codes
-        keys = set(redis_cli(addr, "--scan", "--pattern", "coffer:rl:*").stdout.split()) - set(before.split())
-        assert keys, "the bucket lives in Redis"
+        time.sleep(1.2)  # the bucket is full again after the set-up requests
+        # A burst of 40 split across both nodes: 10 pass (plus what refills during the burst).
+        from concurrent.futures import ThreadPoolExecutor
+        t0 = time.monotonic()
+        with ThreadPoolExecutor(8) as pool:
+            responses = list(pool.map(lambda i: call((a, b)[i % 2], "GET", "sys/mounts"), range(40)))
+        burst = time.monotonic() - t0
+        ok = [r for r in responses if r.status_code == 200]
+        refused = [r for r in responses if r.status_code == 429]
+        assert len(ok) + len(refused) == 40
+        assert 10 <= len(ok) <= 10 + int(burst * 10) + 1, (len(ok), burst)
+        assert {r.request.url.split("/v1")[0] for r in ok} == {a.url, b.url}  # both nodes admitted some
+        for r in refused:
+            assert r.json()["errors"] == ['request path "sys/mounts": rate limit quota exceeded']
+            assert 1 <= int(r.headers["Retry-After"]) <= 1
+            assert r.headers["X-RateLimit-Limit"] == "10" and r.headers["X-RateLimit-Remaining"] == "0"
+        assert redis_cli(addr, "EXISTS", "coffer:rl:root/q/shared/*").stdout.strip() == "1"
 
-        # Redis goes away: node a lets requests through, node b refuses them with a clear 503.
-        pid = redis_cli(addr, "INFO", "server").stdout.split("process_id:")[1].split()[0]
-        subprocess.run(["kill", "-STOP", pid], check=True)  # frozen: connections hang, not refused
-        try:
+        def outage_checks(kind):
             t0 = time.monotonic()
             ra = call(a, "GET", "sys/mounts")
             rb = call(b, "GET", "sys/mounts")
-            assert time.monotonic() - t0 < 10, "an outage must not hang requests"
-            assert ra.status_code == 200, ra.text
-            assert rb.status_code == 503 and "quota store unavailable" in " ".join(rb.json()["errors"]), rb.text
+            assert time.monotonic() - t0 < 10, f"{kind}: an outage must not hang requests"
+            assert ra.status_code == 200, (kind, ra.text)
+            assert rb.status_code == 503 and "quota store unavailable" in " ".join(rb.json()["errors"]), (kind, rb.text)
             assert addr not in rb.text
-            # Exempt paths never reach the store.
-            assert call(b, "GET", "sys/health").status_code == 200
+            assert call(b, "GET", "sys/health").status_code == 200  # exempt paths never reach the store
+
+        def enforced_again():
+            deadline = time.monotonic() + 15
+            while True:
+                codes = [call(b, "GET", "sys/mounts").status_code for _ in range(12)]
+                if 503 not in codes or time.monotonic() > deadline:
+                    break
+                time.sleep(0.5)
+            assert 429 in codes and 503 not in codes, codes
+
+        # Redis frozen (connections hang), then thawed.
+        pid = redis_cli(addr, "INFO", "server").stdout.split("process_id:")[1].split()[0]
+        subprocess.run(["kill", "-STOP", pid], check=True)
+        try:
+            outage_checks("frozen")
         finally:
             subprocess.run(["kill", "-CONT", pid], check=True)
-        # Redis is back: limits hold again (the shared bucket is still empty).
-        deadline = time.monotonic() + 15
-        while True:
-            rb = call(b, "GET", "sys/mounts")
-            if rb.status_code != 503 or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert rb.status_code == 429, rb.text
-        assert call(a, "GET", "sys/mounts").status_code == 429
+        enforced_again()
+        # Redis killed (connections refused), then started again on the same port.
+        subprocess.run(["kill", "-9", pid], check=True)
+        time.sleep(0.3)
+        outage_checks("killed")
+        port = addr.rsplit(":", 1)[1]
+        subprocess.run([str(REPO_ROOT / "Ops/redis"), "stop", str(redis_dir)], capture_output=True)
+        subprocess.run([str(REPO_ROOT / "Ops/redis"), "start", str(redis_dir), port], capture_output=True, check=True)
+        enforced_again()
         assert "rate limit quota store unavailable" in a.log_text()
+        for srv in (a, b):
+            assert srv.running, "a Redis outage never crashes a node"
     finally:
         a.dispose()
         b.dispose()
+
+
+def test_exempt_paths_are_never_limited(dev_server, root_client):
+    q, ns = name(), name()
+    root_client.sys.create_namespace(path=ns)
+    call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": ["sys/policies/"]})
+    root_client.sys.create_or_update_quota(name=q, rate=1, path=f"{ns}/", interval="60s")
+    try:
+        assert admitted(dev_server, 4, "sys/policies/acl", ns=ns) == [200] * 4
+        assert admitted(dev_server, 2, "sys/mounts", ns=ns) == [200, 429]
+    finally:
+        call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": []})
+        root_client.sys.delete_quota(name=q)

@@ -28,10 +28,8 @@ public final class BucketStoreLimiter: RateLimiter {
     }
 
     public func take(_ bucket: RateBucket) async throws -> RateVerdict {
-        let spec = BucketSpec(key: bucket.key, rate: bucket.rate, interval: bucket.interval, blockInterval: bucket.blockInterval)
         do {
-            let d = try await store.take(spec, cost: 1)
-            return RateVerdict(allowed: d.allowed, limit: d.limit, remaining: d.remaining, resetSeconds: d.resetSeconds, retryAfterSeconds: d.retryAfterSeconds)
+            return try await store.take(bucket, cost: 1)
         } catch {
             failures.increment()
             let now = ContinuousClock.now

@@ -1,51 +1,17 @@
 import CofferSDK
 import Synchronization
+import TenantCore
 
-/// One rate-limit bucket: which key, how many tokens per interval, and the optional block.
-///
-/// The bucket holds at most `rate` tokens, starts full and refills continuously at
-/// `rate / interval` tokens per second. A take that finds too few tokens is refused; when
-/// `blockInterval` is above zero that refusal also blocks the key, and every take is refused
-/// until `blockInterval` seconds have passed (Vault's `block_interval`).
-public struct BucketSpec: Sendable, Hashable {
-    /// The bucket's identity (the store adds its own prefix where it needs one).
-    public var key: String
-    /// Tokens per interval, and the bucket's capacity; above zero.
-    public var rate: Int
-    /// Seconds in which an empty bucket refills completely; above zero.
-    public var interval: Double
-    /// Seconds a refused key stays blocked; 0 means no block.
-    public var blockInterval: Double
+/// One rate-limit bucket (TenantCore's `RateBucket`): the bucket holds at most `rate`
+/// tokens, starts full and refills continuously at `rate / interval` tokens per second. A
+/// take that finds too few tokens is refused; when `blockInterval` is above zero that
+/// refusal also blocks the key until `blockInterval` seconds have passed (Vault's
+/// `block_interval`).
+public typealias BucketSpec = RateBucket
 
-    public init(key: String, rate: Int, interval: Double, blockInterval: Double = 0) {
-        self.key = key
-        self.rate = rate
-        self.interval = interval
-        self.blockInterval = blockInterval
-    }
-}
-
-/// The answer to one take, with what the `X-RateLimit-*` and `Retry-After` headers need.
-public struct BucketDecision: Sendable, Equatable {
-    /// Whether the request may proceed (its tokens were taken).
-    public var allowed: Bool
-    /// The bucket's capacity (`rate`).
-    public var limit: Int
-    /// Whole tokens left after this take; 0 while the key is blocked.
-    public var remaining: Int
-    /// Seconds until the bucket is full again (and, when blocked, no sooner than the block ends).
-    public var resetSeconds: Double
-    /// 0 when allowed; otherwise seconds until enough tokens are back, or until the block ends.
-    public var retryAfterSeconds: Double
-
-    public init(allowed: Bool, limit: Int, remaining: Int, resetSeconds: Double, retryAfterSeconds: Double) {
-        self.allowed = allowed
-        self.limit = limit
-        self.remaining = remaining
-        self.resetSeconds = resetSeconds
-        self.retryAfterSeconds = retryAfterSeconds
-    }
-}
+/// The answer to one take (TenantCore's `RateVerdict`): what the `X-RateLimit-*` and
+/// `Retry-After` headers need; `remaining` is 0 while the key is blocked.
+public typealias BucketDecision = RateVerdict
 
 /// Where token buckets live: Redis (shared by every gateway node) or this process.
 ///

@@ -3,6 +3,7 @@ import CofferSDK
 import NIOCore
 import NIOPosix
 import Synchronization
+import TenantCore
 
 /// How the gateway reaches the Redis that holds the shared token buckets.
 ///

@@ -1,0 +1,175 @@
+import CofferSDK
+import Foundation
+import Synchronization
+
+/// `GET sys/usage`: which namespace (relative to the caller's), which period, how rows are
+/// bucketed, and the format.
+public struct UsageQuery: Sendable {
+    public var namespace = ""
+    public var start: Date?
+    public var end: Date?
+    public var granularity = "day"
+    public var format = "json"
+    public var includeDescendants = true
+
+    public init() {}
+}
+
+extension Core {
+    /// Storage key of one namespace-hour: `sys/usage/n/<path>.h/<YYYYMMDDHH>`. Namespace names
+    /// never start with a dot, so `.h/` never collides with a child's folder, and a subtree's
+    /// buckets sit under one prefix (they outlive the namespace, for billing).
+    static func usagePrefix(_ path: String) -> String { "sys/usage/n/" + path + ".h/" }
+
+    /// Physical key prefix of a namespace's rows ("" for the root, whose children live under `ns/`).
+    func physicalPrefix(of path: String) async throws -> String? {
+        if path.isEmpty { return "" }
+        guard let ns = try await namespace(path: path) else { return nil }
+        return "ns/\(ns.id)/"
+    }
+
+    /// The gauges of a namespace now: stored objects (rows of its engines), stored bytes
+    /// (all its rows, ciphertext), live tokens.
+    func measureGauges(_ path: String) async throws -> UsageCounters {
+        var g = UsageCounters()
+        guard let stats = physical as? any StorageStatistics, let prefix = try await physicalPrefix(of: path) else { return g }
+        g.storedObjects = try await stats.statistics(prefix: prefix + "logical/").count
+        if prefix.isEmpty {
+            let all = try await stats.statistics(prefix: "")
+            let children = try await stats.statistics(prefix: "ns/")
+            g.storedBytes = all.bytes - children.bytes
+        } else {
+            g.storedBytes = try await stats.statistics(prefix: prefix).bytes
+        }
+        g.tokens = try await stats.statistics(prefix: prefix + "sys/token/id/").count
+        return g
+    }
+
+    /// Moves the in-memory usage into the hourly buckets in storage (read, add, write),
+    /// measuring each active namespace's gauges into its latest hour. What fails to be
+    /// written goes back to memory for the next flush.
+    public func flushUsage() async throws {
+        guard !isSealed else { return }
+        try await usageFlushLock.withLock {
+            let pending = usage.drain()
+            if pending.isEmpty { return }
+            var left = pending
+            defer { if !left.isEmpty { usage.restore(left) } }
+            let work = Array(pending)
+            var next = 0
+            try await withThrowingTaskGroup(of: String.self) { group in
+                func launch() {
+                    guard next < work.count else { return }
+                    let (path, hours) = work[next]
+                    next += 1
+                    group.addTask { try await self.flushUsage(path: path, hours: hours); return path }
+                }
+                for _ in 0..<16 { launch() }
+                while let done = try await group.next() {
+                    left[done] = nil
+                    launch()
+                }
+            }
+        }
+    }
+
+    func flushUsage(path: String, hours: [String: UsageCounters]) async throws {
+        let latest = hours.keys.max()
+        let gauges = try await measureGauges(path)
+        for (hour, counters) in hours {
+            let key = Self.usagePrefix(path) + hour
+            var stored = try await barrier.getCodable(UsageCounters.self, key) ?? UsageCounters()
+            stored.add(counters)
+            if hour == latest { stored.add(gauges) }
+            try await barrier.putCodable(key, stored)
+        }
+    }
+
+    /// Every namespace path at or below `path` that has usage, stored or pending.
+    func usagePaths(under path: String) async throws -> [String] {
+        var out: Set<String> = [path]
+        var queue = [path]
+        while let p = queue.popLast() {
+            for entry in try await barrier.list(prefix: "sys/usage/n/" + p) where entry.hasSuffix("/") && entry != ".h/" {
+                out.insert(p + entry)
+                queue.append(p + entry)
+            }
+        }
+        for p in usage.state.withLock({ Array($0.pending.keys) }) where p.hasPrefix(path) { out.insert(p) }
+        return out.sorted()
+    }
+
+    /// The usage of one namespace (and, by default, its descendants) over a period, in hour,
+    /// day or month rows, as JSON or CSV.
+    func usageReport(callerPath: String, query: UsageQuery) async throws -> LogicalResponse {
+        guard let rel = NamespacePath.normalize(query.namespace) else {
+            throw CofferError.invalid("invalid namespace \"\(query.namespace.prefix(128))\"")
+        }
+        let target = callerPath + rel
+        guard ["hour", "day", "month"].contains(query.granularity) else {
+            throw CofferError.invalid("granularity must be hour, day or month")
+        }
+        guard ["json", "csv"].contains(query.format) else { throw CofferError.invalid("format must be json or csv") }
+        let now = Date()
+        var utc = Calendar(identifier: .gregorian)
+        utc.timeZone = TimeZone(identifier: "UTC")!
+        let monthStart = utc.date(from: utc.dateComponents([.year, .month], from: now))!
+        let start = query.start ?? monthStart
+        let end = query.end ?? now.addingTimeInterval(3600)
+        guard start < end else { throw CofferError.invalid("start must be before end") }
+        let paths = query.includeDescendants ? try await usagePaths(under: target) : [target]
+        let exists = try await namespace(path: target) != nil
+        let hasStored = try await !barrier.list(prefix: Self.usagePrefix(target)).isEmpty
+        guard exists || hasStored || paths.count > 1 else {
+            throw CofferError(.notFound, "namespace not found: \(target.prefix(128))")
+        }
+        func period(_ date: Date) -> Date {
+            switch query.granularity {
+            case "month": return utc.date(from: utc.dateComponents([.year, .month], from: date))!
+            case "day": return utc.date(from: utc.dateComponents([.year, .month, .day], from: date))!
+            default: return date
+            }
+        }
+        let firstHour = UsageMeter.hourKey(start.addingTimeInterval(-3599)), lastHour = UsageMeter.hourKey(end)
+        var rows: [(String, Date, UsageCounters)] = []
+        var total = UsageCounters()
+        for path in paths {
+            var hours: [String: UsageCounters] = [:]
+            for key in try await barrier.list(prefix: Self.usagePrefix(path)) where key >= firstHour && key <= lastHour {
+                if let c = try await barrier.getCodable(UsageCounters.self, Self.usagePrefix(path) + key) { hours[key] = c }
+            }
+            for (hour, c) in usage.pending(namespace: path) where hour >= firstHour && hour <= lastHour {
+                hours[hour, default: UsageCounters()].add(c)
+            }
+            var buckets: [Date: UsageCounters] = [:]
+            for hour in hours.keys.sorted() {
+                guard let d = UsageMeter.date(hourKey: hour), d.addingTimeInterval(3600) > start, d < end else { continue }
+                buckets[period(d), default: UsageCounters()].add(hours[hour]!)
+            }
+            for (d, c) in buckets.sorted(by: { $0.key < $1.key }) {
+                rows.append((path, d, c))
+                var counted = c
+                counted.storedObjects = nil
+                counted.storedBytes = nil
+                counted.tokens = nil
+                counted.leases = nil
+                total.add(counted)
+            }
+        }
+        if query.format == "csv" {
+            var text = UsageCounters.csvHeader + "\n"
+            for (path, d, c) in rows { text += c.csvRow(namespace: path.isEmpty ? "root" : path, period: d) + "\n" }
+            var r = LogicalResponse()
+            r.rawText = (contentType: "text/csv; charset=utf-8", body: text)
+            return r
+        }
+        var totalJSON = total.json(namespace: target, period: start)
+        for k in ["stored_objects", "stored_bytes", "tokens", "leases", "period_start"] { totalJSON[k] = nil }
+        return LogicalResponse(data: [
+            "namespace": .string(target), "start": .string(RFC3339.format(start)), "end": .string(RFC3339.format(end)),
+            "granularity": .string(query.granularity),
+            "rows": .array(rows.map { .object($0.2.json(namespace: $0.0.isEmpty ? "root" : $0.0, period: $0.1)) }),
+            "totals": .object(totalJSON),
+        ])
+    }
+}

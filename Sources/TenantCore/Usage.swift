@@ -1,0 +1,230 @@
+import CofferSDK
+import Foundation
+import SQLiteNIO
+import Synchronization
+
+/// What a request counts as, for billing.
+public enum RequestClass: String, CaseIterable, Sendable, Codable {
+    case read, write, list, delete, login, crypto, credential
+}
+
+/// One namespace's usage in one hour (or an aggregate of hours): counters add up; the
+/// gauges (stored objects and bytes, tokens, leases) keep the latest value measured.
+public struct UsageCounters: Codable, Sendable, Equatable {
+    public var requests: [String: Int] = [:]
+    public var throttled = 0
+    public var errors = 0
+    public var bytesIn = 0
+    public var bytesOut = 0
+    public var storedObjects: Int?
+    public var storedBytes: Int?
+    public var tokens: Int?
+    public var leases: Int?
+
+    public init() {}
+
+    public var requestsTotal: Int { requests.values.reduce(0, +) }
+
+    /// Adds `other`'s counters; its gauges win when present (it is the later measurement).
+    public mutating func add(_ other: UsageCounters) {
+        for (k, v) in other.requests { requests[k, default: 0] += v }
+        throttled += other.throttled
+        errors += other.errors
+        bytesIn += other.bytesIn
+        bytesOut += other.bytesOut
+        storedObjects = other.storedObjects ?? storedObjects
+        storedBytes = other.storedBytes ?? storedBytes
+        tokens = other.tokens ?? tokens
+        leases = other.leases ?? leases
+    }
+}
+
+/// Per-namespace usage, counted in memory on the request path (one lock, no I/O) and
+/// flushed by `Core.flushUsage()` into hourly buckets in storage (behind the barrier, so
+/// replicated like everything else). A crash loses at most one flush interval.
+public final class UsageMeter: Sendable {
+    public enum Outcome: Sendable { case ok, error, throttled }
+
+    struct State {
+        /// Not yet flushed: namespace path -> hour ("2026112905") -> counters.
+        var pending: [String: [String: UsageCounters]] = [:]
+        /// Requests since start, per namespace and class (Prometheus, top N).
+        var totals: [String: [RequestClass: Int]] = [:]
+    }
+
+    let state = Mutex(State())
+
+    public init() {}
+
+    static func hourKey(_ date: Date) -> String {
+        var c = Calendar(identifier: .gregorian)
+        c.timeZone = TimeZone(identifier: "UTC")!
+        let d = c.dateComponents([.year, .month, .day, .hour], from: date)
+        return String(format: "%04d%02d%02d%02d", d.year!, d.month!, d.day!, d.hour!)
+    }
+
+    static func date(hourKey k: String) -> Date? {
+        guard k.utf8.count == 10, let y = Int(k.prefix(4)), let m = Int(k.dropFirst(4).prefix(2)),
+              let d = Int(k.dropFirst(6).prefix(2)), let h = Int(k.dropFirst(8)) else { return nil }
+        var c = Calendar(identifier: .gregorian)
+        c.timeZone = TimeZone(identifier: "UTC")!
+        return c.date(from: DateComponents(year: y, month: m, day: d, hour: h))
+    }
+
+    /// Counts one request of namespace `path` ("" = root).
+    public func record(namespace path: String, class kind: RequestClass?, outcome: Outcome, bytesIn: Int, now: Date = Date()) {
+        let hour = Self.hourKey(now)
+        state.withLock { s in
+            s.pending[path, default: [:]][hour, default: UsageCounters()].apply(kind, outcome, bytesIn)
+            if let kind { s.totals[path, default: [:]][kind, default: 0] += 1 }
+        }
+    }
+
+    public func addBytesOut(namespace path: String, _ n: Int, now: Date = Date()) {
+        guard n > 0 else { return }
+        let hour = Self.hourKey(now)
+        state.withLock { s in s.pending[path, default: [:]][hour, default: UsageCounters()].bytesOut += n }
+    }
+
+    /// Takes everything not yet flushed.
+    func drain() -> [String: [String: UsageCounters]] {
+        state.withLock { s in
+            let p = s.pending
+            s.pending = [:]
+            return p
+        }
+    }
+
+    /// Puts back what a failed flush took.
+    func restore(_ pending: [String: [String: UsageCounters]]) {
+        state.withLock { s in
+            for (path, hours) in pending {
+                for (hour, counters) in hours { s.pending[path, default: [:]][hour, default: UsageCounters()].add(counters) }
+            }
+        }
+    }
+
+    /// Not yet flushed, for one namespace (queries add it to what storage holds).
+    func pending(namespace path: String) -> [String: UsageCounters] {
+        state.withLock { $0.pending[path] ?? [:] }
+    }
+
+    /// Forgets a deleted namespace's in-memory totals (its stored buckets stay for billing).
+    public func forget(namespace path: String) {
+        state.withLock { s in s.totals = s.totals.filter { !$0.key.hasPrefix(path) } }
+    }
+
+    /// Prometheus text: requests per namespace and class for the `top` namespaces by
+    /// traffic, everything else summed under `namespace="other"` — bounded cardinality
+    /// however many tenants there are.
+    public func prometheusText(top: Int) -> String {
+        let totals = state.withLock { $0.totals }
+        var ranked: [(path: String, total: Int)] = []
+        for (path, byClass) in totals { ranked.append((path, byClass.values.reduce(0, +))) }
+        ranked.sort { a, b in a.total != b.total ? a.total > b.total : a.path < b.path }
+        var rows: [(String, [RequestClass: Int])] = []
+        var other: [RequestClass: Int] = [:]
+        for (i, (path, _)) in ranked.enumerated() {
+            if i < top { rows.append((path.isEmpty ? "root" : path, totals[path]!)) } else {
+                for (k, v) in totals[path]! { other[k, default: 0] += v }
+            }
+        }
+        if !other.isEmpty { rows.append(("other", other)) }
+        var out = "# HELP coffer_namespace_requests_total Requests per namespace (top namespaces by traffic, the rest as \"other\") and class.\n"
+        out += "# TYPE coffer_namespace_requests_total counter\n"
+        for (ns, byClass) in rows {
+            for kind in RequestClass.allCases {
+                guard let n = byClass[kind] else { continue }
+                out += "coffer_namespace_requests_total{namespace=\"\(Self.escape(ns))\",class=\"\(kind.rawValue)\"} \(n)\n"
+            }
+        }
+        return out
+    }
+
+    static func escape(_ s: String) -> String {
+        s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"").replacingOccurrences(of: "\n", with: "\\n")
+    }
+}
+
+extension UsageCounters {
+    mutating func apply(_ kind: RequestClass?, _ outcome: UsageMeter.Outcome, _ bytes: Int) {
+        if let kind { requests[kind.rawValue, default: 0] += 1 }
+        switch outcome {
+        case .ok: break
+        case .error: errors += 1
+        case .throttled: throttled += 1
+        }
+        bytesIn += bytes
+    }
+
+    func json(namespace: String, period: Date) -> [String: JSONValue] {
+        var r: [String: JSONValue] = [
+            "namespace": .string(namespace), "period_start": .string(RFC3339.format(period)),
+            "requests": .object(Dictionary(uniqueKeysWithValues: RequestClass.allCases.map { ($0.rawValue, .int(Int64(requests[$0.rawValue] ?? 0))) })),
+            "requests_total": .int(Int64(requestsTotal)), "throttled": .int(Int64(throttled)), "errors": .int(Int64(errors)),
+            "bytes_in": .int(Int64(bytesIn)), "bytes_out": .int(Int64(bytesOut)),
+        ]
+        r["stored_objects"] = storedObjects.map { .int(Int64($0)) } ?? .null
+        r["stored_bytes"] = storedBytes.map { .int(Int64($0)) } ?? .null
+        r["tokens"] = tokens.map { .int(Int64($0)) } ?? .null
+        r["leases"] = leases.map { .int(Int64($0)) } ?? .null
+        return r
+    }
+
+    static let csvHeader = "namespace,period_start," + RequestClass.allCases.map { "requests_\($0.rawValue)" }.joined(separator: ",")
+        + ",requests_total,throttled,errors,bytes_in,bytes_out,stored_objects,stored_bytes,tokens,leases"
+
+    func csvRow(namespace: String, period: Date) -> String {
+        func opt(_ v: Int?) -> String { v.map(String.init) ?? "" }
+        let ns = namespace.contains(",") || namespace.contains("\"") ? "\"" + namespace.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : namespace
+        return ([ns, RFC3339.format(period)] + RequestClass.allCases.map { String(requests[$0.rawValue] ?? 0) }
+            + [String(requestsTotal), String(throttled), String(errors), String(bytesIn), String(bytesOut),
+               opt(storedObjects), opt(storedBytes), opt(tokens), opt(leases)]).joined(separator: ",")
+    }
+}
+
+/// Storage that can size a key range (for the stored-bytes gauges).
+public protocol StorageStatistics: Sendable {
+    /// Number of keys and total value bytes under `prefix`.
+    func statistics(prefix: String) async throws -> (count: Int, bytes: Int)
+}
+
+extension MemoryStorage: StorageStatistics {
+    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
+        state.withLock { s in
+            var count = 0, bytes = 0
+            for (k, v) in s.values where k.hasPrefix(prefix) {
+                count += 1
+                bytes += v.count
+            }
+            return (count, bytes)
+        }
+    }
+}
+
+extension CachingStorage: StorageStatistics {
+    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
+        return try await inner.statistics(prefix: prefix)
+    }
+}
+
+extension MetricsStorage: StorageStatistics {
+    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
+        return try await inner.statistics(prefix: prefix)
+    }
+}
+
+extension SQLiteStorage: StorageStatistics {
+    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
+        try await wrap {
+            let rows = try await reader.query(
+                "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(value)), 0) AS b FROM kv WHERE key >= ? AND key < ?",
+                [.text(prefix), .text(prefix + "\u{10FFFF}")])
+            let n = rows.first?.column("n")?.integer ?? 0
+            let b = rows.first?.column("b")?.integer ?? 0
+            return (n, b)
+        }
+    }
+}

@@ -9,7 +9,13 @@ die() { log "error: $*"; exit 1; }
 
 # A per-run scratch directory; everything made through run_tmpdir lives under it and
 # is removed when the script exits (set COFFER_KEEP_RUN_DIR=1 to keep it for debugging).
-RUN_DIR=${RUN_DIR:-$(mktemp -d "${TMPDIR:-/tmp}/coffer-run.XXXXXX")}
+# A script started by another Ops script shares its RUN_DIR and leaves it in place.
+if [[ -z ${RUN_DIR:-} ]]; then
+  RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/coffer-run.XXXXXX")
+  _RUN_DIR_OWNED=1
+else
+  _RUN_DIR_OWNED=0
+fi
 export RUN_DIR
 
 _EXIT_HOOKS=()
@@ -17,7 +23,9 @@ on_exit() { _EXIT_HOOKS+=("$*"); }
 _lib_cleanup() {
   local rc=$? i
   for ((i = ${#_EXIT_HOOKS[@]} - 1; i >= 0; i--)); do eval "${_EXIT_HOOKS[i]}" || true; done
-  if [[ ${COFFER_KEEP_RUN_DIR:-0} == 1 ]]; then
+  if ((_RUN_DIR_OWNED == 0)); then
+    :
+  elif [[ ${COFFER_KEEP_RUN_DIR:-0} == 1 ]]; then
     log "kept run dir $RUN_DIR"
   else
     rm -rf -- "$RUN_DIR"

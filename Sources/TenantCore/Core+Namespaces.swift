@@ -61,6 +61,7 @@ extension Core {
             guard let self else { throw CofferError(.sealed, "Vault is sealed") }
             return try await self.usageReport(callerPath: path, query: query)
         }
+        hooks.audit = audit
         hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
         hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }
         return hooks
@@ -537,19 +538,30 @@ extension Core {
         (try? await namespaceLoadLock.withLock {
             let now = ContinuousClock.now
             var evicted = 0
+            // Deepest first; a namespace stays while a descendant stays (one pass, no n² scan).
             let paths = loaded.withLock { Array($0.keys) }.sorted { $0.count > $1.count }
+            let activityNow = activity.withLock { $0 }
+            var keptBelow: Set<Substring> = []
+            var gone: [String] = []
             for path in paths {
-                let busy = activity.withLock { u -> Bool in
-                    guard let use = u[path] else { return false }
-                    return use.inFlight > 0 || now - use.lastUsed < idle
+                let use = activityNow[path]
+                let busy = use.map { $0.inFlight > 0 || now - $0.lastUsed < idle } ?? false
+                if busy || keptBelow.contains(Substring(path)) {
+                    // Mark every ancestor as having a loaded descendant.
+                    var end = path.index(before: path.endIndex)
+                    while let slash = path[..<end].lastIndex(of: "/") {
+                        keptBelow.insert(path[...slash])
+                        end = slash
+                    }
+                    continue
                 }
-                if busy { continue }
-                let hasLoadedChild = loaded.withLock { l in l.keys.contains { $0 != path && $0.hasPrefix(path) } }
-                if hasLoadedChild { continue }
-                loaded.withLock { _ = $0.removeValue(forKey: path) }
-                activity.withLock { _ = $0.removeValue(forKey: path) }
-                evicted += 1
+                gone.append(path)
             }
+            loaded.withLock { l in for path in gone { l[path] = nil } }
+            activity.withLock { a in
+                for path in gone where (a[path]?.inFlight ?? 0) == 0 { a[path] = nil }
+            }
+            evicted = gone.count
             return evicted
         }) ?? 0
     }

@@ -35,9 +35,12 @@ extension Core {
         guard let stats = physical as? any StorageStatistics, let prefix = try await physicalPrefix(of: path) else { return g }
         g.storedObjects = try await stats.statistics(prefix: prefix + "logical/").count
         if prefix.isEmpty {
-            let all = try await stats.statistics(prefix: "")
-            let children = try await stats.statistics(prefix: "ns/")
-            g.storedBytes = all.bytes - children.bytes
+            // The root's own rows: every top-level range but the children's `ns/`.
+            var bytes = 0
+            for top in try await physical.list(prefix: "") where top != "ns/" {
+                bytes += try await stats.statistics(prefix: top).bytes
+            }
+            g.storedBytes = bytes
         } else {
             g.storedBytes = try await stats.statistics(prefix: prefix).bytes
         }
@@ -75,7 +78,12 @@ extension Core {
 
     func flushUsage(path: String, hours: [String: UsageCounters]) async throws {
         let latest = hours.keys.max()
-        let gauges = try await measureGauges(path)
+        // Gauges: measured once per namespace and hour (range scans are not free at 100k tenants).
+        let measure = latest.map { hour in usageGauged.withLock { g -> Bool in
+            if g.hour != hour { g = (hour, []) }
+            return g.paths.insert(path).inserted
+        } } ?? false
+        let gauges = measure ? try await measureGauges(path) : UsageCounters()
         for (hour, counters) in hours {
             let key = Self.usagePrefix(path) + hour
             var stored = try await barrier.getCodable(UsageCounters.self, key) ?? UsageCounters()

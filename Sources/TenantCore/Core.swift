@@ -29,6 +29,8 @@ public struct SealStatus: Sendable {
 public final class Core: Sendable {
     public let physical: any Storage
     public let barrier: Barrier
+    /// Audit devices (`sys/audit`), stored behind the root barrier.
+    public let audit: AuditBroker
     public let configuration: CoreConfiguration
     public let storageType: String
     let catalog: EngineCatalog
@@ -52,6 +54,7 @@ public final class Core: Sendable {
         self.physical = physical
         self.storageType = storageType
         self.barrier = Barrier(physical: physical)
+        self.audit = AuditBroker(storage: barrier, logger: logger)
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
@@ -194,6 +197,13 @@ public final class Core: Sendable {
             throw error
         }
         rootKeyHolder.withLock { $0 = rootKey }
+        do {
+            for (path, reason) in try await audit.load() {
+                logger.error("audit device failed to open; it retries on each entry", metadata: ["audit.path": "\(path)", "error": "\(reason)"])
+            }
+        } catch {
+            logger.error("audit devices could not be loaded", metadata: ["error": "\(error)"])
+        }
         logger.info("core unsealed", metadata: ["term": "\(keyring.activeTerm)"])
     }
 
@@ -233,9 +243,12 @@ public final class Core: Sendable {
     /// Per-namespace usage, flushed into hourly buckets by `flushUsage()`.
     public let usage = UsageMeter()
     let usageFlushLock = AsyncMutex()
+    /// Namespaces whose gauges were measured in the current hour.
+    let usageGauged = Mutex<(hour: String, paths: Set<String>)>(("", []))
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
+        await audit.close()
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
         loaded.withLock { $0 = [:] }

@@ -54,6 +54,8 @@ public struct NodeHooks: Sendable {
     public var setQuotaConfig: @Sendable (QuotaConfig) async throws -> Void = { _ in }
     /// `sys/usage` for this namespace and its descendants.
     public var usageReport: @Sendable (_ query: UsageQuery) async throws -> LogicalResponse = { _ in LogicalResponse() }
+    /// The node's audit broker (devices are enabled in the root namespace, entries come from all).
+    public var audit: AuditBroker?
     /// API lock of this namespace or a descendant: returns the unlock key.
     public var lock: @Sendable (_ relativePath: String) async throws -> String
     public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void
@@ -415,9 +417,17 @@ public final class NamespaceCore: Sendable {
         var logical = LogicalRequest(id: request.id, operation: request.operation, path: rel, mountPoint: mount.routePath, data: request.data, remoteAddress: request.remoteAddress)
 
         let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
+        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        var auditInfo = audit.map { _ in
+            AuditRequestInfo(
+                id: request.id, operation: request.operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
+                mountType: mount.entry.type, mountPoint: mount.routePath, mountAccessor: mount.entry.accessor,
+                clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
+        }
         var revokeAfter: String?
         if !unauthenticated {
             guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
                 throw CofferError.denied()
             }
             logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
@@ -429,9 +439,19 @@ public final class NamespaceCore: Sendable {
                     logical.operation = .update
                 }
             }
+            if audit != nil, let token = logical.token {
+                auditInfo?.operation = logical.operation
+                auditInfo?.clientTokenAccessor = e.accessor
+                auditInfo?.auth = AuditAuth(token: token, clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+            }
             let acl = try await owner.policies.acl(for: e.policies)
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
-            try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
+            do {
+                try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
+            } catch {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
+                throw error
+            }
             if e.numUses > 0 {
                 let (_, last) = try await owner.tokens.useToken(e)
                 if last { revokeAfter = e.idHash }
@@ -439,11 +459,17 @@ public final class NamespaceCore: Sendable {
         } else if logical.operation == .update {
             if let exists = try await mount.backend.exists(logical) { logical.operation = exists ? .update : .create }
         }
+        // The request entry reaches an audit device before the operation runs, or it does not run.
+        if let audit, let info = auditInfo { try await audit.logRequest(info) }
         let result: LogicalResponse?
         do {
             result = try await mount.backend.handle(logical)
         } catch {
             if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
+            if let audit, var info = auditInfo {
+                info.error = Self.auditMessage(error)
+                try await audit.logResponse(AuditResponseInfo(request: info, error: Self.auditMessage(error)))
+            }
             throw error
         }
         if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
@@ -455,7 +481,21 @@ public final class NamespaceCore: Sendable {
         response.mountType = mount.entry.type
         response.mountPoint = self.path + mount.routePath
         response.namespacePath = self.path
+        if let audit, let info = auditInfo { try await audit.logResponse(AuditResponseInfo(request: info, response: response)) }
         return response
+    }
+
+    /// Refused before running (no token, denied): both entries carry the error, as in Vault.
+    /// An audit failure here changes nothing: the request is refused either way.
+    static func auditRefusal(_ audit: AuditBroker, _ request: AuditRequestInfo, _ error: any Error) async {
+        var info = request
+        info.error = auditMessage(error)
+        try? await audit.logRequest(info)
+        try? await audit.logResponse(AuditResponseInfo(request: info, error: auditMessage(error)))
+    }
+
+    static func auditMessage(_ error: any Error) -> String {
+        (error as? CofferError)?.message ?? "internal error"
     }
 
     /// Checks that a token may perform `operation` on `path` (for endpoints the gateway

@@ -8,7 +8,7 @@ struct SystemBackend: LogicalBackend {
     unowned(unsafe) let ns: NamespaceCore
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
-    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
+    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
 
     static let mountFields: [Field] = [
         Field("path", .string), Field("type", .string), Field("description", .string), Field("config", .map),
@@ -79,7 +79,7 @@ struct SystemBackend: LogicalBackend {
             Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
             Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
             Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
-        ] + quotaRoutes
+        ] + quotaRoutes + auditRoutes
     }
 
     // MARK: tenants

@@ -19,7 +19,7 @@ struct Coffer: AsyncParsableCommand {
             ServerCommand.self, StatusCommand.self, OperatorCommand.self, LoginCommand.self,
             ReadCommand.self, WriteCommand.self, ListCommand.self, DeleteCommand.self, PatchCommand.self,
             KVCommand.self, PolicyCommand.self, TokenCommand.self, SecretsCommand.self, AuthCommand.self,
-            PathHelpCommand.self,
+            PathHelpCommand.self, AuditCommand.self, NamespaceCommand.self, TenantCommand.self,
         ])
 
     /// Vault's single-dash long flags are rewritten to `--` first; usage errors exit 2 (Vault's

@@ -137,7 +137,7 @@ struct ServerCommand: AsyncParsableCommand {
         }
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
         let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [app, evictor, flusher], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        let group = ServiceGroup(configuration: .init(services: [app, evictor, flusher, AuditService(core: core, logger: logger)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await bucketStore.shutdown()
         if let s = physical as? SQLiteStorage { await s.close() }

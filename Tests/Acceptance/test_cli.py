@@ -12,6 +12,7 @@ import os
 import stat
 import subprocess
 import time
+import uuid
 
 import pytest
 import requests
@@ -657,3 +658,41 @@ def test_operator_init_unseal_seal_rotate_over_tls(tls_server, home):
     p = ok(run(["operator", "unseal"], env=env, input=key + "\n"))
     assert run(["status"], env=env).returncode == 0
     assert requests.get(srv.url + "/v1/sys/seal-status", verify=ca).json()["sealed"] is False
+
+
+def test_namespace_and_tenant_commands(cli, dev_server):
+    ns = "cli" + uuid.uuid4().hex[:10]
+    r = cli("namespace", "create", "-custom-metadata=plan=gold", ns)
+    assert r.returncode == 0, r.stderr
+    r = cli("namespace", "create", "child", COFFER_NAMESPACE=ns)
+    assert r.returncode == 0, r.stderr
+    assert f"{ns}/" in cli("namespace", "list").stdout
+    assert "child/" in cli("namespace", "list", COFFER_NAMESPACE=ns).stdout
+    looked = json.loads(cli("namespace", "lookup", "-format=json", ns).stdout)
+    assert looked["data"]["custom_metadata"] == {"plan": "gold"} and looked["data"]["path"] == f"{ns}/"
+    r = cli("namespace", "patch", "-custom-metadata=owner=ops", "-remove-custom-metadata=plan", ns)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(cli("namespace", "lookup", "-format=json", ns).stdout)["data"]["custom_metadata"] == {"owner": "ops"}
+    # Lock prints a key; everything below answers 503 until unlocked with it.
+    key = cli("namespace", "lock", "-field=unlock_key", ns).stdout.strip()
+    assert key and cli("namespace", "list", COFFER_NAMESPACE=ns).returncode == 1
+    assert cli("namespace", "unlock", "-unlock-key=" + key, ns).returncode == 0
+    assert cli("namespace", "list", COFFER_NAMESPACE=ns).returncode == 0
+    # Delete is refused while a child exists, then works.
+    r = cli("namespace", "delete", ns)
+    assert r.returncode == 1 and "child" in r.stderr
+    assert cli("namespace", "delete", "child", COFFER_NAMESPACE=ns).returncode == 0
+    assert cli("namespace", "delete", ns).returncode == 0
+    assert cli("namespace", "lookup", ns).returncode == 2
+
+    t = "t" + uuid.uuid4().hex[:10]
+    r = cli("tenant", "create", "-custom-metadata=plan=free", "-format=json", t)
+    assert r.returncode == 0, r.stderr
+    admin = json.loads(r.stdout)["auth"]["client_token"]
+    assert t in cli("tenant", "list").stdout
+    shown = json.loads(cli("tenant", "show", "-format=json", t).stdout)["data"]
+    assert shown["custom_metadata"] == {"plan": "free"} and shown["namespace_path"] == f"{t}/"
+    assert cli("tenant", "create", t).returncode == 1  # 409: exists
+    assert cli("token", "lookup", token=admin, COFFER_NAMESPACE=t).returncode == 0
+    assert cli("tenant", "delete", t).returncode == 0
+    assert cli("tenant", "show", t).returncode == 2

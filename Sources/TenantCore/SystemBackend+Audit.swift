@@ -1,0 +1,56 @@
+import CofferSDK
+
+/// `sys/audit`, `sys/audit/:path`, `sys/audit-hash/:path` (root namespace, sudo), Vault's shapes,
+/// plus `sys/audit-chain/:path` (Coffer): the device's hash-chain head, for `coffer audit verify --head`.
+extension SystemBackend {
+    var auditRoutes: [Route] {
+        [
+            Route("audit/?", operations: [.read: listAudit, .list: listAudit], summary: "List enabled audit devices."),
+            Route("audit/*path", fields: [
+                Field("path", .string), Field("type", .string), Field("description", .string),
+                Field("options", .keyValuePairs), Field("local", .bool),
+            ], operations: [.update: enableAudit, .delete: disableAudit], summary: "Enable or disable an audit device."),
+            Route("audit-hash/*path", fields: [Field("path", .string), Field("input", .string, required: true)], operations: [
+                .update: hashAudit,
+            ], summary: "HMAC of an input with an audit device's salt, to find it in that device's log."),
+            Route("audit-chain/*path", fields: [Field("path", .string)], operations: [.read: auditChainHead],
+                  summary: "The hash-chain head (seq:hash) of an audit device."),
+        ]
+    }
+
+    func auditBroker() throws -> AuditBroker {
+        guard ns.path.isEmpty, let broker = ns.hooks.audit else {
+            throw CofferError.invalid("audit devices are only managed in the root namespace")
+        }
+        return broker
+    }
+
+    func listAudit(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        LogicalResponse(data: try auditBroker().list())
+    }
+
+    func enableAudit(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let broker = try auditBroker()
+        let type = req.fields.string("type")
+        guard !type.isEmpty else { throw CofferError.invalid("type is required") }
+        try await broker.enable(
+            path: req.fields.string("path"), type: type, description: req.fields.string("description"),
+            options: req.fields.stringMap("options"), local: req.fields.bool("local"))
+        return nil
+    }
+
+    func disableAudit(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        try await auditBroker().disable(path: req.fields.string("path"))
+        return nil
+    }
+
+    func hashAudit(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        let hash = try auditBroker().hash(path: req.fields.string("path"), input: req.fields.string("input"))
+        return LogicalResponse(data: ["hash": .string(hash)])
+    }
+
+    func auditChainHead(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        guard let head = try auditBroker().chainHead(path: req.fields.string("path")) else { return nil }
+        return LogicalResponse(data: ["head": .string(head.description), "seq": .int(Int64(head.seq)), "hash": .string(head.hash)])
+    }
+}

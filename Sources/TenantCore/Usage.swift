@@ -56,12 +56,24 @@ public final class UsageMeter: Sendable {
 
     public init() {}
 
+    /// "YYYYMMDDHH" in UTC. On the request path: the last hour's key is kept, so a request
+    /// pays one integer division, not a calendar computation.
     static func hourKey(_ date: Date) -> String {
-        var c = Calendar(identifier: .gregorian)
-        c.timeZone = TimeZone(identifier: "UTC")!
-        let d = c.dateComponents([.year, .month, .day, .hour], from: date)
-        return String(format: "%04d%02d%02d%02d", d.year!, d.month!, d.day!, d.hour!)
+        let hour = Int64((date.timeIntervalSince1970 / 3600).rounded(.down))
+        if let cached = lastHourKey.withLock({ $0.hour == hour ? $0.key : nil }) { return cached }
+        var secs = time_t(hour * 3600)
+        var t = tm()
+        gmtime_r(&secs, &t)
+        func pad(_ v: Int32, _ w: Int) -> String {
+            let s = String(v)
+            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
+        }
+        let key = pad(t.tm_year + 1900, 4) + pad(t.tm_mon + 1, 2) + pad(t.tm_mday, 2) + pad(t.tm_hour, 2)
+        lastHourKey.withLock { $0 = (hour, key) }
+        return key
     }
+
+    static let lastHourKey = Mutex<(hour: Int64, key: String)>((-1, ""))
 
     static func date(hourKey k: String) -> Date? {
         guard k.utf8.count == 10, let y = Int(k.prefix(4)), let m = Int(k.dropFirst(4).prefix(2)),

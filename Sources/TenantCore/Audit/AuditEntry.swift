@@ -4,6 +4,7 @@ import Glibc
 import Darwin
 #endif
 import CofferSDK
+import Synchronization
 @preconcurrency import Crypto
 
 extension CofferError.Code {
@@ -222,15 +223,31 @@ public struct AuditFormat: Sendable, Hashable {
 /// A device's HMAC key: 32 random bytes made at enable and kept behind the barrier.
 public struct AuditSalt: Sendable {
     let key: SymmetricKey
+    /// Recent short values (tokens, accessors, paths repeat on every request) → their HMAC.
+    /// Bounded; holds only HMACs and values the process has in memory anyway.
+    let memo = AuditHMACMemo()
 
     public init(_ bytes: [UInt8]) { key = SymmetricKey(data: bytes) }
 
     /// `hmac-sha256:<hex>` of `value`: what entries carry instead of the value, and what
     /// `sys/audit-hash` answers.
     public func hmac(_ value: String) -> String {
+        let memoize = value.utf8.count <= 128
+        if memoize, let hit = memo.table.withLock({ $0[value] }) { return hit }
         let mac = HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: key)
-        return "hmac-sha256:" + Hex.encode(Array(mac))
+        let result = "hmac-sha256:" + Hex.encode(Array(mac))
+        if memoize {
+            memo.table.withLock { t in
+                if t.count >= 4_096 { t.removeAll(keepingCapacity: true) }
+                t[value] = result
+            }
+        }
+        return result
     }
+}
+
+final class AuditHMACMemo: Sendable {
+    let table = Mutex<[String: String]>([:])
 }
 
 /// Builds Vault-shaped audit entries (`time`, `type`, `auth`, `request`, `response`,

@@ -243,6 +243,14 @@ extension Core {
             return response
         } catch let e as CofferError {
             usage.record(namespace: ns.path, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
+            if e.code == .rateLimited, quotaConfig.enableAuditLogging, audit.hasDevices {
+                // `enable_rate_limit_audit_logging`: refused requests reach the audit devices too.
+                var info = AuditRequestInfo(
+                    id: request.id, operation: request.operation, path: rel, namespace: AuditNamespace(id: ns.id, path: ns.path),
+                    clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
+                info.error = e.message
+                try? await audit.logRequest(info)
+            }
             throw e
         } catch {
             usage.record(namespace: ns.path, class: kind, outcome: .error, bytesIn: request.bytesIn)

@@ -250,3 +250,25 @@ def test_filter_sends_one_tenant_only(dev_server, root_client):
         call(dev_server, "DELETE", "sys/audit/tenant-a")
     es = [e for e in entries(log) if e["type"] in ("request", "response")]
     assert len(es) == 4 and {e["request"]["namespace"]["path"] for e in es} == {f"{a}/"}
+
+
+def test_rate_limit_audit_logging(dev_server, root_client):
+    """`enable_rate_limit_audit_logging`: throttled requests appear in the audit log."""
+    tmp = _base_tmp()
+    log = tmp / "rl.log"
+    ns = unique("rl").replace("-", "")[:12]
+    root_client.sys.create_namespace(path=ns)
+    assert call(dev_server, "PUT", "sys/audit/rl", body={"type": "file", "options": {"file_path": str(log)}}).status_code == 204
+    try:
+        root_client.sys.create_or_update_quota(name="rl-test", rate=1, path=f"{ns}/", interval="1h")
+        for flag in (False, True):
+            call(dev_server, "POST", "sys/quotas/config", body={"enable_rate_limit_audit_logging": flag})
+            codes = [call(dev_server, "GET", "sys/mounts", ns=ns).status_code for _ in range(2)]
+            assert codes[-1] == 429
+        refused = [e for e in entries(log) if "rate limit quota exceeded" in (e.get("error") or "")]
+        assert len(refused) == 2, refused  # only the two requests refused while the flag was on
+        assert all(e["request"]["namespace"]["path"] == f"{ns}/" for e in refused)
+    finally:
+        call(dev_server, "POST", "sys/quotas/config", body={"enable_rate_limit_audit_logging": False})
+        root_client.sys.delete_quota(name="rl-test")
+        call(dev_server, "DELETE", "sys/audit/rl")

@@ -83,7 +83,7 @@ public enum SecureRandom {
 public enum RandomID {
     static let seed: (prefix: [UInt8], key: UInt64) = {
         var g = SystemRandomNumberGenerator()
-        return ((0..<8).map { _ in UInt8.random(in: 0...255, using: &g) }, g.next())
+        return (SecureRandom.bytes(8), g.next())
     }()
     static let counter = Atomic<UInt64>(0)
 

@@ -170,7 +170,7 @@ public final class NamespaceCore: Sendable {
             group.addTask { try await root.put("core/token-salt", Random.bytes(32)) }
             group.addTask { try await root.putCodable(Self.builtinTable, builtins) }
             // The stock default policy needs no parse check.
-            group.addTask { try await root.putJSON("sys/policy/default", ["name": "default", "policy": .string(Policy.defaultPolicyText)]) }
+            group.addTask { try await root.putJSON("sys/policy/default", PolicyStore.record(name: "default", text: Policy.defaultPolicyText)) }
             try await group.waitForAll()
         }
     }

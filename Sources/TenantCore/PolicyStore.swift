@@ -28,6 +28,11 @@ public final class PolicyStore: Sendable {
         return p
     }
 
+    /// A policy as stored: its name and its text.
+    static func record(name: String, text: String) -> JSONValue {
+        ["name": .string(name), "policy": .string(text)]
+    }
+
     public func write(name: String, text: String) async throws {
         let name = Self.normalize(name)
         guard name != "root" else { throw CofferError.invalid("cannot update \"root\" policy") }
@@ -35,7 +40,7 @@ public final class PolicyStore: Sendable {
             throw CofferError.invalid("invalid policy name")
         }
         let p = try Policy.parse(name: name, text: text)
-        try await view.putJSON(name, ["name": .string(name), "policy": .string(text)])
+        try await view.putJSON(name, Self.record(name: name, text: text))
         parsed.withLock { $0[name] = p }
         acls.withLock { $0.removeAll() }
     }

@@ -27,7 +27,6 @@ public final class SQLiteStorage: Storage {
     var reader: SQLiteConnection {
         readers[(nextReader.add(1, ordering: .relaxed).newValue & Int.max) % readers.count]
     }
-    let feedLimit: Int
     let path: String
 
     public static func open(path: String, feedLimit: Int = 100_000, readerCount: Int = 2, logger: Logger = Logger(label: "coffer.storage.sqlite")) async throws -> SQLiteStorage {
@@ -37,23 +36,22 @@ public final class SQLiteStorage: Storage {
             let readerPool = Self.readerPool
             // Schema, through a short-lived connection; then the writer thread takes over.
             let schema = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-            let writer = schema
             for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000"] {
-                try await writer.query(pragma, [])
+                try await schema.query(pragma, [])
             }
-            try await writer.query("""
+            try await schema.query("""
                 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID
                 """, [])
-            try await writer.query("""
+            try await schema.query("""
                 CREATE TABLE IF NOT EXISTS changelog (rev INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, deleted INTEGER NOT NULL)
                 """, [])
-            try await writer.query("""
+            try await schema.query("""
                 CREATE TRIGGER IF NOT EXISTS kv_ins AFTER INSERT ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END
                 """, [])
-            try await writer.query("""
+            try await schema.query("""
                 CREATE TRIGGER IF NOT EXISTS kv_upd AFTER UPDATE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END
                 """, [])
-            try await writer.query("""
+            try await schema.query("""
                 CREATE TRIGGER IF NOT EXISTS kv_del AFTER DELETE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (old.key, 1); END
                 """, [])
             var readers: [SQLiteConnection] = []
@@ -64,7 +62,7 @@ public final class SQLiteStorage: Storage {
                 readers.append(reader)
             }
             try await schema.close()
-            return SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, feedLimit: feedLimit, path: path)
+            return SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, path: path)
         } catch let e as CofferError {
             throw e
         } catch {
@@ -72,10 +70,9 @@ public final class SQLiteStorage: Storage {
         }
     }
 
-    init(writer: SQLiteWriter, readers: [SQLiteConnection], feedLimit: Int, path: String) {
+    init(writer: SQLiteWriter, readers: [SQLiteConnection], path: String) {
         self.writer = writer
         self.readers = readers
-        self.feedLimit = feedLimit
         self.path = path
     }
 

@@ -64,11 +64,7 @@ public final class UsageMeter: Sendable {
         var secs = time_t(hour * 3600)
         var t = tm()
         gmtime_r(&secs, &t)
-        func pad(_ v: Int32, _ w: Int) -> String {
-            let s = String(v)
-            return s.count >= w ? s : String(repeating: "0", count: w - s.count) + s
-        }
-        let key = pad(t.tm_year + 1900, 4) + pad(t.tm_mon + 1, 2) + pad(t.tm_mday, 2) + pad(t.tm_hour, 2)
+        let key = String(format: "%04d%02d%02d%02d", t.tm_year + 1900, t.tm_mon + 1, t.tm_mday, t.tm_hour)
         lastHourKey.withLock { $0 = (hour, key) }
         return key
     }

@@ -62,6 +62,16 @@ def _base_tmp() -> Path:
     return Path(tempfile.mkdtemp(prefix="coffer-acceptance-"))
 
 
+def api_call(srv, method, path, token="root", ns=None, body=None, headers=None):
+    """One raw API request: `X-Vault-Token` (unless token is None), optional
+    `X-Vault-Namespace`, a JSON body; returns the requests.Response."""
+    h = {"X-Vault-Token": token} if token else {}
+    if ns:
+        h["X-Vault-Namespace"] = ns
+    h.update(headers or {})
+    return requests.request(method, f"{srv.url}/v1/{path}", json=body, headers=h, timeout=30)
+
+
 def coffer_bin() -> str:
     path = os.environ.get("COFFER_BIN")
     if not path:

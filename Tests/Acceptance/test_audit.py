@@ -17,16 +17,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import PEER_BAO, _base_tmp, coffer_bin, unique
+from conftest import PEER_BAO, api_call as call, _base_tmp, coffer_bin, unique
 
 pytestmark = pytest.mark.skipif(PEER_BAO, reason="hash chains and filters are Coffer's")
-
-
-def call(srv, method, path, token="root", ns=None, body=None):
-    h = {"X-Vault-Token": token}
-    if ns:
-        h["X-Vault-Namespace"] = ns
-    return requests.request(method, f"{srv.url}/v1/{path}", json=body, headers=h, timeout=30)
 
 
 def entries(path: Path):

@@ -14,21 +14,13 @@ from pathlib import Path
 import pytest
 import requests
 
-from conftest import PEER_BAO, REPO_ROOT, ServerProcess, _base_tmp, coffer_bin, free_port, unique
+from conftest import PEER_BAO, api_call as call, REPO_ROOT, ServerProcess, _base_tmp, coffer_bin, free_port, unique
 
 pytestmark = pytest.mark.skipif(PEER_BAO, reason="quotas are an Enterprise feature in Vault; not in OpenBao's dev server")
 
 
 def name() -> str:
     return unique("q").replace("-", "")[:16]
-
-
-def call(srv, method, path, token="root", ns=None, body=None, headers=None):
-    h = {"X-Vault-Token": token} if token else {}
-    if ns:
-        h["X-Vault-Namespace"] = ns
-    h.update(headers or {})
-    return requests.request(method, f"{srv.url}/v1/{path}", json=body, headers=h, timeout=30)
 
 
 def admitted(srv, n, path, **kw):

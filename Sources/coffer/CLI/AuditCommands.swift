@@ -39,11 +39,7 @@ struct AuditEnable: AsyncParsableCommand {
     @Argument(help: "Device options as key=value.") var options: [String] = []
 
     func run() async throws {
-        var opts: [String: JSONValue] = [:]
-        for pair in options {
-            guard let eq = pair.firstIndex(of: "=") else { throw ValidationError("options must be key=value, got \"\(pair)\"") }
-            opts[String(pair[..<eq])] = .string(String(pair[pair.index(after: eq)...]))
-        }
+        let opts = try stringPairs(options, what: "options")
         let at = (path ?? type).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         try await API.with(client) { api in
             _ = try await api.call(.PUT, "sys/audit/\(at)", body: ["type": .string(type), "description": .string(description), "options": .object(opts)], doing: "enabling audit device")

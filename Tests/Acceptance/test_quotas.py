@@ -312,8 +312,10 @@ def test_high_rate_quota_is_held_within_one_percent(dev_server, root_client):
     root_client.sys.create_namespace(path=ns)
     root_client.sys.create_or_update_quota(name=q, rate=1000, path=f"{ns}/", interval="1h")
     from concurrent.futures import ThreadPoolExecutor
+    t0 = time.monotonic()
     with ThreadPoolExecutor(8) as pool:
         codes = list(pool.map(lambda _: call(dev_server, "GET", "sys/mounts", ns=ns).status_code, range(1050)))
+    refill = int((time.monotonic() - t0) * 1000 / 3600) + 1  # the bucket refills 1000 per hour meanwhile
     assert set(codes) == {200, 429}
-    assert 960 <= codes.count(200) <= 1000, codes.count(200)
+    assert 960 <= codes.count(200) <= 1000 + refill, (codes.count(200), refill)
     root_client.sys.delete_quota(name=q)

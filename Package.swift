@@ -29,6 +29,8 @@ let package = Package(
     ],
     targets: [
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CMariaDB", pkgConfig: "libmariadb", providers: [.apt(["libmariadb-dev"])]),
         .target(
             name: "CofferSDK",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -49,7 +51,11 @@ let package = Package(
         ),
         .target(
             name: "Engines",
-            dependencies: ["CofferSDK", .product(name: "Crypto", package: "swift-crypto")],
+            dependencies: [
+                "CofferSDK", "CLibPQ", "CMariaDB",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: settings
         ),
         .target(
@@ -100,7 +106,11 @@ let package = Package(
             dependencies: ["TenantCore", "Engines", "CofferSDK", .product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
-        .testTarget(name: "EnginesTests", dependencies: ["Engines", "TenantCore", "CofferSDK"], swiftSettings: settings),
+        .testTarget(
+            name: "EnginesTests",
+            dependencies: ["Engines", "TenantCore", "CofferSDK", "CLibPQ", "CMariaDB"],
+            swiftSettings: settings
+        ),
         .testTarget(
             name: "GatewayTests",
             dependencies: [

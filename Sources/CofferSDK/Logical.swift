@@ -123,6 +123,8 @@ public struct AuthInfo: Sendable {
 public struct LogicalResponse: Sendable {
     public var data: [String: JSONValue]?
     public var secret: SecretLease?
+    /// The id the core registered for `secret` (dynamic secrets), or nil.
+    public var leaseID: String?
     public var auth: AuthInfo?
     public var warnings: [String]
     public var wrapInfo: JSONValue?
@@ -205,12 +207,16 @@ public protocol LogicalBackend: Sendable {
     var unauthenticatedPaths: [String] { get }
     /// Called once after mounting (and after unseal) before the first request.
     func setup() async throws
+    /// Called when the mount goes away from this process (unmount, seal, namespace
+    /// eviction or deletion): stop timers, close connection pools. Must not throw or hang.
+    func teardown() async
 }
 
 extension LogicalBackend {
     public var rootPaths: [String] { [] }
     public var unauthenticatedPaths: [String] { [] }
     public func setup() async throws {}
+    public func teardown() async {}
     public var backendHelp: String { "" }
 }
 

@@ -260,7 +260,7 @@ public struct VaultResponder: HTTPResponder {
         key("request_id", first: true)
         JSONValue.writeString(requestID, into: &out)
         key("lease_id")
-        out.append(contentsOf: [34, 34])
+        JSONValue.writeString(r.leaseID ?? "", into: &out)
         key("renewable")
         out.append(contentsOf: (r.secret?.renewable ?? false ? "true" : "false").utf8)
         key("lease_duration")

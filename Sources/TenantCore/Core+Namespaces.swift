@@ -62,6 +62,8 @@ extension Core {
             return try await self.usageReport(callerPath: path, query: query)
         }
         hooks.audit = audit
+        hooks.leases = leases
+        hooks.reserveLeaseQuotas = { [weak self] ns, rel in try await self?.reserveLeaseQuotas(ns: ns, rel: rel) ?? [] }
         hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
         hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }
         return hooks
@@ -375,6 +377,12 @@ extension Core {
     /// namespace leaves behind is undecryptable at once; the rows are removed after.
     func deleteNamespace(parentPath: String, relative: String) async throws {
         let (pp, name) = try split(parentPath, relative)
+        // Its leases are revoked first (the credentials must not outlive the keyring); a
+        // failure stops the delete, as an unmount does.
+        let victim = try await namespace(path: pp + name + "/")
+        if let victim, try await victim.childNames().isEmpty {
+            _ = try await leases.revokeAll(victim, prefix: "")
+        }
         let record: NamespaceRecord? = try await namespaceLoadLock.withLock {
             guard let parent = try await namespace(path: pp), let record = try await parent.child(name) else {
                 return nil
@@ -390,6 +398,7 @@ extension Core {
             return record
         }
         if let record {
+            await victim?.teardownBackends()
             try await PrefixedStorage(physical, prefix: "ns/\(record.id)/").deleteAll()
         }
     }
@@ -565,7 +574,8 @@ extension Core {
                 }
                 gone.append(path)
             }
-            loaded.withLock { l in for path in gone { l[path] = nil } }
+            let dropped = loaded.withLock { l in gone.compactMap { l.removeValue(forKey: $0) } }
+            for ns in dropped { await ns.teardownBackends() }
             activity.withLock { a in
                 for path in gone where (a[path]?.inFlight ?? 0) == 0 { a[path] = nil }
             }

@@ -31,6 +31,8 @@ public final class Core: Sendable {
     public let barrier: Barrier
     /// Audit devices (`sys/audit`), stored behind the root barrier.
     public let audit: AuditBroker
+    /// Leases of every namespace: storage, expiry, revocation (`Leases.swift`).
+    public let leases: LeaseManager
     public let configuration: CoreConfiguration
     public let storageType: String
     let catalog: EngineCatalog
@@ -55,9 +57,18 @@ public final class Core: Sendable {
         self.storageType = storageType
         self.barrier = Barrier(physical: physical)
         self.audit = AuditBroker(storage: barrier, logger: logger)
+        self.leases = LeaseManager(configuration: configuration.leases, logger: logger)
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
+        leases.links.withLock {
+            $0 = (
+                resolve: { [weak self] path in try await self?.namespace(path: path) },
+                registry: { [weak self] in
+                    guard let self else { throw CofferError(.sealed, "Vault is sealed") }
+                    return try self.root().rootView
+                })
+        }
     }
 
     // MARK: seal
@@ -204,6 +215,7 @@ public final class Core: Sendable {
         } catch {
             logger.error("audit devices could not be loaded", metadata: ["error": "\(error)"])
         }
+        leases.start()
         logger.info("core unsealed", metadata: ["term": "\(keyring.activeTerm)"])
     }
 
@@ -248,7 +260,10 @@ public final class Core: Sendable {
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
+        await leases.stop()
         await audit.close()
+        let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
+        for ns in open { await ns.teardownBackends() }
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
         loaded.withLock { $0 = [:] }

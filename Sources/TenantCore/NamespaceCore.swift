@@ -56,6 +56,10 @@ public struct NodeHooks: Sendable {
     public var usageReport: @Sendable (_ query: UsageQuery) async throws -> LogicalResponse = { _ in LogicalResponse() }
     /// The node's audit broker (devices are enabled in the root namespace, entries come from all).
     public var audit: AuditBroker?
+    /// The node's lease manager (leases of every namespace).
+    public var leases: LeaseManager?
+    /// Reserves lease-count quota room for a request that may create a lease (`Core`).
+    public var reserveLeaseQuotas: @Sendable (_ ns: NamespaceCore, _ rel: String) async throws -> [String] = { _, _ in [] }
     /// API lock of this namespace or a descendant: returns the unlock key.
     public var lock: @Sendable (_ relativePath: String) async throws -> String
     public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void
@@ -101,6 +105,8 @@ public struct CoreConfiguration: Sendable {
     public var maxLeaseTTL: Int
     public var clusterName: String
     public var version: String
+    /// Lease revocation retries and concurrency.
+    public var leases = LeaseManager.Configuration()
 
     public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
         self.defaultLeaseTTL = defaultLeaseTTL
@@ -132,6 +138,8 @@ public final class NamespaceCore: Sendable {
     let childCache = Mutex<[String: NamespaceRecord?]>([:])
     /// Rate-limit quotas defined in this namespace, by name (`Quotas.swift`).
     let quotaTable = Mutex<[String: RateLimitQuota]>([:])
+    /// Lease-count quotas defined in this namespace, by name (`LeaseQuotas.swift`).
+    let leaseQuotaTable = Mutex<[String: LeaseCountQuota]>([:])
     static let childCacheLimit = 10_000
     static let childPrefix = "sys/namespaces/"
 
@@ -191,13 +199,24 @@ public final class NamespaceCore: Sendable {
             salt = Random.bytes(32)
             try await root.put("core/token-salt", salt!)
         }
-        let tokens = TokenStore(view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL, idSuffix: namespaceID.map { "." + $0 } ?? "")
+        let leases = hooks.leases
+        let tokens = TokenStore(
+            view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
+            idSuffix: namespaceID.map { "." + $0 } ?? "",
+            onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path))
         let policies = PolicyStore(view: root.sub("sys/policy/"))
         try await policies.setupDefaults()
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts()
         try await ns.loadQuotas()
+        try await ns.loadLeaseQuotas()
         return ns
+    }
+
+    /// The token store's revocation hook: revoke the token's leases.
+    static func revokeLeasesOfToken(_ leases: LeaseManager?, tokenNamespace: String) -> (@Sendable (String) async -> Void)? {
+        guard let leases else { return nil }
+        return { hash in await leases.revokeByToken(tokenNamespace: tokenNamespace, tokenHash: hash) }
     }
 
     init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
@@ -213,6 +232,17 @@ public final class NamespaceCore: Sendable {
     }
 
     var rootView: StorageView { StorageView(storage, prefix: "") }
+
+    /// Stops every engine's background work (seal, eviction, deletion of the namespace).
+    func teardownBackends() async {
+        for m in router.withLock({ $0.mounts }) { await m.backend.backend.teardown() }
+    }
+
+    /// The engine of a mount that issues leases, if it is still mounted (same accessor).
+    func leasingBackend(routePath: String, accessor: String) -> (any LeasingBackend)? {
+        let mount = router.withLock { r in r.mounts.first { $0.routePath == routePath && $0.entry.accessor == accessor } }
+        return mount?.backend.backend as? any LeasingBackend
+    }
 
     func loadMounts() async throws {
         let sys = SystemBackend(ns: self)
@@ -307,12 +337,21 @@ public final class NamespaceCore: Sendable {
             throw CofferError.invalid("cannot unmount \"\(path)\"")
         }
         if kind == .auth, path == "token/" { throw CofferError.invalid("token credential backend cannot be disabled") }
+        let routePath = kind == .auth ? "auth/" + path : path
+        // As Vault: the mount's leases are revoked first, and a failure stops the unmount.
+        if let leases = hooks.leases, leasingBackend(routePath: routePath, accessor: router.withLock({ r in r.mounts.first { $0.routePath == routePath }?.entry.accessor }) ?? "") != nil {
+            _ = try await leases.revokeAll(self, prefix: routePath)
+        }
         try await mountLock.withLock {
             var entries = try await mountTable(table)
             guard let entry = entries.first(where: { $0.path == path }) else { return }
             entries.removeAll { $0.path == path }
             try await rootView.putCodable(table, entries)
-            router.withLock { $0.remove(routePath: kind == .auth ? "auth/" + path : path) }
+            let gone = router.withLock { r in
+                defer { r.remove(routePath: routePath) }
+                return r.mounts.first { $0.routePath == routePath }
+            }
+            await gone?.backend.backend.teardown()
             let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
             try await rootView.sub(prefix).deleteTree()
         }
@@ -425,12 +464,14 @@ public final class NamespaceCore: Sendable {
                 clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
         }
         var revokeAfter: String?
+        var tokenHash: String?
         if !unauthenticated {
             guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
                 throw CofferError.denied()
             }
             logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
+            tokenHash = e.idHash
 
             if logical.operation == .update || logical.operation == .create {
                 if let exists = try await mount.backend.exists(logical) {
@@ -459,11 +500,37 @@ public final class NamespaceCore: Sendable {
         } else if logical.operation == .update {
             if let exists = try await mount.backend.exists(logical) { logical.operation = exists ? .update : .create }
         }
+        // A request that may create a lease takes room under the lease-count quotas first.
+        let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
+        var reserved: [String] = []
+        if let leasing, leasing.mayCreateLease(logical) {
+            do {
+                reserved = try await hooks.reserveLeaseQuotas(self, path)
+            } catch {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
+                throw error
+            }
+        }
+        defer { hooks.leases?.release(reserved) }
         // The request entry reaches an audit device before the operation runs, or it does not run.
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
-        let result: LogicalResponse?
+        var result: LogicalResponse?
         do {
             result = try await mount.backend.handle(logical)
+            if let leasing, let leases = hooks.leases, let secret = result?.secret {
+                do {
+                    let lease = try await leases.register(
+                        ns: self, mount: mount, requestPath: path, secret: secret, tokenHash: tokenHash, tokenNamespace: tokenHash == nil ? nil : owner)
+                    result?.leaseID = lease.leaseID
+                    result?.secret?.ttl = lease.ttl
+                    result?.warnings += lease.warnings
+                } catch {
+                    // No lease, no secret: undo what the engine created.
+                    let now = Date()
+                    try? await leasing.revokeLease(LeaseInfo(leaseID: "", path: rel, internalData: secret.internalData, issueTime: now, expireTime: now))
+                    throw error
+                }
+            }
         } catch {
             if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
             if let audit, var info = auditInfo {

@@ -85,7 +85,11 @@ public final class TokenStore: Sendable {
     /// `.<namespace id>` for tokens of a child namespace (as Vault suffixes them), "" in root.
     public let idSuffix: String
 
-    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "") {
+    /// Called after a token is revoked, with its hash (the lease manager revokes its leases).
+    let onRevoke: (@Sendable (String) async -> Void)?
+
+    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "", onRevoke: (@Sendable (String) async -> Void)? = nil) {
+        self.onRevoke = onRevoke
         self.idSuffix = idSuffix
         self.view = view
         self.salt = SymmetricKey(data: salt)
@@ -212,6 +216,7 @@ public final class TokenStore: Sendable {
         }
         try await view.delete("id/" + h)
         cache.withLock { _ = $0.removeValue(forKey: h) }
+        if entry != nil, let onRevoke { await onRevoke(h) }
     }
 
     /// Every accessor (for `auth/token/accessors`).

@@ -45,6 +45,6 @@ struct Coffer: AsyncParsableCommand {
 
 /// The engines this build ships: the catalog the core mounts from.
 enum Catalog {
-    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory], auth: [:])
+    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory, "database": DatabaseEngine.factory], auth: [:])
 }
 

@@ -5,7 +5,7 @@ import CofferSDK
 import Foundation
 import Logging
 import Synchronization
-import TenantCore
+@testable import TenantCore
 import Testing
 
 // MARK: helpers
@@ -298,12 +298,12 @@ private final class DatagramReceiver {
         let salt = AuditSalt(Array(repeating: 7, count: 32))
         var request = AuditRequestInfo(operation: .read, path: "sys/health")
         request.error = "permission denied"
-        let entry = AuditEntry.request(request, time: "2026-01-01T00:00:00Z", format: AuditFormat(), salt: salt)
+        let entry = AuditEntry.request(request, time: "2026-01-01T00:00:00Z", format: AuditFormat(), salt: salt).json
         #expect(entry["auth"] == .object([:]))
         #expect(entry["error"] == "permission denied")
         #expect(entry["request"]?["namespace"] == ["id": "root"])
         #expect(entry["request"]?["client_token"] == nil)
-        let response = AuditEntry.response(AuditResponseInfo(request: AuditRequestInfo(operation: .read, path: "x"), error: "boom"), time: "t", format: AuditFormat(), salt: salt)
+        let response = AuditEntry.response(AuditResponseInfo(request: AuditRequestInfo(operation: .read, path: "x"), error: "boom"), time: "t", format: AuditFormat(), salt: salt).json
         #expect(response["error"] == "boom")
         #expect(response["response"] == .object([:]))
         #expect(AuditEntry.timestamp(seconds: 0, nanoseconds: 0) == "1970-01-01T00:00:00Z")
@@ -392,6 +392,40 @@ private final class DatagramReceiver {
     }
 
     // MARK: chain
+
+    /// Entries are written straight into canonical bytes; reading them back and serializing
+    /// again (what `coffer audit verify` hashes) must give the same bytes, for every shape.
+    @Test(arguments: [false, true]) func directlyWrittenEntriesAreCanonical(logRaw: Bool) throws {
+        let salt = AuditSalt(Array(repeating: 3, count: 32))
+        let format = AuditFormat(logRaw: logRaw, hmacAccessor: true, elideListResponses: false)
+        var request = AuditRequestInfo(
+            operation: .update, path: "secret/data/ü<x>", namespace: AuditNamespace(id: "Ab12", path: "acme/"),
+            mountType: "kv", mountPoint: "secret/", mountAccessor: "kv_1", clientToken: "hvs.tok", clientTokenAccessor: "acc",
+            data: ["z": "1", "a": ["nested": ["x", 2, true, .null], "\u{1}k": 1.5]], remoteAddress: "127.0.0.1", remotePort: 5050, wrapTTL: 30,
+            auth: AuditAuth(clientToken: "hvs.tok", accessor: "acc", displayName: "d", policies: ["a", "b"], tokenPolicies: ["a"], metadata: ["m2": "v", "m1": "w"], entityID: "e", tokenType: "service", tokenTTL: 60, numUses: 2))
+        let plain = AuditEntry.request(request, time: "t", format: format, salt: salt)
+        #expect(try JSONValue.parse(plain.bytes).serialized() == plain.bytes)
+        request.error = "denied"
+        var response = AuditResponseInfo(
+            request: request, data: ["keys": ["a", "b"], "n": 1], auth: AuditAuth(clientToken: "hvs.new", accessor: "na", policies: ["p"]),
+            leaseID: "database/creds/r/1", wrapInfo: AuditWrapInfo(token: "w", accessor: "wa", ttl: 5, creationTime: "c", creationPath: "p", wrappedAccessor: "x"),
+            warnings: ["w1"], redirect: "/r", error: "boom")
+        for body in [AuditEntry.response(response, time: "t", format: format, salt: salt), AuditEntry.request(request, time: "t", format: format, salt: salt)] {
+            #expect(try JSONValue.parse(body.bytes).serialized() == body.bytes)
+            let (line, head) = AuditChain.render(body, after: .genesis, prefix: [])
+            #expect(AuditChain.head(ofLine: line[...].dropLast()) == head)
+            var parsed = try JSONValue.parse(line[...].dropLast()).objectValue ?? [:]
+            parsed["chain"] = nil
+            #expect(JSONValue.object(parsed).serialized() == body.bytes)
+        }
+        // The response entry reuses the request's rendered members through the memo.
+        response.request.path = "changed"
+        let memo = AuditRenderMemo()
+        let first = AuditEntry.entry(request, error: nil, time: "t", type: "request", format: format, salt: salt, memo: memo, memoKey: "d", response: nil)
+        let second = AuditEntry.entry(response.request, error: nil, time: "t", type: "response", format: format, salt: salt, memo: memo, memoKey: "d", response: response)
+        #expect(first.json["request"] == second.json["request"])
+        #expect(second.json["request"]?["path"] == "secret/data/ü<x>")
+    }
 
     @Test func canonicalFormIsTheLineWithoutItsChain() throws {
         let entry: [String: JSONValue] = ["type": "request", "auth": ["b": 1, "a": "<&>"], "z": 1.5, "time": "t"]

@@ -279,7 +279,9 @@ public final class AuditBroker: Sendable {
     /// accepted the entry: the request must then not run.
     public func logRequest(_ request: AuditRequestInfo) async throws {
         try await log(request.filterFields, failure: "audit: no audit device accepted the entry; the request was not processed") { d, time in
-            AuditEntry.request(request, time: time, format: d.format, salt: d.salt)
+            AuditEntry.entry(
+                request, error: request.error, time: time, type: "request", format: d.format, salt: d.salt,
+                memo: request.renderMemo, memoKey: d.record.id, response: nil)
         }
     }
 
@@ -287,16 +289,19 @@ public final class AuditBroker: Sendable {
     /// `CofferError(.auditFailed)` when no device accepted the entry: the response must then
     /// be withheld and the error returned instead.
     public func logResponse(_ response: AuditResponseInfo) async throws {
-        try await log(response.request.filterFields, failure: "audit: no audit device accepted the response entry; the response was withheld") { d, time in
-            AuditEntry.response(response, time: time, format: d.format, salt: d.salt)
+        let request = response.request
+        try await log(request.filterFields, failure: "audit: no audit device accepted the response entry; the response was withheld") { d, time in
+            AuditEntry.entry(
+                request, error: response.error ?? request.error, time: time, type: "response", format: d.format, salt: d.salt,
+                memo: request.renderMemo, memoKey: d.record.id, response: response)
         }
     }
 
-    func log(_ fields: AuditFilter.Fields, failure: String, entry: (ActiveDevice, String) -> [String: JSONValue]) async throws {
+    func log(_ fields: AuditFilter.Fields, failure: String, entry: (ActiveDevice, String) -> AuditBody) async throws {
         let current = devices.withLock { $0 }
         guard !current.isEmpty else { return }
         let time = AuditEntry.timestamp()
-        var jobs: [(ActiveDevice, [String: JSONValue])] = []
+        var jobs: [(ActiveDevice, AuditBody)] = []
         jobs.reserveCapacity(current.count)
         for d in current where d.filter?.matches(fields) ?? true {
             jobs.append((d, entry(d, time)))

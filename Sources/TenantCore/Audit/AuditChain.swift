@@ -59,9 +59,7 @@ public enum AuditChain {
 
     /// The canonical bytes of an entry (its `chain` member, if any, left out).
     public static func canonical(_ entry: [String: JSONValue]) -> [UInt8] {
-        var e = entry
-        e["chain"] = nil
-        return JSONValue.object(e).serialized()
+        AuditBody(entry).bytes
     }
 
     /// Hex SHA-256 of canonical bytes followed by the previous hash.
@@ -73,37 +71,32 @@ public enum AuditChain {
     }
 
     /// The line for `entry` after `head`: `prefix`, the JSON with its `chain` member, "\n".
-    /// Serializes once: the canonical bytes are the line without the chain member.
     public static func render(_ entry: [String: JSONValue], after head: AuditChainHead, prefix: [UInt8]) -> (line: [UInt8], head: AuditChainHead) {
-        var body: [UInt8] = [UInt8(ascii: "{")]
-        body.reserveCapacity(1024)
-        var chainAt: Int?
-        var first = true
-        for key in entry.keys.sorted() where key != "chain" {
-            if !first { body.append(UInt8(ascii: ",")) }
-            first = false
-            if chainAt == nil && key > "chain" { chainAt = body.count }
-            JSONValue.writeString(key, into: &body)
-            body.append(UInt8(ascii: ":"))
-            entry[key]!.write(into: &body)
-        }
-        body.append(UInt8(ascii: "}"))
+        render(AuditBody(entry), after: head, prefix: prefix)
+    }
+
+    /// The line for a canonical body after `head`: the body's bytes are hashed as they are
+    /// and the `chain` member is spliced in at `chainAt`.
+    public static func render(_ body: AuditBody, after head: AuditChainHead, prefix: [UInt8]) -> (line: [UInt8], head: AuditChainHead) {
+        let bytes = body.bytes
         let seq = head.seq + 1
-        let hash = hash(canonical: body, prev: head.hash)
-        var member = Array("\"chain\":{\"hash\":\"\(hash)\",\"prev\":\"\(head.hash)\",\"seq\":\(seq)}".utf8)
+        let hash = hash(canonical: bytes, prev: head.hash)
+        let at = body.chainAt
+        let memberBefore = at > 0 && bytes[at - 1] != UInt8(ascii: "{")
+        let memberAfter = at < bytes.count && bytes[at] != UInt8(ascii: "}")
         var line = prefix
-        line.reserveCapacity(prefix.count + body.count + member.count + 2)
-        if let at = chainAt {
-            member.append(UInt8(ascii: ","))
-            line.append(contentsOf: body[..<at])
-            line.append(contentsOf: member)
-            line.append(contentsOf: body[at...])
-        } else {
-            line.append(contentsOf: body.dropLast())
-            if !first { line.append(UInt8(ascii: ",")) }
-            line.append(contentsOf: member)
-            line.append(UInt8(ascii: "}"))
-        }
+        line.reserveCapacity(prefix.count + bytes.count + 180)
+        line.append(contentsOf: bytes[..<at])
+        if memberBefore { line.append(UInt8(ascii: ",")) }
+        line.append(contentsOf: #""chain":{"hash":""#.utf8)
+        line.append(contentsOf: hash.utf8)
+        line.append(contentsOf: #"","prev":""#.utf8)
+        line.append(contentsOf: head.hash.utf8)
+        line.append(contentsOf: #"","seq":"#.utf8)
+        line.append(contentsOf: String(seq).utf8)
+        line.append(UInt8(ascii: "}"))
+        if memberAfter && !memberBefore { line.append(UInt8(ascii: ",")) }
+        line.append(contentsOf: bytes[at...])
         line.append(0x0A)
         return (line, AuditChainHead(seq: seq, hash: hash))
     }

@@ -107,6 +107,11 @@ public struct AuditRequestInfo: Sendable {
     public var auth: AuditAuth?
     /// Set when the request was refused before it ran (e.g. "permission denied").
     public var error: String?
+    /// The `auth` and `request` members as each device rendered them for the request
+    /// entry, reused by the response entry: copies of this value share it, so the fields
+    /// must not change between `logRequest` and `logResponse` (only `error` may, which is
+    /// outside those members).
+    let renderMemo = AuditRenderMemo()
 
     public init(
         id: String = RandomID.uuid(), operation: LogicalOperation, path: String,
@@ -250,58 +255,187 @@ final class AuditHMACMemo: Sendable {
     let table = Mutex<[String: String]>([:])
 }
 
+/// An entry in canonical form (see `AuditChain`), ready for a device to chain and write:
+/// the JSON object without its `chain` member, and where that member goes.
+public struct AuditBody: Sendable {
+    /// Compact, key-sorted JSON of the entry without `chain`.
+    public var bytes: [UInt8]
+    /// Byte offset at which `"chain":{…}` is inserted (a comma follows or precedes it as
+    /// needed; see `AuditChain.render`).
+    public var chainAt: Int
+
+    public init(bytes: [UInt8], chainAt: Int) {
+        self.bytes = bytes
+        self.chainAt = chainAt
+    }
+
+    /// From an object in any key order (link records, tests).
+    public init(_ entry: [String: JSONValue]) {
+        var w = CanonicalJSONWriter()
+        var chainAt: Int?
+        w.open()
+        for key in entry.keys.sorted() where key != "chain" {
+            if chainAt == nil && key > "chain" { chainAt = w.out.count }
+            w.value(key, entry[key]!)
+        }
+        w.close()
+        self.init(bytes: w.out, chainAt: chainAt ?? w.out.count - 1)
+    }
+
+    /// The entry as a JSON value (for tests and tools).
+    public var json: JSONValue { (try? JSONValue.parse(bytes)) ?? .null }
+}
+
+/// Writes compact JSON with object members in sorted key order straight into bytes: the
+/// canonical form of `AuditChain`, byte for byte what `JSONValue.serialized()` gives for
+/// the same value. Callers emit members in ascending key order (checked in debug builds).
+struct CanonicalJSONWriter {
+    var out: [UInt8] = []
+    /// Whether the innermost open object has a member yet, and its last key (debug check).
+    private var levels: [(hasMember: Bool, lastKey: String)] = []
+
+    init() { out.reserveCapacity(1024) }
+
+    mutating func open() {
+        out.append(UInt8(ascii: "{"))
+        levels.append((false, ""))
+    }
+
+    mutating func close() {
+        out.append(UInt8(ascii: "}"))
+        levels.removeLast()
+    }
+
+    mutating func key(_ k: String) {
+        let i = levels.count - 1
+        assert(!levels[i].hasMember || levels[i].lastKey < k, "canonical JSON members out of order: \(levels[i].lastKey) before \(k)")
+        if levels[i].hasMember { out.append(UInt8(ascii: ",")) }
+        levels[i].hasMember = true
+        #if DEBUG
+        levels[i].lastKey = k
+        #endif
+        JSONValue.writeString(k, into: &out)
+        out.append(UInt8(ascii: ":"))
+    }
+
+    /// A member that is left out when empty (Vault's `omitempty`).
+    mutating func string(_ k: String, _ v: String) {
+        guard !v.isEmpty else { return }
+        key(k)
+        JSONValue.writeString(v, into: &out)
+    }
+
+    mutating func int(_ k: String, _ v: Int64) {
+        guard v != 0 else { return }
+        key(k)
+        out.append(contentsOf: String(v).utf8)
+    }
+
+    mutating func strings(_ k: String, _ v: [String]) {
+        guard !v.isEmpty else { return }
+        key(k)
+        out.append(UInt8(ascii: "["))
+        for (i, s) in v.enumerated() {
+            if i > 0 { out.append(UInt8(ascii: ",")) }
+            JSONValue.writeString(s, into: &out)
+        }
+        out.append(UInt8(ascii: "]"))
+    }
+
+    mutating func value(_ k: String, _ v: JSONValue) {
+        key(k)
+        v.write(into: &out)
+    }
+
+    /// `v` with every string at any depth replaced by its HMAC (keys, numbers, booleans
+    /// and nulls kept).
+    mutating func hashed(_ k: String, _ v: JSONValue, _ salt: AuditSalt) {
+        key(k)
+        writeHashed(v, salt)
+    }
+
+    private mutating func writeHashed(_ v: JSONValue, _ salt: AuditSalt) {
+        switch v {
+        case .string(let s): JSONValue.writeString(salt.hmac(s), into: &out)
+        case .array(let a):
+            out.append(UInt8(ascii: "["))
+            for (i, e) in a.enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                writeHashed(e, salt)
+            }
+            out.append(UInt8(ascii: "]"))
+        case .object(let o):
+            out.append(UInt8(ascii: "{"))
+            for (i, k) in o.keys.sorted().enumerated() {
+                if i > 0 { out.append(UInt8(ascii: ",")) }
+                JSONValue.writeString(k, into: &out)
+                out.append(UInt8(ascii: ":"))
+                writeHashed(o[k]!, salt)
+            }
+            out.append(UInt8(ascii: "}"))
+        default: v.write(into: &out)
+        }
+    }
+
+    mutating func object(_ k: String, _ body: (inout CanonicalJSONWriter) -> Void) {
+        key(k)
+        open()
+        body(&self)
+        close()
+    }
+}
+
+/// What one device rendered of a request: the `auth` and `request` members, which the
+/// response entry repeats unchanged, so they are rendered once per request and device.
+final class AuditRenderMemo: Sendable {
+    let sections = Mutex<[String: ArraySlice<UInt8>]>([:])
+}
+
 /// Builds Vault-shaped audit entries (`time`, `type`, `auth`, `request`, `response`,
-/// `error`) as JSON objects, without the `chain` member that the device adds.
+/// `error`) directly in canonical form, without the `chain` member that the device adds.
 ///
 /// Empty strings, empty lists and zero numbers are left out, as Vault's `omitempty` does.
 /// Unless the device logs raw, every string value inside request and response `data`
 /// (recursively; object keys are kept), every client token, wrapping token and — with
 /// `hmac_accessor` (the default) — every accessor becomes `hmac-sha256:<hex>`.
+///
+/// Members are written in ascending key order by hand (the canonical order); the top
+/// level is `auth`, (`chain`), `error`, `request`, `response`, `time`, `type`.
 public enum AuditEntry {
-    public static func request(_ info: AuditRequestInfo, time: String, format: AuditFormat, salt: AuditSalt) -> [String: JSONValue] {
-        var entry: [String: JSONValue] = [
-            "time": .string(time),
-            "type": "request",
-            "auth": authJSON(info.auth, format: format, salt: salt),
-            "request": requestJSON(info, format: format, salt: salt),
-        ]
-        if let error = info.error, !error.isEmpty { entry["error"] = .string(error) }
-        return entry
+    public static func request(_ info: AuditRequestInfo, time: String, format: AuditFormat, salt: AuditSalt) -> AuditBody {
+        entry(info, error: info.error, time: time, type: "request", format: format, salt: salt, memo: nil, memoKey: "", response: nil)
     }
 
-    public static func response(_ info: AuditResponseInfo, time: String, format: AuditFormat, salt: AuditSalt) -> [String: JSONValue] {
-        let req = info.request
-        var response = Builder()
-        response.string("mount_point", req.mountPoint)
-        response.string("mount_type", req.mountType)
-        response.string("mount_accessor", req.mountAccessor)
-        if let auth = info.auth { response.object["auth"] = authJSON(auth, format: format, salt: salt) }
-        if let lease = info.leaseID, !lease.isEmpty { response.object["secret"] = ["lease_id": .string(lease)] }
-        if var data = info.data, !data.isEmpty {
-            if format.elideListResponses && req.operation == .list { elideList(&data) }
-            response.object["data"] = format.logRaw ? .object(data) : hashValues(.object(data), salt)
+    public static func response(_ info: AuditResponseInfo, time: String, format: AuditFormat, salt: AuditSalt) -> AuditBody {
+        entry(info.request, error: info.error ?? info.request.error, time: time, type: "response", format: format, salt: salt, memo: nil, memoKey: "", response: info)
+    }
+
+    /// `memo` (keyed by device) carries the `auth` + `request` members from the request
+    /// entry to the response entry of the same request.
+    static func entry(
+        _ req: AuditRequestInfo, error: String?, time: String, type: String, format: AuditFormat, salt: AuditSalt,
+        memo: AuditRenderMemo?, memoKey: String, response: AuditResponseInfo?
+    ) -> AuditBody {
+        var w = CanonicalJSONWriter()
+        w.open()
+        w.key("auth")
+        writeAuth(req.auth, format: format, salt: salt, into: &w)
+        let chainAt = w.out.count
+        w.string("error", error ?? "")
+        if let cached = memo?.sections.withLock({ $0[memoKey] }) {
+            w.key("request")
+            w.out.append(contentsOf: cached)
+        } else {
+            w.key("request")
+            let start = w.out.count
+            writeRequest(req, format: format, salt: salt, into: &w)
+            if let memo { memo.sections.withLock { $0[memoKey] = w.out[start...] } }
         }
-        if !info.warnings.isEmpty { response.object["warnings"] = .array(info.warnings.map { .string($0) }) }
-        response.string("redirect", info.redirect)
-        if let wrap = info.wrapInfo {
-            var w = Builder()
-            w.int("ttl", Int64(wrap.ttl))
-            w.string("token", secret(wrap.token, format.logRaw, salt))
-            w.string("accessor", accessor(wrap.accessor, format, salt))
-            w.string("creation_time", wrap.creationTime)
-            w.string("creation_path", wrap.creationPath)
-            w.string("wrapped_accessor", accessor(wrap.wrappedAccessor, format, salt))
-            response.object["wrap_info"] = .object(w.object)
-        }
-        var entry: [String: JSONValue] = [
-            "time": .string(time),
-            "type": "response",
-            "auth": authJSON(req.auth, format: format, salt: salt),
-            "request": requestJSON(req, format: format, salt: salt),
-            "response": .object(response.object),
-        ]
-        if let error = info.error ?? req.error, !error.isEmpty { entry["error"] = .string(error) }
-        return entry
+        if let response { writeResponse(response, format: format, salt: salt, into: &w) }
+        w.string("time", time)
+        w.string("type", type)
+        w.close()
+        return AuditBody(bytes: w.out, chainAt: chainAt)
     }
 
     /// Now, as Go's `time.RFC3339Nano` prints it in UTC (fraction without trailing zeros).
@@ -330,48 +464,79 @@ public enum AuditEntry {
         return s.count >= width ? s : String(repeating: "0", count: width - s.count) + s
     }
 
-    // MARK: parts
+    // MARK: parts (members in ascending key order)
 
-    static func authJSON(_ auth: AuditAuth?, format: AuditFormat, salt: AuditSalt) -> JSONValue {
-        guard let auth else { return .object([:]) }
-        var b = Builder()
-        b.string("client_token", secret(auth.clientToken, format.logRaw, salt))
-        b.string("accessor", accessor(auth.accessor, format, salt))
-        b.string("display_name", auth.displayName)
-        b.strings("policies", auth.policies)
-        b.strings("token_policies", auth.tokenPolicies)
-        b.strings("identity_policies", auth.identityPolicies)
-        if !auth.metadata.isEmpty { b.object["metadata"] = .object(auth.metadata.mapValues { .string($0) }) }
-        b.int("num_uses", Int64(auth.numUses))
-        b.int("remaining_uses", Int64(auth.remainingUses))
-        b.string("entity_id", auth.entityID)
-        b.string("token_type", auth.tokenType)
-        b.int("token_ttl", auth.tokenTTL)
-        b.string("token_issue_time", auth.tokenIssueTime)
-        return .object(b.object)
+    static func writeAuth(_ auth: AuditAuth?, format: AuditFormat, salt: AuditSalt, into w: inout CanonicalJSONWriter) {
+        w.open()
+        if let auth {
+            w.string("accessor", accessor(auth.accessor, format, salt))
+            w.string("client_token", secret(auth.clientToken, format.logRaw, salt))
+            w.string("display_name", auth.displayName)
+            w.string("entity_id", auth.entityID)
+            w.strings("identity_policies", auth.identityPolicies)
+            if !auth.metadata.isEmpty { w.value("metadata", .object(auth.metadata.mapValues { .string($0) })) }
+            w.int("num_uses", Int64(auth.numUses))
+            w.strings("policies", auth.policies)
+            w.int("remaining_uses", Int64(auth.remainingUses))
+            w.string("token_issue_time", auth.tokenIssueTime)
+            w.strings("token_policies", auth.tokenPolicies)
+            w.int("token_ttl", auth.tokenTTL)
+            w.string("token_type", auth.tokenType)
+        }
+        w.close()
     }
 
-    static func requestJSON(_ info: AuditRequestInfo, format: AuditFormat, salt: AuditSalt) -> JSONValue {
-        var b = Builder()
-        b.string("id", info.id)
-        b.string("operation", info.operation.rawValue)
-        b.string("mount_point", info.mountPoint)
-        b.string("mount_type", info.mountType)
-        b.string("mount_accessor", info.mountAccessor)
-        b.string("client_token", secret(info.clientToken, format.logRaw, salt))
-        b.string("client_token_accessor", accessor(info.clientTokenAccessor, format, salt))
-        var ns = Builder()
-        ns.string("id", info.namespace.id)
-        ns.string("path", info.namespace.path)
-        b.object["namespace"] = .object(ns.object)
-        b.string("path", info.path)
+    static func writeRequest(_ info: AuditRequestInfo, format: AuditFormat, salt: AuditSalt, into w: inout CanonicalJSONWriter) {
+        w.open()
+        w.string("client_token", secret(info.clientToken, format.logRaw, salt))
+        w.string("client_token_accessor", accessor(info.clientTokenAccessor, format, salt))
         if let data = info.data, !data.isEmpty {
-            b.object["data"] = format.logRaw ? .object(data) : hashValues(.object(data), salt)
+            if format.logRaw { w.value("data", .object(data)) } else { w.hashed("data", .object(data), salt) }
         }
-        b.string("remote_address", info.remoteAddress)
-        b.int("remote_port", Int64(info.remotePort))
-        b.int("wrap_ttl", Int64(info.wrapTTL))
-        return .object(b.object)
+        w.string("id", info.id)
+        w.string("mount_accessor", info.mountAccessor)
+        w.string("mount_point", info.mountPoint)
+        w.string("mount_type", info.mountType)
+        w.object("namespace") { ns in
+            ns.string("id", info.namespace.id)
+            ns.string("path", info.namespace.path)
+        }
+        w.string("operation", info.operation.rawValue)
+        w.string("path", info.path)
+        w.string("remote_address", info.remoteAddress)
+        w.int("remote_port", Int64(info.remotePort))
+        w.int("wrap_ttl", Int64(info.wrapTTL))
+        w.close()
+    }
+
+    static func writeResponse(_ info: AuditResponseInfo, format: AuditFormat, salt: AuditSalt, into w: inout CanonicalJSONWriter) {
+        let req = info.request
+        w.object("response") { r in
+            if let auth = info.auth {
+                r.key("auth")
+                writeAuth(auth, format: format, salt: salt, into: &r)
+            }
+            if var data = info.data, !data.isEmpty {
+                if format.elideListResponses && req.operation == .list { elideList(&data) }
+                if format.logRaw { r.value("data", .object(data)) } else { r.hashed("data", .object(data), salt) }
+            }
+            r.string("mount_accessor", req.mountAccessor)
+            r.string("mount_point", req.mountPoint)
+            r.string("mount_type", req.mountType)
+            r.string("redirect", info.redirect)
+            if let lease = info.leaseID, !lease.isEmpty { r.object("secret") { $0.string("lease_id", lease) } }
+            r.strings("warnings", info.warnings)
+            if let wrap = info.wrapInfo {
+                r.object("wrap_info") { x in
+                    x.string("accessor", accessor(wrap.accessor, format, salt))
+                    x.string("creation_path", wrap.creationPath)
+                    x.string("creation_time", wrap.creationTime)
+                    x.string("token", secret(wrap.token, format.logRaw, salt))
+                    x.int("ttl", Int64(wrap.ttl))
+                    x.string("wrapped_accessor", accessor(wrap.wrappedAccessor, format, salt))
+                }
+            }
+        }
     }
 
     static func secret(_ value: String, _ raw: Bool, _ salt: AuditSalt) -> String {
@@ -382,37 +547,9 @@ public enum AuditEntry {
         value.isEmpty || format.logRaw || !format.hmacAccessor ? value : salt.hmac(value)
     }
 
-    /// Every string value, at any depth, replaced by its HMAC; keys, numbers, booleans and
-    /// nulls are kept.
-    static func hashValues(_ value: JSONValue, _ salt: AuditSalt) -> JSONValue {
-        switch value {
-        case .string(let s): .string(salt.hmac(s))
-        case .array(let a): .array(a.map { hashValues($0, salt) })
-        case .object(let o): .object(o.mapValues { hashValues($0, salt) })
-        default: value
-        }
-    }
-
     /// Vault's `elide_list_responses`: a list answer keeps only the number of its keys.
     static func elideList(_ data: inout [String: JSONValue]) {
         if let keys = data["keys"]?.arrayValue { data["keys"] = .int(Int64(keys.count)) }
         if let info = data["key_info"]?.objectValue { data["key_info"] = .int(Int64(info.count)) }
-    }
-
-    /// An object that leaves out empty values.
-    struct Builder {
-        var object: [String: JSONValue] = [:]
-
-        mutating func string(_ key: String, _ value: String) {
-            if !value.isEmpty { object[key] = .string(value) }
-        }
-
-        mutating func strings(_ key: String, _ value: [String]) {
-            if !value.isEmpty { object[key] = .array(value.map { .string($0) }) }
-        }
-
-        mutating func int(_ key: String, _ value: Int64) {
-            if value != 0 { object[key] = .int(value) }
-        }
     }
 }

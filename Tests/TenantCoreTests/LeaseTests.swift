@@ -1,0 +1,130 @@
+import CofferSDK
+import Engines
+import Foundation
+import Logging
+import Synchronization
+import Testing
+@testable import TenantCore
+
+/// A leasing engine for the lease manager's own logic: `issue` answers a leased secret;
+/// revocations are recorded and fail while `failures` is positive. (The real engines are
+/// tested end to end against real databases in Tests/Acceptance/test_database.py.)
+final class LedgerBackend: LeasingBackend {
+    let revoked = Mutex<[String]>([])
+    let failures = Mutex(0)
+
+    var routes: [Route] {
+        [Route("issue/:name", fields: [Field("name", .string), Field("ttl", .int, default: 60)], operations: [
+            .read: { req in
+                LogicalResponse(data: ["name": .string(req.fields.string("name"))],
+                                secret: SecretLease(ttl: req.fields.int("ttl"), maxTTL: 120, renewable: true, internalData: ["name": .string(req.fields.string("name"))]))
+            },
+        ])]
+    }
+
+    func revokeLease(_ lease: LeaseInfo) async throws {
+        let fail = failures.withLock { f in
+            defer { f = max(0, f - 1) }
+            return f > 0
+        }
+        if fail { throw CofferError(.unavailable, "database down") }
+        revoked.withLock { $0.append(lease.internalData["name"]?.stringValue ?? "") }
+    }
+
+    func renewLease(_ lease: LeaseInfo, increment: Int) async throws -> SecretLease {
+        SecretLease(ttl: increment > 0 ? increment : 60, maxTTL: 120, renewable: true, internalData: lease.internalData)
+    }
+}
+
+struct LeaseTests {
+    static func make(_ ledger: LedgerBackend, attempts: Int = 3) async throws -> TestCore {
+        let catalog = EngineCatalog(secrets: ["kv": KVEngine.factory, "ledger": { _ in ledger }])
+        var config = CoreConfiguration()
+        config.leases = LeaseManager.Configuration(maxRevokeAttempts: attempts, maxBackoff: 0.2, concurrency: 4)
+        let core = Core(physical: MemoryStorage(), storageType: "inmem", catalog: catalog, configuration: config, logger: Logger(label: "test"))
+        let (_, root) = try await core.bootstrapDev(rootTokenID: nil)
+        try await core.mountDefault(path: "ledger/", type: "ledger", options: [:])
+        return TestCore(core: core, rootToken: root)
+    }
+
+    static func waitFor(_ what: String, timeout: Double = 10, _ check: () async throws -> Bool) async throws {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try await check() { return }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        Issue.record("timed out waiting for \(what)")
+    }
+
+    @Test func leasesExpireRenewAndRevokeByToken() async throws {
+        let ledger = LedgerBackend()
+        let t = try await Self.make(ledger)
+        let short = try await t.call(.read, "ledger/issue/a", ["ttl": 1])
+        let id = try #require(short.leaseID)
+        #expect(id.hasPrefix("ledger/issue/a/") && short.secret?.ttl == 1)
+        try await Self.waitFor("expiry") { ledger.revoked.withLock { $0 } == ["a"] }
+        // Renewal is capped by the engine's max TTL (120 s from issue).
+        let long = try await t.call(.read, "ledger/issue/b")
+        let renewed = try await t.call(.update, "sys/leases/renew", ["lease_id": .string(long.leaseID!), "increment": 500])
+        #expect(renewed.secret?.ttl ?? 0 <= 120 && renewed.secret?.ttl ?? 0 >= 118 && !renewed.warnings.isEmpty)
+        // A token's leases go with it.
+        let child = try await t.createToken(policies: ["root"])
+        _ = try await t.call(.read, "ledger/issue/c", token: child)
+        _ = try await t.call(.update, "auth/token/revoke", ["token": .string(child)])
+        #expect(ledger.revoked.withLock { $0 }.contains("c"))
+        #expect(t.core.leases.count(prefix: "ledger/") == 1)
+        _ = try await t.call(.update, "sys/leases/revoke-prefix/ledger", [:])
+        #expect(t.core.leases.count(prefix: "") == 0 && ledger.revoked.withLock { $0 }.contains("b"))
+    }
+
+    @Test func failingRevocationsRetryThenBecomeIrrevocable() async throws {
+        let ledger = LedgerBackend()
+        let t = try await Self.make(ledger, attempts: 3)
+        ledger.failures.withLock { $0 = 2 }
+        let first = try await t.call(.read, "ledger/issue/x", ["ttl": 1])
+        // Two failures, then the third attempt succeeds.
+        try await Self.waitFor("the retried revocation") { ledger.revoked.withLock { $0 } == ["x"] }
+        await #expect(throws: CofferError.self) { try await t.call(.update, "sys/leases/lookup", ["lease_id": .string(first.leaseID!)]) }
+        // Always failing: irrevocable after 3 attempts, kept and listed.
+        ledger.failures.withLock { $0 = 1_000 }
+        let second = try await t.call(.read, "ledger/issue/y", ["ttl": 1])
+        try await Self.waitFor("the lease to become irrevocable") {
+            let r = try await t.call(.read, "sys/leases", [:])
+            return r.data?["lease_count"] == 1
+        }
+        let info = try await t.call(.update, "sys/leases/lookup", ["lease_id": .string(second.leaseID!)])
+        #expect(info.data?["irrevocable"] == true && info.data?["revoke_attempts"] == 3)
+        #expect(t.core.leases.count(prefix: "ledger/") == 1, "irrevocable leases still count")
+        // revoke-force drops it without the engine.
+        _ = try await t.call(.update, "sys/leases/revoke-force/ledger/issue/y", [:])
+        #expect(t.core.leases.count(prefix: "") == 0)
+    }
+
+    @Test func leaseCountQuotaReservesBeforeTheEngineRuns() async throws {
+        let ledger = LedgerBackend()
+        let t = try await Self.make(ledger)
+        _ = try await t.call(.update, "sys/quotas/lease-count/two", ["path": "ledger/issue", "max_leases": 2])
+        _ = try await t.call(.read, "ledger/issue/1")
+        _ = try await t.call(.read, "ledger/issue/2")
+        await #expect(throws: CofferError.self) { try await t.call(.read, "ledger/issue/3") }
+        let q = try await t.call(.read, "sys/quotas/lease-count/two")
+        #expect(q.data?["counter"] == 2 && q.data?["max_leases"] == 2)
+        await #expect(throws: CofferError.self) { try await t.call(.update, "sys/quotas/lease-count/bad", ["path": "nowhere/", "max_leases": 1]) }
+    }
+
+    @Test func heapAndCounterDoNotScan() {
+        var heap = MinHeap<Int>()
+        for v in [5, 3, 9, 1, 7, 1] { heap.push(v) }
+        var out: [Int] = []
+        while let v = heap.pop() { out.append(v) }
+        #expect(out == [1, 1, 3, 5, 7, 9])
+        let counter = LeasePathCounter()
+        counter.add("a/db/creds/r/1", 1)
+        counter.add("a/db/creds/r/2", 1)
+        counter.add("b/db/creds/r/3", 1)
+        #expect(counter.count("a/") == 2 && counter.count("a/db/creds/r") == 2 && counter.count("a/db/creds/ro") == 0 && counter.count("") == 3)
+        counter.add("a/db/creds/r/1", -1)
+        #expect(counter.count("a") == 1)
+        #expect(LeaseManager.segmentPrefix("db/creds/r", of: "db/creds/r/x") && !LeaseManager.segmentPrefix("db/creds/r", of: "db/creds/ro/x"))
+    }
+}

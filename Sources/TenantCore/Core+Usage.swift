@@ -29,7 +29,7 @@ extension Core {
     }
 
     /// The gauges of a namespace now: stored objects (rows of its engines), stored bytes
-    /// (all its rows, ciphertext), live tokens.
+    /// (all its rows, ciphertext), live tokens, live leases.
     func measureGauges(_ path: String) async throws -> UsageCounters {
         var g = UsageCounters()
         guard let stats = physical as? any StorageStatistics, let prefix = try await physicalPrefix(of: path) else { return g }
@@ -45,6 +45,7 @@ extension Core {
             g.storedBytes = try await stats.statistics(prefix: prefix).bytes
         }
         g.tokens = try await stats.statistics(prefix: prefix + "sys/token/id/").count
+        g.leases = try await stats.statistics(prefix: prefix + LeaseManager.idPrefix).count
         return g
     }
 

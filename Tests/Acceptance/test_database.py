@@ -381,3 +381,22 @@ def test_mysql_creds_create_a_real_user_and_revoke_drops_it(root_client):
     root_client.sys.revoke_lease(creds["lease_id"])
     assert not my_user_exists(user)
     assert mysql("SELECT 1", user=user, password=password).returncode != 0
+
+
+@needs_pg
+def test_leases_and_credential_requests_are_metered_per_namespace():
+    from test_usage import FLUSH, Node, row_for, usage
+    node = Node()
+    try:
+        t = unique("dbu").replace("-", "")[:14]
+        assert node.call("POST", f"sys/namespaces/{t}").status_code == 200
+        c = hvac.Client(url=node.srv.url, token=node.root, namespace=t)
+        mount, role = setup_pg_mount(c)
+        leases = [c.secrets.database.generate_credentials(name=role, mount_point=mount)["lease_id"] for _ in range(2)]
+        assert all(lease.endswith(".") is False and "." in lease.rsplit("/", 1)[1] for lease in leases), "namespaced lease ids carry the namespace id"
+        time.sleep(FLUSH * 2.5)
+        mine = row_for(usage(node, namespace=t, granularity="hour"), f"{t}/")
+        assert mine["requests"]["credential"] == 2 and mine["leases"] == 2, mine
+        c.sys.revoke_prefix(mount)
+    finally:
+        node.srv.dispose()

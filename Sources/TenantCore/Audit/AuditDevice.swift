@@ -31,9 +31,7 @@ public protocol AuditDevice: Sendable {
 /// Durability: each batch of entries (everything queued while the previous write ran) is
 /// one `write(2)` on a descriptor opened with `O_APPEND`, without user-space buffering, so
 /// an acknowledged entry survives a crash of the process; with `fsync` the batch is also
-/// `fdatasync`ed before it is acknowledged, so it survives a crash of the machine. Without
-/// `fsync` the requests themselves write (see `AuditDeviceWorker`'s combining mode); with
-/// it, and for `stdout`, the device's own thread does. Before
+/// `fdatasync`ed before it is acknowledged, so it survives a crash of the machine. Before
 /// each batch the device checks that `file_path` still names the file it has open; when
 /// the file was moved or deleted (rotation without SIGHUP) it opens the path again, and
 /// fails the batch when it cannot. Parent directories are never created.
@@ -131,15 +129,7 @@ public final class FileAuditDevice: AuditDevice {
 
     init(path: String, configuration: FileAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
         self.configuration = configuration
-        let combining: Bool
-        switch configuration.destination {
-        case .file: combining = !configuration.fsync
-        case .discard: combining = true
-        case .stdout: combining = false
-        }
-        worker = AuditDeviceWorker(
-            path: path, transport: FileAuditTransport(configuration), prefix: prefix, head: head, retryInterval: retryInterval, logger: logger,
-            combining: combining)
+        worker = AuditDeviceWorker(path: path, transport: FileAuditTransport(configuration), prefix: prefix, head: head, retryInterval: retryInterval, logger: logger)
     }
 
     /// Opens the destination and writes the first link record; throws when it cannot.
@@ -226,9 +216,6 @@ final class AuditDeviceWorker: @unchecked Sendable {
     private let condition = NSCondition()
     private var queue: [Job] = []
     private var closed = false
-    /// Combining mode: a submitter is draining the queue now.
-    private var draining = false
-    let combining: Bool
 
     // Owned by the worker thread.
     private let transport: any AuditTransport
@@ -240,13 +227,7 @@ final class AuditDeviceWorker: @unchecked Sendable {
     private var retryAt = ContinuousClock.now
     private var nextReason = "reconnect"
 
-    /// `combining`: no thread of its own. A submitter that finds the device idle becomes
-    /// its writer: it drains the queue (its own job and whatever others queued meanwhile)
-    /// on its own thread and completes every job it wrote; a submitter that finds a writer
-    /// busy only queues and leaves. Nothing blocks on a lock held across I/O, and the
-    /// common case costs no thread hand-off. Only for destinations whose writes cannot
-    /// stall (a local file without fsync, discard).
-    init(path: String, transport: any AuditTransport, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger, combining: Bool = false) {
+    init(path: String, transport: any AuditTransport, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
         self.path = path
         self.transport = transport
         self.prefix = Array(prefix.utf8)
@@ -254,8 +235,6 @@ final class AuditDeviceWorker: @unchecked Sendable {
         self.retryInterval = retryInterval
         self.logger = logger
         self.published = Mutex(head)
-        self.combining = combining
-        guard !combining else { return }
         let thread = Thread { [self] in run() }
         thread.name = "coffer-audit-\(path)"
         thread.start()
@@ -273,24 +252,7 @@ final class AuditDeviceWorker: @unchecked Sendable {
         }
         if case .close = job { closed = true }
         queue.append(job)
-        guard combining else {
-            condition.signal()
-            condition.unlock()
-            return
-        }
-        if draining {
-            condition.unlock()
-            return
-        }
-        draining = true
-        while !queue.isEmpty {
-            let batch = queue
-            queue.removeAll(keepingCapacity: true)
-            condition.unlock()
-            _ = process(batch)
-            condition.lock()
-        }
-        draining = false
+        condition.signal()
         condition.unlock()
     }
 

@@ -179,6 +179,11 @@ public struct BackendConfiguration: Sendable {
     public var defaultLeaseTTL: Int
     public var maxLeaseTTL: Int
     public var logger: Logger
+    /// A password from the namespace's password policy of that name (`sys/policies/password`);
+    /// throws `CofferError.invalid` when there is no such policy.
+    public var generatePassword: @Sendable (_ policy: String) async throws -> String = { name in
+        throw CofferError.invalid("password policy \"\(name.prefix(128))\" not found")
+    }
 
     public init(storage: StorageView, mountPath: String, mountType: String, options: [String: String] = [:], defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, logger: Logger = Logger(label: "coffer.engine")) {
         self.storage = storage

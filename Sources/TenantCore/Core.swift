@@ -67,7 +67,8 @@ public final class Core: Sendable {
                 registry: { [weak self] in
                     guard let self else { throw CofferError(.sealed, "Vault is sealed") }
                     return try self.root().rootView
-                })
+                },
+                alive: { [weak self] in self != nil })
         }
     }
 

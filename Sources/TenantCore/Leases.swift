@@ -144,7 +144,10 @@ public final class LeaseManager: Sendable {
     typealias Registry = @Sendable () async throws -> StorageView
     /// How to reach namespaces (by full path, loading them) and the root namespace's storage
     /// (the registry of namespaces with leases); set by the core after its init.
-    let links = Mutex<(resolve: Resolver, registry: Registry)?>(nil)
+    let links = Mutex<(resolve: Resolver, registry: Registry, alive: @Sendable () -> Bool)?>(nil)
+
+    /// Whether the core that owns this manager still exists (tests make many cores).
+    var coreAlive: Bool { links.withLock { $0 }?.alive() ?? false }
 
     func resolve(_ path: String) async throws -> NamespaceCore? {
         guard let l = links.withLock({ $0 }) else { throw CofferError(.sealed, "Vault is sealed") }
@@ -191,6 +194,7 @@ public final class LeaseManager: Sendable {
     }
 
     func restore() async {
+        guard coreAlive else { return }
         do {
             let view = try await registry()
             for id in try await view.list(prefix: Self.registryPrefix) where !id.hasSuffix("/") {
@@ -228,7 +232,7 @@ public final class LeaseManager: Sendable {
     /// Pops what is due, revokes it with bounded concurrency, sleeps until the next
     /// deadline (at most half a second, so new earlier deadlines are noticed).
     func run() async {
-        while !Task.isCancelled {
+        while !Task.isCancelled && coreAlive {
             let now = Self.now()
             var due: [Key] = []
             let next: Double? = state.withLock { s in

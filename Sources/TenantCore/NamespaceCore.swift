@@ -278,11 +278,16 @@ public final class NamespaceCore: Sendable {
             throw CofferError.invalid("plugin not found in the catalog: \(entry.type)")
         }
         let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
-        let config = BackendConfiguration(
+        var config = BackendConfiguration(
             storage: rootView.sub(prefix), mountPath: entry.path, mountType: entry.type, options: entry.options,
             defaultLeaseTTL: entry.config.defaultLeaseTTL > 0 ? entry.config.defaultLeaseTTL : configuration.defaultLeaseTTL,
             maxLeaseTTL: entry.config.maxLeaseTTL > 0 ? entry.config.maxLeaseTTL : configuration.maxLeaseTTL,
             logger: logger)
+        // Weak: the backend lives in this namespace's router.
+        config.generatePassword = { [weak self] name in
+            guard let self else { throw CofferError(.unavailable, "the namespace was unloaded") }
+            return try await self.generatePassword(policy: name)
+        }
         let backend = try await factory(config)
         try await backend.setup()
         let routePath = kind == .auth ? "auth/" + entry.path : entry.path

@@ -79,7 +79,7 @@ struct SystemBackend: LogicalBackend {
             Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
             Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
             Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
-        ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + auditRoutes
+        ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes
     }
 
     // MARK: tenants

@@ -269,7 +269,7 @@ extension DatabaseBackendTests {
             #expect(await failure(.create, "config/pg", c)?.message == "connection_url cannot be empty")
             c = Self.offlineConfig
             c["password_policy"] = "strict"
-            #expect(await failure(.create, "config/pg", c)?.message.contains("password policies are not supported yet") == true)
+            #expect(await failure(.create, "config/pg", c)?.message.contains("password policy \"strict\" not found") == true)
             c = Self.offlineConfig
             c["username_template"] = "{{ .Nope }}"
             #expect(await failure(.create, "config/pg", c)?.message.contains("invalid username template") == true)

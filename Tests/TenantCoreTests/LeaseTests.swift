@@ -128,3 +128,46 @@ struct LeaseTests {
         #expect(LeaseManager.segmentPrefix("db/creds/r", of: "db/creds/r/x") && !LeaseManager.segmentPrefix("db/creds/r", of: "db/creds/ro/x"))
     }
 }
+
+struct PasswordPolicyTests {
+    @Test func parsesGeneratesAndRefuses() throws {
+        let p = try PasswordPolicy(parsing: """
+            length = 24
+            rule "charset" {
+              charset = "abcdefghijklmnopqrstuvwxyz"
+              min-chars = 1
+            }
+            rule "charset" {
+              charset = "0123456789"
+              min-chars = 4
+            }
+            """)
+        for _ in 0..<200 {
+            let pw = p.generate()
+            #expect(pw.count == 24)
+            #expect(pw.allSatisfy { $0.isLowercase || $0.isNumber })
+            #expect(pw.filter(\.isNumber).count >= 4 && pw.contains(where: \.isLowercase))
+        }
+        #expect(Set((0..<50).map { _ in p.generate() }).count == 50)
+        for bad in [
+            "", "length = 2\nrule \"charset\" { charset = \"ab\" }", "length = 10", "length = 5\nrule \"charset\" { charset = \"ab\"\nmin-chars = 6 }",
+            "length = 10\nrule \"other\" { charset = \"ab\" }", "length = 10\nrule \"charset\" { charset = \"\" }", "length = 10\nfoo = 1\nrule \"charset\" { charset = \"a\" }",
+            "length = 10\nrule \"charset\" { charset = \"ab\"\nmin-chars = -1 }", "length = {",
+        ] {
+            #expect(throws: CofferError.self, "\(bad)") { try PasswordPolicy(parsing: bad) }
+        }
+    }
+
+    @Test func sysPoliciesPasswordAndGenerate() async throws {
+        let t = try await TestCore.make()
+        try await t.call(.update, "sys/policies/password/digits", ["policy": "length = 8\nrule \"charset\" {\n charset = \"0123456789\"\n min-chars = 8\n}"])
+        let r = try await t.call(.read, "sys/policies/password/digits/generate")
+        let pw = try #require(r.data?["password"]?.stringValue)
+        #expect(pw.count == 8 && pw.allSatisfy(\.isNumber))
+        #expect(try await t.call(.list, "sys/policies/password").data?["keys"] == ["digits"])
+        await #expect(throws: CofferError.self) { try await t.call(.update, "sys/policies/password/bad", ["policy": "length = 1"]) }
+        await #expect(throws: CofferError.self) { try await t.call(.read, "sys/policies/password/missing/generate") }
+        try await t.call(.delete, "sys/policies/password/digits")
+        await #expect(throws: CofferError.self) { try await t.call(.read, "sys/policies/password/digits/generate") }
+    }
+}

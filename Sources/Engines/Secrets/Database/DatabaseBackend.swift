@@ -347,8 +347,12 @@ public final class DatabaseBackend: LeasingBackend {
             }
             if f.has("max_connection_lifetime") { c.maxConnectionLifetime = f.int("max_connection_lifetime") }
             if f.has("password_policy") { c.passwordPolicy = f.string("password_policy") }
-            guard c.passwordPolicy.isEmpty else {
-                throw CofferError.invalid("password policies are not supported yet: remove password_policy (Coffer generates 20-character passwords of letters, digits and '-')")
+            if !c.passwordPolicy.isEmpty {
+                // The policy must exist and produce a password now, not at creds time.
+                let sample = try await config.generatePassword(c.passwordPolicy)
+                guard Self.isSafePassword(sample) else {
+                    throw CofferError.invalid("password policy \"\(c.passwordPolicy)\" can produce quotes, backslashes, ';' or control characters, which the statements cannot carry")
+                }
             }
             if f.has("username_template") { c.usernameTemplate = f.string("username_template") }
             if !c.usernameTemplate.isEmpty {
@@ -425,7 +429,7 @@ public final class DatabaseBackend: LeasingBackend {
             }
             try Self.checkSafeName(c.username, what: "the configured username")
             let plugin = try plugin(c.pluginName)
-            let newPassword = SecretGenerator.password()
+            let newPassword = try await password(for: c)
             let templates = c.rootRotationStatements.isEmpty ? plugin.defaultRotationStatements : c.rootRotationStatements
             let values = ["name": c.username, "username": c.username]
             let pool = try await pool(name, c)
@@ -547,7 +551,7 @@ public final class DatabaseBackend: LeasingBackend {
             throw CofferError.invalid("generated username \"\(username)\" is longer than \(plugin.maxUsernameLength) characters, the database's limit: shorten username_template (| truncate \(plugin.maxUsernameLength))")
         }
         try Self.checkSafeName(username, what: "the generated username")
-        let password = SecretGenerator.password()
+        let password = try await password(for: c)
         let expiration = GoTimeLayout.format(now.addingTimeInterval(TimeInterval(ttl) + Self.expirationSlack), layout: Self.expirationLayout)
         let create = Self.expand(role.creationStatements, [
             "name": username, "username": username, "password": password, "expiration": expiration,
@@ -622,6 +626,22 @@ public final class DatabaseBackend: LeasingBackend {
     /// Extends the lease: `increment` (or the role's default TTL), never past the issue
     /// time plus the role's max TTL. Runs the role's renew statements (PostgreSQL without
     /// any: Vault's `ALTER ROLE ... VALID UNTIL`) with the new `{{expiration}}`.
+    /// A new password: from the config's password policy (`sys/policies/password`), else
+    /// Vault's default (20 characters of `[A-Za-z0-9-]`).
+    func password(for c: DatabaseConfigRecord) async throws -> String {
+        guard !c.passwordPolicy.isEmpty else { return SecretGenerator.password() }
+        let p = try await config.generatePassword(c.passwordPolicy)
+        guard Self.isSafePassword(p) else {
+            throw CofferError.invalid("password policy \"\(c.passwordPolicy)\" produced a password with quotes, backslashes, ';' or control characters")
+        }
+        return p
+    }
+
+    /// Statements embed passwords in quotes as text: no quote, backslash, ';' or control.
+    static func isSafePassword(_ p: String) -> Bool {
+        !p.isEmpty && p.unicodeScalars.allSatisfy { $0.value >= 0x20 && $0.value != 0x7F && !"'\"`\\;".unicodeScalars.contains($0) }
+    }
+
     /// Only `creds/:name` issues leases (lease-count quotas reserve room for it alone).
     public func mayCreateLease(_ request: LogicalRequest) -> Bool {
         request.operation == .read && request.path.hasPrefix("creds/")
@@ -795,7 +815,7 @@ public final class DatabaseBackend: LeasingBackend {
     func rotate(_ name: String, _ role: StaticRoleRecord, _ c: DatabaseConfigRecord) async throws -> StaticRoleRecord {
         try Self.checkSafeName(role.username, what: "username")
         let plugin = try plugin(c.pluginName)
-        let password = SecretGenerator.password()
+        let password = try await password(for: c)
         let statements = Self.expand(role.rotationStatements.isEmpty ? plugin.defaultRotationStatements : role.rotationStatements,
                                      ["name": role.username, "username": role.username, "password": password])
         guard !statements.isEmpty else { throw CofferError.invalid("no rotation statements to run") }

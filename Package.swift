@@ -60,7 +60,13 @@ let package = Package(
         ),
         .target(
             name: "Replication",
-            dependencies: ["CofferSDK"],
+            dependencies: [
+                "CofferSDK",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: settings
         ),
         .target(
@@ -103,7 +109,7 @@ let package = Package(
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
         .testTarget(
             name: "TenantCoreTests",
-            dependencies: ["TenantCore", "Engines", "CofferSDK", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TenantCore", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
         .testTarget(

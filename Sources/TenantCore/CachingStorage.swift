@@ -5,7 +5,10 @@ import Synchronization
 ///
 /// Reads of hot keys (KV secrets, tokens, policies) then cost no storage round trip.
 /// A read fills the cache only if no write to that key started or finished while it was
-/// in flight, so a slow read can never cache a value older than a finished write.
+/// in flight, so a slow read can never cache a value older than a finished write. A write
+/// fills it only if it overlapped no other write to that key: overlapping writes may be
+/// applied in one order and answered in another (etcd answers over several connections),
+/// so none of their values is known to be the last.
 public final class CachingStorage: Storage {
     public let inner: any Storage
     let capacity: Int
@@ -14,6 +17,8 @@ public final class CachingStorage: Storage {
         var entries: [String: [UInt8]?] = [:]
         var generation: [String: UInt64] = [:]
         var inFlightWrites: [String: Int] = [:]
+        /// Writes (by `beginWrite` token) that overlapped another write to their key.
+        var overlapped: Set<UInt64> = []
         var counter: UInt64 = 0
     }
 
@@ -36,22 +41,29 @@ public final class CachingStorage: Storage {
         return value
     }
 
-    func beginWrite(_ key: String) {
+    /// Marks a write in flight; answers its token for `endWrite`.
+    func beginWrite(_ key: String) -> UInt64 {
         state.withLock { s in
             s.counter += 1
-            s.generation[key] = s.counter
+            let token = s.counter
+            // Writes already in flight see this one through `generation` at their end; this
+            // one must know it started while they were in flight.
+            if (s.inFlightWrites[key] ?? 0) > 0 { s.overlapped.insert(token) }
+            s.generation[key] = token
             s.inFlightWrites[key, default: 0] += 1
             s.entries[key] = nil
+            return token
         }
     }
 
-    func endWrite(_ key: String, value: [UInt8]??) {
+    func endWrite(_ key: String, token: UInt64, value: [UInt8]??) {
         state.withLock { s in
+            let alone = s.overlapped.remove(token) == nil && s.generation[key] == token
             s.counter += 1
             s.generation[key] = s.counter
             let n = (s.inFlightWrites[key] ?? 1) - 1
             s.inFlightWrites[key] = n == 0 ? nil : n
-            if n == 0, let value {
+            if n == 0, alone, let value {
                 s.entries[key] = .some(value)
             } else {
                 s.entries[key] = nil
@@ -61,23 +73,23 @@ public final class CachingStorage: Storage {
     }
 
     public func put(_ key: String, _ value: [UInt8]) async throws {
-        beginWrite(key)
+        let token = beginWrite(key)
         do {
             try await inner.put(key, value)
-            endWrite(key, value: .some(value))
+            endWrite(key, token: token, value: .some(value))
         } catch {
-            endWrite(key, value: nil)
+            endWrite(key, token: token, value: nil)
             throw error
         }
     }
 
     public func delete(_ key: String) async throws {
-        beginWrite(key)
+        let token = beginWrite(key)
         do {
             try await inner.delete(key)
-            endWrite(key, value: .some(nil))
+            endWrite(key, token: token, value: .some(nil))
         } catch {
-            endWrite(key, value: nil)
+            endWrite(key, token: token, value: nil)
             throw error
         }
     }
@@ -85,13 +97,13 @@ public final class CachingStorage: Storage {
     public func list(prefix: String) async throws -> [String] { try await inner.list(prefix: prefix) }
 
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
-        beginWrite(key)
+        let token = beginWrite(key)
         do {
             let ok = try await inner.compareAndSet(key, expected: expected, new: new)
-            endWrite(key, value: ok ? .some(new) : nil)
+            endWrite(key, token: token, value: ok ? .some(new) : nil)
             return ok
         } catch {
-            endWrite(key, value: nil)
+            endWrite(key, token: token, value: nil)
             throw error
         }
     }

@@ -1,0 +1,650 @@
+import AsyncHTTPClient
+import CofferSDK
+import Foundation
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import Synchronization
+
+/// Where and how `EtcdStorage` reaches etcd.
+///
+/// Plain HTTP only: TLS to etcd (and client certificates) is not supported yet, so an
+/// `https://` address is refused. Keep etcd on loopback or a private network until it is.
+public struct EtcdStorageConfiguration: Sendable, CustomStringConvertible {
+    /// Client endpoints of the cluster's members, `host:port` (or `http://host:port`). A call
+    /// starts at the member that answered last and moves to the next on a connection failure.
+    public var addresses: [String]
+    /// Every etcd key Coffer writes lives under this prefix (data under `prefix + "kv/"`, the
+    /// change-feed marker at `prefix + "feed"`), so several stores can share one cluster.
+    public var prefix: String
+    /// Bound on one storage call, fail-over and re-authentication included.
+    public var requestTimeout: Swift.Duration
+    /// Bound on opening one TCP connection, after which the next address is tried.
+    public var connectTimeout: Swift.Duration
+    /// etcd user for `/v3/auth/authenticate` when the cluster has auth enabled.
+    public var username: String?
+    public var password: String?
+    /// The cluster's `--max-request-bytes` (etcd's default, 1.5 MiB): a write that would not
+    /// fit is refused with `.invalidRequest` before it is sent.
+    public var maxRequestBytes: Int
+    /// Keys fetched per range request while listing.
+    public var listPageSize: Int
+    /// Pooled HTTP connections per member.
+    public var connectionsPerAddress: Int
+
+    public init(
+        addresses: [String], prefix: String = "coffer/", requestTimeout: Swift.Duration = .seconds(5),
+        connectTimeout: Swift.Duration = .seconds(1), username: String? = nil, password: String? = nil,
+        maxRequestBytes: Int = 1_572_864, listPageSize: Int = 1000, connectionsPerAddress: Int = 16
+    ) {
+        self.addresses = addresses
+        self.prefix = prefix
+        self.requestTimeout = requestTimeout
+        self.connectTimeout = connectTimeout
+        self.username = username
+        self.password = password
+        self.maxRequestBytes = maxRequestBytes
+        self.listPageSize = listPageSize
+        self.connectionsPerAddress = connectionsPerAddress
+    }
+
+    /// Never shows the password.
+    public var description: String {
+        "EtcdStorageConfiguration(addresses: \(addresses), prefix: \(prefix), requestTimeout: \(requestTimeout), "
+            + "username: \(username ?? "-"), password: \(password == nil ? "-" : "<redacted>"))"
+    }
+}
+
+/// The Raft-replicated `Storage` tier: etcd 3.4+ through its v3 JSON gateway (`/v3/kv/*`).
+///
+/// Layout: a Coffer key `k` is the etcd key `prefix + "kv/" + k`; `list` pages through a
+/// `keys_only` range and applies Vault's list semantics, skipping the rest of a sub-folder
+/// when a page ends inside one. Compare-and-set is one etcd transaction comparing the value
+/// (or `create_revision == 0`: must not exist).
+///
+/// The change feed is etcd's own MVCC history, read through one marker key: every write is a
+/// transaction that changes the data key *and* puts `prefix + "feed"` with the value `p<key>`
+/// (put) or `d<key>` (delete; only when the key existed), so both get the same etcd revision.
+/// A feed revision is that etcd revision (ordered, with gaps where other keys changed).
+/// `changes(since: r)` reads the marker's `mod_revision` (the feed head) and `version` (how
+/// many writes so far). A few changes (up to 16) are read backwards through the marker's
+/// history, one range at a revision each; more are read by watching the marker from `r + 1`
+/// up to the head or `limit` entries (etcd serves a watch on past revisions only on its
+/// next catch-up pass, up to 100 ms later). Either way every write after `r` is one entry,
+/// deletes included, nothing is coalesced, and no watch waits for an event that will not
+/// come. When etcd has compacted past `r + 1`, the watch is cancelled with a
+/// `compact_revision` and the feed answers `.compacted(head:)`. Retention is etcd's: run the
+/// cluster with `--auto-compaction-mode` / `--auto-compaction-retention` (or compact it).
+///
+/// Every call is bounded by `requestTimeout`; any etcd or network failure is
+/// `CofferError(.unavailable, "etcd: ...")`, whose message carries no value, token or password.
+/// A write is retried on the next member only when it cannot have been applied twice
+/// harmfully: puts and deletes after any transport failure, compare-and-set only when the
+/// connection was never opened.
+public final class EtcdStorage: Storage {
+    public let configuration: EtcdStorageConfiguration
+    let client: HTTPClient
+    /// `http://host:port`, one per member.
+    let endpoints: [String]
+    let dataPrefix: [UInt8]
+    let feedKey: [UInt8]
+    let state = Mutex(State())
+
+    struct State {
+        /// The endpoint that answered last: calls start there.
+        var preferred = 0
+        /// The etcd auth token, when `username` is set and one was issued.
+        var token: String?
+        var shutDown = false
+    }
+
+    public init(configuration: EtcdStorageConfiguration) throws {
+        guard !configuration.addresses.isEmpty else { throw CofferError.invalid("etcd: no addresses configured") }
+        guard !configuration.prefix.isEmpty else { throw CofferError.invalid("etcd: the key prefix must not be empty") }
+        endpoints = try configuration.addresses.map { address in
+            if address.hasPrefix("https://") { throw CofferError.invalid("etcd: TLS is not supported yet (\(address))") }
+            let hostPort = address.hasPrefix("http://") ? String(address.dropFirst("http://".count)) : address
+            guard !hostPort.isEmpty, !hostPort.contains("/") else { throw CofferError.invalid("etcd: bad address \(address)") }
+            return "http://" + hostPort
+        }
+        self.configuration = configuration
+        dataPrefix = Array((configuration.prefix + "kv/").utf8)
+        feedKey = Array((configuration.prefix + "feed").utf8)
+        var http = HTTPClient.Configuration()
+        http.timeout = .init(connect: Self.timeAmount(configuration.connectTimeout))
+        http.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.connectionsPerAddress))
+        // A refused connection fails the request at once, so the next member is tried.
+        http.connectionPool.retryConnectionEstablishment = false
+        http.redirectConfiguration = .disallow
+        http.httpVersion = .http1Only
+        client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+    }
+
+    /// Closes the HTTP connections. The store must not be used afterwards; a store dropped
+    /// without it closes them in the background.
+    public func shutdown() async throws {
+        let first = state.withLock { s in
+            let first = !s.shutDown
+            s.shutDown = true
+            return first
+        }
+        guard first else { return }
+        try await client.shutdown()
+    }
+
+    deinit {
+        if !state.withLock({ $0.shutDown }) {
+            // The callback keeps the client alive until its pool has closed.
+            client.shutdown(queue: .global()) { _ in }
+        }
+    }
+
+    // MARK: Storage
+
+    public func get(_ key: String) async throws -> [UInt8]? {
+        let reply = try await call("/v3/kv/range", RangeRequest(key: Data(dataPrefix + key.utf8)), RangeReply.self, retryable: true)
+        guard let kv = reply.kvs?.first else { return nil }
+        return kv.value.map { Array($0) } ?? []
+    }
+
+    public func put(_ key: String, _ value: [UInt8]) async throws {
+        let etcdKey = dataPrefix + key.utf8
+        try checkSize(valueBytes: value.count, keyBytes: etcdKey.count)
+        let txn = TxnRequest(success: [.put(etcdKey, value), .put(feedKey, Self.feedEntry(deleted: false, key))])
+        _ = try await call("/v3/kv/txn", txn, TxnReply.self, retryable: true)
+    }
+
+    public func delete(_ key: String) async throws {
+        let etcdKey = dataPrefix + key.utf8
+        // Only an existing key is deleted and logged, so the feed holds real changes only.
+        let txn = TxnRequest(
+            compare: [Compare(result: "GREATER", target: "VERSION", key: Data(etcdKey), version: 0)],
+            success: [.delete(etcdKey), .put(feedKey, Self.feedEntry(deleted: true, key))])
+        _ = try await call("/v3/kv/txn", txn, TxnReply.self, retryable: true)
+    }
+
+    public func list(prefix: String) async throws -> [String] {
+        let start = dataPrefix + prefix.utf8
+        let end = Self.rangeEnd(of: start)
+        var keys: [String] = []
+        var from = start
+        while true {
+            let request = RangeRequest(key: Data(from), rangeEnd: Data(end), limit: Int64(max(1, configuration.listPageSize)), keysOnly: true)
+            let reply = try await call("/v3/kv/range", request, RangeReply.self, retryable: true)
+            let page = reply.kvs ?? []
+            for kv in page {
+                guard let full = kv.key, full.count >= dataPrefix.count else { continue }
+                keys.append(String(decoding: full.dropFirst(dataPrefix.count), as: UTF8.self))
+            }
+            guard reply.more == true, let last = page.last?.key else { break }
+            let rest = Array(last.dropFirst(start.count))
+            if let slash = rest.firstIndex(of: UInt8(ascii: "/")) {
+                // The page ended inside a sub-folder: it is listed once, skip the rest of it.
+                from = start + rest[..<slash] + [UInt8(ascii: "/") + 1]
+            } else {
+                from = Array(last) + [0]
+            }
+        }
+        return Self.immediateChildren(of: prefix, in: keys)
+    }
+
+    public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
+        let etcdKey = dataPrefix + key.utf8
+        try checkSize(valueBytes: (expected?.count ?? 0) + (new?.count ?? 0), keyBytes: etcdKey.count)
+        let compare: Compare
+        if let expected {
+            compare = Compare(result: "EQUAL", target: "VALUE", key: Data(etcdKey), value: Data(expected))
+        } else {
+            compare = Compare(result: "EQUAL", target: "CREATE", key: Data(etcdKey), createRevision: 0)
+        }
+        var success: [RequestOp] = []
+        if let new {
+            success = [.put(etcdKey, new), .put(feedKey, Self.feedEntry(deleted: false, key))]
+        } else if expected != nil {
+            success = [.delete(etcdKey), .put(feedKey, Self.feedEntry(deleted: true, key))]
+        }
+        let reply = try await call("/v3/kv/txn", TxnRequest(compare: [compare], success: success), TxnReply.self, retryable: false)
+        return reply.succeeded ?? false
+    }
+
+    public func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges {
+        try await bounded("changes") {
+            let marker = try await self.call("/v3/kv/range", RangeRequest(key: Data(self.feedKey)), RangeReply.self, retryable: true)
+            let newest = marker.kvs?.first
+            let head = UInt64(max(0, newest?.modRevision?.value ?? 0))
+            guard let newest, head > revision, limit > 0 else { return .changes([], head: head) }
+            if let recent = try await self.recentChanges(since: revision, newest: newest) {
+                return .changes(Array(recent.prefix(limit)), head: head)
+            }
+            let body = try Self.encode(WatchRequest(createRequest: .init(key: Data(self.feedKey), startRevision: Int64(revision + 1))))
+            return try await self.exchange("/v3/watch", body, retryable: true) { response in
+                try await self.readFeed(response, head: head, limit: limit)
+            }
+        }
+    }
+
+    // MARK: Change feed
+
+    /// Up to this many changes are read backwards through the marker's history (one range
+    /// request each, ~1 ms) instead of through a watch: etcd hands a watch on past revisions
+    /// its events only on its next catch-up pass, up to 100 ms later.
+    static let historyWalkLimit: Int64 = 16
+
+    /// The changes after `revision` when there are at most `historyWalkLimit`, oldest first:
+    /// the marker's version counts the writes, and the marker read at revision `r - 1` is the
+    /// write before the one at `r`. `nil` when there are more, or etcd compacted a revision
+    /// needed (the watch then tells whether the reader must re-list).
+    func recentChanges(since revision: UInt64, newest: KeyValue) async throws -> [StorageChange]? {
+        var before: Int64 = 0
+        if revision > 0 {
+            guard let reply = try await marker(at: Int64(revision)) else { return nil }
+            before = reply.kvs?.first?.version?.value ?? 0
+        }
+        let count = (newest.version?.value ?? 0) - before
+        guard count > 0, count <= Self.historyWalkLimit else { return nil }
+        var changes: [StorageChange] = []
+        var kv = newest
+        while true {
+            guard let rev = kv.modRevision?.value, rev > Int64(revision), let value = kv.value, let tag = value.first else { return nil }
+            changes.append(StorageChange(revision: UInt64(rev), key: String(decoding: value.dropFirst(), as: UTF8.self), deleted: tag == UInt8(ascii: "d")))
+            if changes.count == count { return changes.reversed() }
+            guard let earlier = try await marker(at: rev - 1)?.kvs?.first else { return nil }
+            kv = earlier
+        }
+    }
+
+    /// The feed marker as of `revision`; `nil` when etcd has compacted that revision.
+    func marker(at revision: Int64) async throws -> RangeReply? {
+        do {
+            return try await call("/v3/kv/range", RangeRequest(key: Data(feedKey), revision: revision), RangeReply.self, retryable: true)
+        } catch is EtcdCompacted {
+            return nil
+        }
+    }
+
+    static func feedEntry(deleted: Bool, _ key: String) -> [UInt8] {
+        [deleted ? UInt8(ascii: "d") : UInt8(ascii: "p")] + Array(key.utf8)
+    }
+
+    /// Reads watch events (one JSON object per line) until `head` or `limit`; returning
+    /// drops the stream, which closes the connection and with it the watch.
+    func readFeed(_ response: HTTPClientResponse, head: UInt64, limit: Int) async throws -> StorageChanges {
+        guard response.status == .ok else {
+            throw Self.failure(status: response.status, body: try await response.body.collect(upTo: 1 << 16))
+        }
+        let decoder = Self.decoder()
+        var changes: [StorageChange] = []
+        var pending: [UInt8] = []
+        for try await chunk in response.body {
+            pending.append(contentsOf: chunk.readableBytesView)
+            var lineStart = 0
+            while let newline = pending[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
+                let line = pending[lineStart..<newline]
+                lineStart = newline + 1
+                guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) else { continue }
+                let message: WatchLine
+                do {
+                    message = try decoder.decode(WatchLine.self, from: Data(line))
+                } catch {
+                    throw CofferError(.unavailable, "etcd: unreadable watch response", cause: error)
+                }
+                if let error = message.error {
+                    throw CofferError(.unavailable, "etcd: watch failed: \(Self.clip(error.message ?? "unknown error"))")
+                }
+                guard let result = message.result else { continue }
+                if let compacted = result.compactRevision?.value, compacted > 0 { return .compacted(head: head) }
+                if result.canceled == true {
+                    let reason = result.cancelReason ?? ""
+                    if reason.contains("invalid auth token") || reason.contains("Unauthenticated") { throw EtcdAuthExpired() }
+                    throw CofferError(.unavailable, "etcd: watch cancelled: \(Self.clip(reason))")
+                }
+                for event in result.events ?? [] where event.type == nil || event.type == "PUT" {
+                    guard let kv = event.kv, let value = kv.value, let tag = value.first,
+                        let rev = kv.modRevision?.value, rev > 0
+                    else { continue }
+                    let key = String(decoding: value.dropFirst(), as: UTF8.self)
+                    changes.append(StorageChange(revision: UInt64(rev), key: key, deleted: tag == UInt8(ascii: "d")))
+                    if UInt64(rev) >= head || changes.count >= limit { return .changes(changes, head: head) }
+                }
+            }
+            pending.removeFirst(lineStart)
+        }
+        throw CofferError(.unavailable, "etcd: watch stream ended early")
+    }
+
+    // MARK: Requests
+
+    /// One unary JSON call: bounded by `requestTimeout`, failing over between members,
+    /// re-authenticating once when etcd refuses the token.
+    func call<Request: Encodable, Reply: Decodable & Sendable>(
+        _ path: String, _ request: Request, _ reply: Reply.Type, retryable: Bool
+    ) async throws -> Reply {
+        let body = try Self.encode(request)
+        let bytes = try await bounded(path) {
+            try await self.exchange(path, body, retryable: retryable) { response in
+                let buffer = try await response.body.collect(upTo: self.maxResponseBytes)
+                guard response.status == .ok else { throw Self.failure(status: response.status, body: buffer) }
+                return buffer
+            }
+        }
+        do {
+            return try Self.decoder().decode(Reply.self, from: Data(bytes.readableBytesView))
+        } catch {
+            throw CofferError(.unavailable, "etcd: unreadable response to \(path)", cause: error)
+        }
+    }
+
+    var maxResponseBytes: Int { 4 * configuration.maxRequestBytes + (1 << 20) }
+
+    /// Sends `body` to `path` and hands the response to `consume`, trying the members in turn
+    /// (a connection that never opened is always retried elsewhere; other transport failures
+    /// only when `retryable`), with the auth token when there is a user.
+    func exchange<T: Sendable>(
+        _ path: String, _ body: [UInt8], retryable: Bool,
+        _ consume: @escaping @Sendable (HTTPClientResponse) async throws -> T
+    ) async throws -> T {
+        var reauthenticated = false
+        while true {
+            let token = try await authToken()
+            do {
+                return try await attempt(path, body, token: token, retryable: retryable, consume)
+            } catch is EtcdAuthExpired where configuration.username != nil && !reauthenticated {
+                state.withLock { if $0.token == token { $0.token = nil } }
+                reauthenticated = true
+            } catch is EtcdAuthExpired {
+                throw CofferError(.unavailable, "etcd: the cluster refused the credentials")
+            }
+        }
+    }
+
+    func attempt<T: Sendable>(
+        _ path: String, _ body: [UInt8], token: String?, retryable: Bool,
+        _ consume: @escaping @Sendable (HTTPClientResponse) async throws -> T
+    ) async throws -> T {
+        let first = state.withLock { $0.preferred }
+        let deadline = NIODeadline.now() + Self.timeAmount(configuration.requestTimeout)
+        var lastError: (any Error)?
+        for step in 0..<endpoints.count {
+            let index = (first + step) % endpoints.count
+            var request = HTTPClientRequest(url: endpoints[index] + path)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            if let token { request.headers.add(name: "Authorization", value: token) }
+            request.body = .bytes(ByteBuffer(bytes: body))
+            do {
+                let response = try await client.execute(request, deadline: deadline)
+                let result = try await consume(response)
+                if step > 0 { state.withLock { $0.preferred = index } }
+                return result
+            } catch let error as CofferError {
+                throw error
+            } catch let error as EtcdAuthExpired {
+                throw error
+            } catch let error as EtcdCompacted {
+                throw error
+            } catch {
+                if Task.isCancelled || Self.isDeadline(error) { throw error }
+                guard Self.neverConnected(error) || retryable else { throw error }
+                lastError = error
+            }
+        }
+        throw CofferError(
+            .unavailable, "etcd: no member reachable (\(configuration.addresses.joined(separator: ", ")))", cause: lastError)
+    }
+
+    /// The auth token, fetched when there is a user and none is held.
+    func authToken() async throws -> String? {
+        guard let username = configuration.username else { return nil }
+        if let token = state.withLock({ $0.token }) { return token }
+        let body = try Self.encode(AuthenticateRequest(name: username, password: configuration.password ?? ""))
+        let buffer = try await attempt("/v3/auth/authenticate", body, token: nil, retryable: true) { response in
+            let buffer = try await response.body.collect(upTo: 1 << 16)
+            guard response.status == .ok else {
+                // Never echo etcd's text here: it is about the credentials.
+                throw CofferError(.unavailable, "etcd: authentication failed for user \(username)")
+            }
+            return buffer
+        }
+        guard let token = try? Self.decoder().decode(AuthenticateReply.self, from: Data(buffer.readableBytesView)).token, !token.isEmpty else {
+            throw CofferError(.unavailable, "etcd: authentication answered no token")
+        }
+        state.withLock { $0.token = token }
+        return token
+    }
+
+    /// Runs `body` within `requestTimeout`; every failure becomes `CofferError(.unavailable)`.
+    func bounded<T: Sendable>(_ what: String, _ body: @escaping @Sendable () async throws -> T) async throws -> T {
+        let timeout = configuration.requestTimeout
+        do {
+            return try await withThrowingTaskGroup(of: Bounded<T>.self) { group in
+                group.addTask { .value(try await body()) }
+                group.addTask {
+                    try await Task.sleep(for: timeout)
+                    return .timedOut
+                }
+                defer { group.cancelAll() }
+                guard case .value(let value) = try await group.next() else { throw EtcdTimeout() }
+                return value
+            }
+        } catch let error as CofferError {
+            throw error
+        } catch let error as EtcdCompacted {
+            throw error
+        } catch is EtcdTimeout {
+            throw CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)")
+        } catch {
+            if Self.isDeadline(error) { throw CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)", cause: error) }
+            throw CofferError(.unavailable, "etcd: \(what) failed: \(Self.clip(String(describing: error)))", cause: error)
+        }
+    }
+
+    enum Bounded<T: Sendable>: Sendable {
+        case value(T)
+        case timedOut
+    }
+
+    // MARK: Helpers
+
+    /// The largest value `put(key, _)` sends: `maxRequestBytes` less what the transaction
+    /// carries besides the value (the key twice, the feed marker, framing).
+    public func maxValueBytes(forKey key: String) -> Int {
+        maxValueBytes(keyBytes: dataPrefix.count + key.utf8.count)
+    }
+
+    func maxValueBytes(keyBytes: Int) -> Int {
+        max(0, configuration.maxRequestBytes - 2 * keyBytes - 2 * feedKey.count - 512)
+    }
+
+    func checkSize(valueBytes: Int, keyBytes: Int) throws {
+        let limit = maxValueBytes(keyBytes: keyBytes)
+        if valueBytes > limit {
+            throw CofferError.invalid("value too large for etcd: \(valueBytes) bytes, limit \(limit) bytes")
+        }
+    }
+
+    /// The first key after every key that starts with `prefix` (etcd's `range_end`).
+    static func rangeEnd(of prefix: [UInt8]) -> [UInt8] {
+        var end = prefix
+        while let last = end.last {
+            if last < 0xFF {
+                end[end.count - 1] = last + 1
+                return end
+            }
+            end.removeLast()
+        }
+        return [0]
+    }
+
+    static func failure(status: HTTPResponseStatus, body: ByteBuffer) -> any Error {
+        let reply = try? decoder().decode(ErrorReply.self, from: Data(body.readableBytesView))
+        // gRPC code 16: Unauthenticated (the token expired or the cluster restarted).
+        if reply?.code == 16 { return EtcdAuthExpired() }
+        let message = reply?.message ?? reply?.error ?? "HTTP \(status.code)"
+        // gRPC code 11: OutOfRange, a read at a revision etcd has compacted.
+        if reply?.code == 11, message.contains("compacted") { return EtcdCompacted() }
+        if message.contains("request is too large") {
+            return CofferError.invalid("value too large for etcd: \(clip(message))")
+        }
+        return CofferError(.unavailable, "etcd: \(clip(message))")
+    }
+
+    static func neverConnected(_ error: any Error) -> Bool {
+        if let error = error as? HTTPClientError { return error == .connectTimeout }
+        if let error = error as? ChannelError, case .connectTimeout = error { return true }
+        if let error = error as? IOError { return [ECONNREFUSED, EHOSTUNREACH, ENETUNREACH].contains(error.errnoCode) }
+        // A host name: the happy-eyeballs connector reports every failed attempt at once.
+        return error is NIOConnectionError
+    }
+
+    static func isDeadline(_ error: any Error) -> Bool {
+        (error as? HTTPClientError) == .deadlineExceeded || error is CancellationError
+    }
+
+    static func clip(_ text: String) -> String { text.count <= 200 ? text : String(text.prefix(200)) + "…" }
+
+    static func timeAmount(_ duration: Swift.Duration) -> TimeAmount {
+        let (seconds, attoseconds) = duration.components
+        return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
+    }
+
+    static func encode(_ value: some Encodable) throws -> [UInt8] {
+        let encoder = JSONEncoder()
+        encoder.keyEncodingStrategy = .convertToSnakeCase
+        return Array(try encoder.encode(value))
+    }
+
+    static func decoder() -> JSONDecoder {
+        let decoder = JSONDecoder()
+        decoder.keyDecodingStrategy = .convertFromSnakeCase
+        return decoder
+    }
+}
+
+/// etcd refused the auth token (it expired, or the cluster lost it): authenticate again.
+struct EtcdAuthExpired: Error {}
+struct EtcdTimeout: Error {}
+/// A read asked for a revision etcd has compacted.
+struct EtcdCompacted: Error {}
+
+// MARK: - The JSON gateway's messages (etcdserverpb, proto3 JSON: bytes are base64, int64 are strings)
+
+/// An int64 as the gateway writes it: a decimal string (a plain number is accepted too).
+struct EtcdInt: Decodable, Sendable {
+    let value: Int64
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if let text = try? container.decode(String.self), let value = Int64(text) {
+            self.value = value
+        } else {
+            value = try container.decode(Int64.self)
+        }
+    }
+}
+
+struct RangeRequest: Encodable {
+    var key: Data
+    var rangeEnd: Data?
+    var limit: Int64?
+    /// Read as of this revision (absent: the newest).
+    var revision: Int64?
+    var keysOnly: Bool?
+}
+
+struct KeyValue: Decodable, Sendable {
+    var key: Data?
+    var value: Data?
+    var modRevision: EtcdInt?
+    /// How many times the key was written since it was created.
+    var version: EtcdInt?
+}
+
+struct RangeReply: Decodable, Sendable {
+    var kvs: [KeyValue]?
+    var more: Bool?
+}
+
+struct Compare: Encodable {
+    /// EQUAL, GREATER, LESS, NOT_EQUAL.
+    var result: String
+    /// VERSION, CREATE, MOD, VALUE.
+    var target: String
+    var key: Data
+    var value: Data?
+    var createRevision: Int64?
+    var version: Int64?
+}
+
+struct PutRequest: Encodable {
+    var key: Data
+    var value: Data
+}
+
+struct DeleteRangeRequest: Encodable {
+    var key: Data
+}
+
+struct RequestOp: Encodable {
+    var requestPut: PutRequest?
+    var requestDeleteRange: DeleteRangeRequest?
+
+    static func put(_ key: [UInt8], _ value: [UInt8]) -> RequestOp {
+        RequestOp(requestPut: PutRequest(key: Data(key), value: Data(value)))
+    }
+    static func delete(_ key: [UInt8]) -> RequestOp {
+        RequestOp(requestDeleteRange: DeleteRangeRequest(key: Data(key)))
+    }
+}
+
+struct TxnRequest: Encodable {
+    var compare: [Compare] = []
+    var success: [RequestOp] = []
+}
+
+struct TxnReply: Decodable, Sendable {
+    /// Absent (proto3 default) when the comparison failed.
+    var succeeded: Bool?
+}
+
+struct WatchRequest: Encodable {
+    struct Create: Encodable {
+        var key: Data
+        var startRevision: Int64
+    }
+    var createRequest: Create
+}
+
+struct WatchLine: Decodable {
+    struct StreamError: Decodable {
+        var message: String?
+    }
+    var result: WatchResult?
+    var error: StreamError?
+}
+
+struct WatchResult: Decodable {
+    struct Event: Decodable {
+        /// PUT (absent: proto3 default) or DELETE.
+        var type: String?
+        var kv: KeyValue?
+    }
+    var canceled: Bool?
+    var cancelReason: String?
+    var compactRevision: EtcdInt?
+    var events: [Event]?
+}
+
+struct ErrorReply: Decodable {
+    var error: String?
+    var message: String?
+    var code: Int?
+}
+
+struct AuthenticateRequest: Encodable {
+    var name: String
+    var password: String
+}
+
+struct AuthenticateReply: Decodable {
+    var token: String?
+}

@@ -1,0 +1,246 @@
+import CofferSDK
+import Foundation
+import Replication
+import Testing
+
+/// `EtcdStorage` against a real etcd: the shared conformance suite on the etcd started by
+/// `Ops/test` (`COFFER_TEST_ETCD_ADDR`), plus a private member (`Ops/etcd`) for what would
+/// disturb other suites: compaction, auth, a hung and a stopped etcd.
+@Suite(.enabled(if: EtcdTestSupport.address != nil, "set COFFER_TEST_ETCD_ADDR (Ops/etcd start DIR)"))
+struct EtcdStorageTests {
+    /// A store on the shared etcd under a prefix of its own: every test starts empty.
+    func store(_ address: String? = EtcdTestSupport.address, timeout: Swift.Duration = .seconds(5), pageSize: Int = 1000) throws -> EtcdStorage {
+        try EtcdStorage(
+            configuration: EtcdStorageConfiguration(
+                addresses: [address ?? ""], prefix: "coffer-test-\(UUID().uuidString)/", requestTimeout: timeout,
+                listPageSize: pageSize))
+    }
+
+    @Test func conformance() async throws {
+        let s = try store()
+        try await exerciseStorage(s)
+        try await s.shutdown()
+    }
+
+    @Test func listPagesAndSkipsFolders() async throws {
+        let s = try store(pageSize: 2)
+        for key in ["a", "b/1", "b/2", "b/3", "b/4", "b/5", "c", "d/x/y", "d/z", "e"] { try await s.put(key, [1]) }
+        #expect(try await s.list(prefix: "") == ["a", "b/", "c", "d/", "e"])
+        #expect(try await s.list(prefix: "b/") == ["1", "2", "3", "4", "5"])
+        #expect(try await s.list(prefix: "d/") == ["x/", "z"])
+        #expect(try await s.list(prefix: "b") == ["/"])
+        try await s.shutdown()
+    }
+
+    /// Short backlogs are read through the marker's history, long ones through a watch: both
+    /// give the same entries, from any revision, with any limit.
+    @Test func feedAgreesAcrossBacklogLengths() async throws {
+        let s = try store()
+        for i in 0..<30 {
+            if i % 4 == 3 { try await s.delete("k\(i - 1)") } else { try await s.put("k\(i)", [1]) }
+        }
+        try await s.delete("never-existed")
+        #expect(try await s.compareAndSet("k0", expected: [1], new: nil))
+        guard case .changes(let all, let head) = try await s.changes(since: 0, limit: 1000) else {
+            Issue.record("compacted unexpectedly")
+            return
+        }
+        #expect(all.count == 31 && all.last?.revision == head)
+        #expect(all.filter(\.deleted).map(\.key) == ["k2", "k6", "k10", "k14", "k18", "k22", "k26", "k0"])
+        for i in all.indices {
+            for limit in [3, 100] {
+                let got = try await s.changes(since: all[i].revision - 1, limit: limit)
+                #expect(got == .changes(Array(all[i...].prefix(limit)), head: head), "from entry \(i), limit \(limit)")
+            }
+        }
+        try await s.shutdown()
+    }
+
+    @Test func valuesOverTheRequestLimitAreRefusedBeforeSending() async throws {
+        let s = try store()
+        let limit = s.maxValueBytes(forKey: "big")
+        #expect(limit > 1_500_000 && limit < 1_572_864)
+        try await s.put("big", [UInt8](repeating: 7, count: limit))  // the estimate is not too tight for etcd
+        #expect(try await s.get("big")?.count == limit)
+        for attempt in 0..<2 {
+            let error = await #expect(throws: CofferError.self) {
+                let tooBig = [UInt8](repeating: 1, count: limit + 1)
+                if attempt == 0 { try await s.put("big", tooBig) } else { _ = try await s.compareAndSet("big", expected: nil, new: tooBig) }
+            }
+            #expect(error?.code == .invalidRequest)
+            #expect(error?.message.contains("value too large for etcd: \(limit + 1) bytes") == true)
+        }
+        #expect(try await s.get("big")?.count == limit)
+        try await s.shutdown()
+    }
+
+    @Test func concurrentCompareAndSetHasOneWinnerPerRound() async throws {
+        let s = try store()
+        for round in 0..<10 {
+            let expected: [UInt8]? = round == 0 ? nil : [UInt8(round)]
+            let wins = try await withThrowingTaskGroup(of: Bool.self) { group in
+                for contender in 0..<20 {
+                    group.addTask { try await s.compareAndSet("cas", expected: expected, new: [UInt8(round + 1), UInt8(contender)]) }
+                }
+                return try await group.reduce(0) { $0 + ($1 ? 1 : 0) }
+            }
+            #expect(wins == 1, "round \(round)")
+            let winner = try #require(try await s.get("cas"))
+            #expect(winner.first == UInt8(round + 1))
+            // The next round compares against one known value.
+            #expect(try await s.compareAndSet("cas", expected: winner, new: [UInt8(round + 1)]))
+        }
+        try await s.shutdown()
+    }
+
+    @Test func unreachableMembersAreSkippedAndReported() async throws {
+        let live = try #require(EtcdTestSupport.address)
+        // Port 1 refuses: the store moves on to the live member.
+        let failover = try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: ["127.0.0.1:1", live], prefix: "coffer-test-\(UUID().uuidString)/"))
+        // Compare-and-set is not retried after a sent request, but a refused connection sent nothing.
+        #expect(try await failover.compareAndSet("k", expected: nil, new: [1]))
+        #expect(try await failover.get("k") == [1])
+        try await failover.shutdown()
+
+        let dead = try store("127.0.0.1:1", timeout: .seconds(2))
+        let start = ContinuousClock.now
+        let error = await #expect(throws: CofferError.self) { try await dead.get("k") }
+        #expect(error?.code == .unavailable)
+        #expect(error?.message.hasPrefix("etcd: ") == true)
+        #expect(ContinuousClock.now - start < .seconds(2.5))
+        try await dead.shutdown()
+    }
+
+    @Test func configurationNeverShowsThePassword() throws {
+        let configuration = EtcdStorageConfiguration(addresses: ["127.0.0.1:2379"], username: "root", password: "pa55-w0rd-never-shown")
+        #expect(!"\(configuration)".contains("pa55"))
+        #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: ["https://127.0.0.1:2379"])) }
+        #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: [])) }
+    }
+
+    /// A member of its own: compaction, auth with a 1 s token TTL, then SIGSTOP and stop.
+    @Test func privateMemberCompactionAuthHangAndStop() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-etcd-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let line = try EtcdTestSupport.shell("COFFER_ETCD_ARGS=--auth-token-ttl=1", EtcdTestSupport.ops, "start", dir)
+        let address = try #require(line.split(separator: "=").last.map(String.init))
+        let pid = try String(contentsOfFile: dir + "/etcd.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
+        do {
+            // Compaction past the reader's revision is reported, later revisions still read.
+            let s = try store(address)
+            for i in 0..<5 { try await s.put("k\(i)", [UInt8(i)]) }
+            try await s.delete("k0")
+            guard case .changes(let all, let head) = try await s.changes(since: 0, limit: 100) else {
+                Issue.record("compacted before any compaction")
+                return
+            }
+            #expect(all.map(\.key) == ["k0", "k1", "k2", "k3", "k4", "k0"] && all.last?.deleted == true)
+            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "compact", "\(head)")
+            #expect(try await s.changes(since: 0, limit: 100) == .compacted(head: head))
+            #expect(try await s.changes(since: head - 2, limit: 100) == .compacted(head: head))
+            #expect(try await s.changes(since: head, limit: 100) == .changes([], head: head))
+            try await s.put("after", [1])
+            guard case .changes(let tail, let head2) = try await s.changes(since: head, limit: 100) else {
+                Issue.record("compacted after the compaction point")
+                return
+            }
+            #expect(tail.map(\.key) == ["after"] && tail.first?.revision == head2)
+            try await s.shutdown()
+
+            // Auth: no user or a wrong password is refused (the password never shows); the
+            // right one works, also after its token expired (TTL 1 s).
+            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "user", "add", "root:r00t-pw")
+            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "auth", "enable")
+            let prefix = "coffer-test-\(UUID().uuidString)/"
+            func authenticated(_ password: String?) throws -> EtcdStorage {
+                try EtcdStorage(
+                    configuration: EtcdStorageConfiguration(
+                        addresses: [address], prefix: prefix, requestTimeout: .seconds(2), username: password == nil ? nil : "root", password: password))
+            }
+            for password in [nil, "wr0ng-pw"] {
+                let refused = try authenticated(password)
+                let error = await #expect(throws: CofferError.self) { try await refused.put("x", [1]) }
+                #expect(error?.code == .unavailable)
+                #expect(error.map { !$0.message.contains("pw") } == true)
+                try await refused.shutdown()
+            }
+            let authed = try authenticated("r00t-pw")
+            try await authed.put("x", [1])
+            try await Task.sleep(for: .seconds(2.5))
+            #expect(try await authed.get("x") == [1])
+            guard case .changes(let authedFeed, _) = try await authed.changes(since: head2, limit: 10) else {
+                Issue.record("compacted unexpectedly")
+                return
+            }
+            #expect(authedFeed.map(\.key) == ["x"])
+
+            // A hung etcd (SIGSTOP): bounded by the 2 s request timeout.
+            _ = try EtcdTestSupport.shell("kill", "-STOP", pid)
+            var start = ContinuousClock.now
+            var error = await #expect(throws: CofferError.self) { try await authed.get("x") }
+            #expect(error?.code == .unavailable)
+            #expect(ContinuousClock.now - start < .seconds(4))
+            _ = try EtcdTestSupport.shell("kill", "-CONT", pid)
+            #expect(try await authed.get("x") == [1])
+
+            // A stopped etcd: refused at once.
+            _ = try EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir)
+            start = ContinuousClock.now
+            error = await #expect(throws: CofferError.self) { _ = try await authed.changes(since: head2, limit: 10) }
+            #expect(error?.code == .unavailable)
+            #expect(ContinuousClock.now - start < .seconds(2))
+            try await authed.shutdown()
+        } catch {
+            _ = try? EtcdTestSupport.shell("kill", "-CONT", pid)
+            _ = try? EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir)
+            throw error
+        }
+    }
+
+    /// Sequential latency, one connection: `COFFER_BENCH_ETCD=1` prints it.
+    @Test(.enabled(if: ProcessInfo.processInfo.environment["COFFER_BENCH_ETCD"] == "1"))
+    func sequentialLatency() async throws {
+        let s = try store()
+        let value = [UInt8](repeating: 0xAB, count: 256)
+        var head: UInt64 = 0
+        if case .changes(_, let h) = try await s.changes(since: 0, limit: 1) { head = h }
+        for (name, op, rounds) in [("put", 0, 1000), ("get", 1, 1000), ("list", 2, 1000), ("put + changes(1 new)", 3, 1000), ("changes(100 new, watch)", 4, 20)] {
+            let start = ContinuousClock.now
+            for i in 0..<rounds {
+                switch op {
+                case 0: try await s.put("bench/\(i)", value)
+                case 1: _ = try await s.get("bench/\(i)")
+                case 2: _ = try await s.list(prefix: "bench/\(i)")
+                case 3:
+                    try await s.put("bench/\(i)", value)
+                    if case .changes(_, let h) = try await s.changes(since: head, limit: 100) { head = h }
+                default: _ = try await s.changes(since: head - 100, limit: 100)
+                }
+            }
+            print("etcd sequential \(name): \((ContinuousClock.now - start) / rounds) per operation")
+        }
+        try await s.shutdown()
+    }
+}
+
+enum EtcdTestSupport {
+    static let address = ProcessInfo.processInfo.environment["COFFER_TEST_ETCD_ADDR"].flatMap { $0.isEmpty ? nil : $0 }
+
+    static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("Ops/etcd").path
+
+    /// Runs a shell command line (words single-quoted, a leading `NAME=value` kept as an
+    /// assignment) through popen and returns its trimmed stdout; fails on a non-zero exit.
+    static func shell(_ words: String...) throws -> String {
+        let line = words.map { word in
+            word.contains("=") && !word.hasPrefix("-") ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
+        }.joined(separator: " ")
+        let pipe = try #require(popen(line + " 2>/dev/null", "r"), "popen \(line)")
+        var output: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while case let n = fread(&chunk, 1, chunk.count, pipe), n > 0 { output += chunk[..<n] }
+        let status = pclose(pipe)
+        try #require(status == 0, "\(line) exited with \(status)")
+        return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

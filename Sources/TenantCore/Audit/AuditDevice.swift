@@ -792,6 +792,29 @@ enum AuditIO {
 
     /// Finishes a non-blocking connect by the deadline; closes `fd` on failure.
     static func finishConnect(_ fd: Int32, rc: Int32, deadline: ContinuousClock.Instant, what: String) throws {
+        try awaitConnect(fd, rc: rc, deadline: deadline, what: what)
+        // With no listener on a local port in the ephemeral range, TCP can connect a socket
+        // to itself (simultaneous open): writes would "succeed" into the void.
+        if isConnectedToItself(fd) {
+            closeDescriptor(fd)
+            throw AuditIOError("cannot connect to \(what): nothing is listening (the socket connected to itself)")
+        }
+    }
+
+    static func isConnectedToItself(_ fd: Int32) -> Bool {
+        var local = sockaddr_storage()
+        var peer = sockaddr_storage()
+        var localLen = socklen_t(MemoryLayout<sockaddr_storage>.size)
+        var peerLen = localLen
+        let a = withUnsafeMutablePointer(to: &local) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &localLen) } }
+        let b = withUnsafeMutablePointer(to: &peer) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getpeername(fd, $0, &peerLen) } }
+        guard a == 0, b == 0, localLen == peerLen,
+            local.ss_family == sa_family_t(AF_INET) || local.ss_family == sa_family_t(AF_INET6)
+        else { return false }
+        return memcmp(&local, &peer, Int(localLen)) == 0
+    }
+
+    static func awaitConnect(_ fd: Int32, rc: Int32, deadline: ContinuousClock.Instant, what: String) throws {
         if rc == 0 { return }
         let code = errno
         guard code == EINPROGRESS || code == EAGAIN || code == EINTR else {

@@ -107,7 +107,23 @@ private final class LineServer: @unchecked Sendable {
     private let state = Mutex<(lines: [String], clients: [Int32], running: Bool)>(([], [], true))
     private let acceptDone = DispatchSemaphore(value: 0)
 
-    init(port: UInt16 = 0, unixPath: String? = nil, readData: Bool = true, receiveBuffer: Int32? = nil) throws {
+    /// A TCP server on a port below Linux's ephemeral range (32768+), so no port another
+    /// test gets from the kernel (bind to port 0) can be this one after it stops, and a
+    /// reconnect to it can never be a TCP self-connection.
+    convenience init() throws {
+        var lastError: (any Error)?
+        for _ in 0..<50 {
+            do {
+                try self.init(port: UInt16.random(in: 20_000..<32_000))
+                return
+            } catch {
+                lastError = error
+            }
+        }
+        throw lastError!
+    }
+
+    init(port: UInt16, unixPath: String? = nil, readData: Bool = true, receiveBuffer: Int32? = nil) throws {
         self.unixPath = unixPath
         self.readData = readData
         let fd = socket(unixPath == nil ? AF_INET : AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
@@ -173,11 +189,10 @@ private final class LineServer: @unchecked Sendable {
 
     /// Closes the listener and every connection (the peer sees EOF).
     func stop() {
-        let clients = state.withLock { s in
-            s.running = false
-            return s.clients
-        }
+        state.withLock { $0.running = false }
         acceptDone.wait()
+        // Only now: the accept loop may have taken one more client while it wound down.
+        let clients = state.withLock { $0.clients }
         for c in clients {
             shutdown(c, Int32(SHUT_RDWR))
             close(c)
@@ -822,7 +837,7 @@ private final class DatagramReceiver {
     }
 
     @Test func socketWriteTimesOutWhenThePeerStopsReading() async throws {
-        let server = try LineServer(readData: false, receiveBuffer: 4096)
+        let server = try LineServer(port: 0, readData: false, receiveBuffer: 4096)
         defer { server.stop() }
         let broker = makeBroker(openBarrier(), retry: .seconds(60))
         try await broker.enable(path: "slow", type: "socket", options: ["address": server.address, "write_timeout": "300ms", "log_raw": "true"])
@@ -839,7 +854,7 @@ private final class DatagramReceiver {
 
     @Test func unixAndUDPSockets() async throws {
         let dir = try TempDir()
-        let server = try LineServer(unixPath: dir.file("siem.sock"))
+        let server = try LineServer(port: 0, unixPath: dir.file("siem.sock"))
         defer { server.stop() }
         let broker = makeBroker(openBarrier())
         try await broker.enable(path: "unix", type: "socket", options: ["address": server.address, "socket_type": "unix"])

@@ -78,12 +78,7 @@ extension Core {
     /// root down; throws 429 (nothing reserved) when any is full. Call `release` with the
     /// answer once the request has registered its lease or failed.
     func reserveLeaseQuotas(ns: NamespaceCore, rel: String) async throws -> [String] {
-        var chain: [NamespaceCore] = [try root()]
-        var prefix = ""
-        for seg in ns.path.split(separator: "/") {
-            prefix += seg + "/"
-            if prefix == ns.path { chain.append(ns) } else if let level = try await namespace(path: prefix) { chain.append(level) }
-        }
+        let chain = try await namespaceChain(to: ns)
         var wanted: [LeaseManager.QuotaClaim] = []
         for level in chain {
             let table = level.leaseQuotaTable.withLock { $0 }

@@ -229,13 +229,19 @@ extension Core {
     /// down to `ns`, the most specific matching quota of that level (and, separately, of
     /// the quotas its parent manages there), plus every matching additive quota. All of
     /// them must admit the request, so a tenant's own quotas only ever tighten.
-    func applicableQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [(level: NamespaceCore, quota: RateLimitQuota)] {
+    /// The root, every ancestor of `ns` and `ns` itself, root first (quota levels).
+    func namespaceChain(to ns: NamespaceCore) async throws -> [NamespaceCore] {
         var chain: [NamespaceCore] = [try root()]
         var prefix = ""
         for seg in ns.path.split(separator: "/") {
             prefix += seg + "/"
             if prefix == ns.path { chain.append(ns) } else if let level = try await namespace(path: prefix) { chain.append(level) }
         }
+        return chain
+    }
+
+    func applicableQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [(level: NamespaceCore, quota: RateLimitQuota)] {
+        let chain = try await namespaceChain(to: ns)
         var out: [(NamespaceCore, RateLimitQuota)] = []
         let role = request.data["role"]?.stringValue ?? request.data["role_name"]?.stringValue
         for level in chain {

@@ -185,6 +185,10 @@ public struct BackendConfiguration: Sendable {
         throw CofferError.invalid("password policy \"\(name.prefix(128))\" not found")
     }
 
+    /// Whether this node runs background work now (false on an HA standby): timers such as
+    /// static-role rotation check it before changing anything outside Coffer.
+    public var runsBackgroundWork: @Sendable () -> Bool = { true }
+
     public init(storage: StorageView, mountPath: String, mountType: String, options: [String: String] = [:], defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, logger: Logger = Logger(label: "coffer.engine")) {
         self.storage = storage
         self.mountPath = mountPath

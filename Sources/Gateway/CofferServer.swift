@@ -17,6 +17,8 @@ public struct ListenerConfiguration: Sendable {
     public var unauthenticatedMetricsAccess = false
     /// Proxies whose `X-Forwarded-For` is believed (`x_forwarded_for_authorized_addrs`).
     public var forwardedForAuthorized: [AddressRange] = []
+    /// HA: where other nodes forward requests to (`cluster_address`; default: port + 1).
+    public var clusterAddress: String?
 
     public init(address: String, tlsDisable: Bool, tlsCertFile: String? = nil, tlsKeyFile: String? = nil) throws {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port) else {

@@ -12,7 +12,7 @@ extension CofferError.Code {
         case .unsupportedOperation: .methodNotAllowed
         case .payloadTooLarge: .contentTooLarge
         case .rateLimited: .tooManyRequests
-        case .sealed, .unavailable: .serviceUnavailable
+        case .sealed, .unavailable, .notActive, .standbyWrite: .serviceUnavailable
         default: .internalServerError
         }
     }

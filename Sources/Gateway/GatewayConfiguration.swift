@@ -5,12 +5,19 @@ import Foundation
 public struct GatewayConfiguration: Sendable {
     /// Request bodies above this size get 413.
     public var maxRequestSize: Int
+    /// Snapshot uploads (`sys/storage/snapshot`) above this size get 413. A restore holds
+    /// the snapshot in memory (about twice, while it is checked).
+    public var maxSnapshotSize = 1 << 30
     /// The listener's `telemetry { unauthenticated_metrics_access = true }`.
     public var unauthenticatedMetricsAccess: Bool
     /// Renders every metric in the Prometheus text format.
     public var metricsExporter: @Sendable () async -> String
     /// Proxies whose `X-Forwarded-For` names the client.
     public var forwardedForAuthorized: [AddressRange] = []
+    /// HA: how a standby reaches the active node (nil: not in a cluster).
+    public var cluster: ClusterLink?
+    /// This responder serves the cluster listener: requests come forwarded from a standby.
+    public var clusterListener = false
 
     public init(maxRequestSize: Int = 32 * 1024 * 1024, unauthenticatedMetricsAccess: Bool = false, metricsExporter: @escaping @Sendable () async -> String = { "" }) {
         self.maxRequestSize = maxRequestSize

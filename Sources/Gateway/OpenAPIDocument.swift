@@ -86,6 +86,8 @@ enum OpenAPIDocument {
         ("/sys/leader", ["get"], "HA leader."),
         ("/sys/metrics", ["get"], "Metrics (format=prometheus for the text format)."),
         ("/sys/internal/specs/openapi", ["get"], "This document."),
+        ("/sys/storage/snapshot", ["get", "post"], "Download a storage snapshot (binary); upload one to restore it (root token)."),
+        ("/sys/storage/snapshot-force", ["post"], "Restore a storage snapshot taken from another cluster (root token)."),
     ]
 
     /// `/secret/data/{path}` and its parameters from a route pattern.

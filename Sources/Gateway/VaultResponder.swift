@@ -156,6 +156,8 @@ public struct VaultResponder: HTTPResponder {
         if operation == .list && !path.hasSuffix("/") && !path.isEmpty { path += "/" }
         params["list"] = nil
         params["help"] = nil
+        // snapshot endpoint: a binary body, answered before the JSON body parsing below (SnapshotEndpoint.swift)
+        if Self.snapshotPaths.contains(path) { return try await snapshotEndpoint(request, path: path, operation: operation, requestID: requestID, context: context, info: &info) }
 
         if operation == .patch {
             let ct = request.headers[.contentType] ?? ""
@@ -165,8 +167,10 @@ public struct VaultResponder: HTTPResponder {
         }
         var data: [String: JSONValue] = params
         var bodyBytes = 0
+        var rawBody = ByteBuffer()
         if operation == .update || operation == .patch {
             let body = try await request.body.collect(upTo: maxRequestSize)
+            rawBody = body
             bodyBytes = body.readableBytes
             if body.readableBytes > 0 {
                 let parsed = try JSONValue.parse(body.readableBytesView)
@@ -178,7 +182,7 @@ public struct VaultResponder: HTTPResponder {
                 data = [:]
             }
         } else if method == .delete {
-            _ = try await request.body.collect(upTo: maxRequestSize)
+            rawBody = try await request.body.collect(upTo: maxRequestSize)
         }
 
         var token = request.headers[Self.vaultTokenHeader]
@@ -197,13 +201,34 @@ public struct VaultResponder: HTTPResponder {
         }
 
         // Node-level endpoints that answer whether or not the core is sealed.
-        if let r = try await nodeEndpoint(path: path, method: method, operation: operation, data: data, params: params) {
+        if let r = try await nodeEndpoint(path: path, method: method, operation: operation, data: data, params: params, token: token) {
             return r
         }
 
-        let remote = ClientAddress.resolve(
-            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
-            trusted: configuration.forwardedForAuthorized)
+        let remote: String?
+        if configuration.clusterListener {
+            // Forwarded by a standby that proved its cluster certificate: it names the client.
+            remote = request.headers[ClusterLink.forwardedForHeader] ?? context.remoteAddress?.ipAddress
+        } else {
+            remote = ClientAddress.resolve(
+                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
+                trusted: configuration.forwardedForAuthorized)
+        }
+        // HA standby: reads are served here from caches the change feed keeps fresh; a
+        // request that would write (or issue a lease) goes to the active node unchanged.
+        var forwardOnWrite = false
+        if core.haRole == .standby {
+            if configuration.clusterListener {
+                throw CofferError(.notActive, "this node is no longer the active node; retry")
+            }
+            if let link = configuration.cluster, !Self.servedByEveryNode(path: path, operation: operation) {
+                guard operation == .read || operation == .list || operation == .help else {
+                    info.mountType = "forwarded"
+                    return try await link.forward(request, body: rawBody, clientAddress: remote)
+                }
+                forwardOnWrite = true
+            }
+        }
         let nsHeader = request.headers[Self.vaultNamespaceHeader]
         var coreRequest = CoreRequest(id: requestID, operation: operation, path: path, data: data, clientToken: token, remoteAddress: remote)
         coreRequest.bytesIn = bodyBytes
@@ -213,6 +238,9 @@ public struct VaultResponder: HTTPResponder {
             response = try await core.handle(coreRequest, namespace: nsHeader)
         } catch let e as CofferError where e.code == .notFound && (operation == .read || operation == .list) && e.message == "" {
             return Self.error(.notFound, [])
+        } catch let e as CofferError where e.code == .standbyWrite && forwardOnWrite {
+            info.mountType = "forwarded"
+            return try await configuration.cluster!.forward(request, body: rawBody, clientAddress: remote)
         }
         info.mountType = response.mountType ?? ""
         info.mountPath = response.mountPoint ?? ""
@@ -306,7 +334,12 @@ public struct VaultResponder: HTTPResponder {
 
     // MARK: sys/ endpoints that work while sealed
 
-    func nodeEndpoint(path: String, method: HTTPRequest.Method, operation: LogicalOperation, data: [String: JSONValue], params: [String: JSONValue]) async throws -> Response? {
+    /// Requests a standby answers itself even though they are writes: sealing this node.
+    static func servedByEveryNode(path: String, operation: LogicalOperation) -> Bool {
+        path == "sys/seal"
+    }
+
+    func nodeEndpoint(path: String, method: HTTPRequest.Method, operation: LogicalOperation, data: [String: JSONValue], params: [String: JSONValue], token: String?) async throws -> Response? {
         if operation == .help, let entry = OpenAPIDocument.nodePaths.first(where: { $0.0 == "/" + path }) {
             return Self.json(.ok, ["help": .string(entry.2)])
         }
@@ -348,10 +381,19 @@ public struct VaultResponder: HTTPResponder {
         case "sys/leader":
             guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
             if core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
+            let leader = core.haLeader
+            let isSelf = core.haRole == .active
             return Self.json(.ok, [
-                "ha_enabled": false, "is_self": false, "active_time": "0001-01-01T00:00:00Z", "leader_address": "",
-                "leader_cluster_address": "", "performance_standby": false, "performance_standby_last_remote_wal": 0,
+                "ha_enabled": .bool(core.haEnabled), "is_self": .bool(isSelf),
+                "active_time": .string(isSelf ? leader.map { RFC3339.format(Date(timeIntervalSince1970: $0.since)) } ?? "0001-01-01T00:00:00Z" : "0001-01-01T00:00:00Z"),
+                "leader_address": .string(leader?.apiAddr ?? ""), "leader_cluster_address": .string(leader?.clusterAddr ?? ""),
+                "performance_standby": false, "performance_standby_last_remote_wal": 0,
             ])
+        case "sys/step-down" where core.haRole != .standby:
+            guard operation == .update else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+            try await core.root().authorize(clientToken: token, operation: .update, path: "sys/step-down", needsSudo: true)
+            try await core.stepDown()
+            return Response(status: .noContent)
         default:
             if path.hasPrefix("sys/") && core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
             return nil
@@ -391,11 +433,13 @@ public struct VaultResponder: HTTPResponder {
             status = code("uninitcode", 501)
         } else if s.sealed {
             status = code("sealedcode", 503)
+        } else if core.haRole == .standby && !(params["standbyok"]?.stringValue == "true" || params["perfstandbyok"]?.stringValue == "true") {
+            status = code("standbycode", 429)
         } else {
             status = code("activecode", 200)
         }
         let body: JSONValue = [
-            "initialized": .bool(s.initialized), "sealed": .bool(s.sealed), "standby": false,
+            "initialized": .bool(s.initialized), "sealed": .bool(s.sealed), "standby": .bool(!s.sealed && core.haRole == .standby),
             "performance_standby": false, "replication_performance_mode": "disabled",
             "replication_dr_mode": "disabled", "server_time_utc": .int(Int64(Date().timeIntervalSince1970)),
             "version": .string(core.configuration.version), "cluster_name": .string(core.configuration.clusterName),

@@ -88,6 +88,8 @@ public final class EtcdStorage: Storage {
     let endpoints: [String]
     let dataPrefix: [UInt8]
     let feedKey: [UInt8]
+    /// The HA lock (`EtcdStorage+HA.swift`).
+    let lockKey: [UInt8]
     let state = Mutex(State())
 
     struct State {
@@ -96,6 +98,8 @@ public final class EtcdStorage: Storage {
         /// The etcd auth token, when `username` is set and one was issued.
         var token: String?
         var shutDown = false
+        /// While set, every write is conditional on the HA lock key holding this value.
+        var fence: [UInt8]?
     }
 
     public init(configuration: EtcdStorageConfiguration) throws {
@@ -110,6 +114,7 @@ public final class EtcdStorage: Storage {
         self.configuration = configuration
         dataPrefix = Array((configuration.prefix + "kv/").utf8)
         feedKey = Array((configuration.prefix + "feed").utf8)
+        lockKey = Array((configuration.prefix + "ha/lock").utf8)
         var http = HTTPClient.Configuration()
         http.timeout = .init(connect: Self.timeAmount(configuration.connectTimeout))
         http.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.connectionsPerAddress))
@@ -151,7 +156,7 @@ public final class EtcdStorage: Storage {
         let etcdKey = dataPrefix + key.utf8
         try checkSize(valueBytes: value.count, keyBytes: etcdKey.count)
         let txn = TxnRequest(success: [.put(etcdKey, value), .put(feedKey, Self.feedEntry(deleted: false, key))])
-        _ = try await call("/v3/kv/txn", txn, TxnReply.self, retryable: true)
+        _ = try await fencedTxn(txn, retryable: true)
     }
 
     public func delete(_ key: String) async throws {
@@ -160,7 +165,7 @@ public final class EtcdStorage: Storage {
         let txn = TxnRequest(
             compare: [Compare(result: "GREATER", target: "VERSION", key: Data(etcdKey), version: 0)],
             success: [.delete(etcdKey), .put(feedKey, Self.feedEntry(deleted: true, key))])
-        _ = try await call("/v3/kv/txn", txn, TxnReply.self, retryable: true)
+        _ = try await fencedTxn(txn, retryable: true)
     }
 
     public func list(prefix: String) async throws -> [String] {
@@ -203,8 +208,7 @@ public final class EtcdStorage: Storage {
         } else if expected != nil {
             success = [.delete(etcdKey), .put(feedKey, Self.feedEntry(deleted: true, key))]
         }
-        let reply = try await call("/v3/kv/txn", TxnRequest(compare: [compare], success: success), TxnReply.self, retryable: false)
-        return reply.succeeded ?? false
+        return try await fencedTxn(TxnRequest(compare: [compare], success: success), retryable: false)
     }
 
     public func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges {
@@ -319,7 +323,13 @@ public final class EtcdStorage: Storage {
     func call<Request: Encodable, Reply: Decodable & Sendable>(
         _ path: String, _ request: Request, _ reply: Reply.Type, retryable: Bool
     ) async throws -> Reply {
-        let body = try Self.encode(request)
+        try await call(path, body: try Self.encode(request), reply, retryable: retryable)
+    }
+
+    /// `call` with a body encoded by the caller (messages whose proto names are not snake case).
+    func call<Reply: Decodable & Sendable>(
+        _ path: String, body: [UInt8], _ reply: Reply.Type, retryable: Bool
+    ) async throws -> Reply {
         let bytes = try await bounded(path) {
             try await self.exchange(path, body, retryable: retryable) { response in
                 let buffer = try await response.body.collect(upTo: self.maxResponseBytes)
@@ -578,6 +588,8 @@ struct Compare: Encodable {
 struct PutRequest: Encodable {
     var key: Data
     var value: Data
+    /// A lease id (int64 as a decimal string): the key goes when the lease does.
+    var lease: String?
 }
 
 struct DeleteRangeRequest: Encodable {
@@ -587,6 +599,7 @@ struct DeleteRangeRequest: Encodable {
 struct RequestOp: Encodable {
     var requestPut: PutRequest?
     var requestDeleteRange: DeleteRangeRequest?
+    var requestRange: RangeRequest?
 
     static func put(_ key: [UInt8], _ value: [UInt8]) -> RequestOp {
         RequestOp(requestPut: PutRequest(key: Data(key), value: Data(value)))
@@ -599,11 +612,16 @@ struct RequestOp: Encodable {
 struct TxnRequest: Encodable {
     var compare: [Compare] = []
     var success: [RequestOp] = []
+    var failure: [RequestOp] = []
 }
 
 struct TxnReply: Decodable, Sendable {
+    struct Response: Decodable, Sendable {
+        var responseRange: RangeReply?
+    }
     /// Absent (proto3 default) when the comparison failed.
     var succeeded: Bool?
+    var responses: [Response]?
 }
 
 struct WatchRequest: Encodable {

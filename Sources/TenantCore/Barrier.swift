@@ -111,6 +111,11 @@ public final class Barrier: LogicalStorage {
         }
     }
 
+    /// Forgets every cached record (another node may have changed any of them).
+    public func clearDecoded() {
+        decoded.withLock { $0.removeAll() }
+    }
+
     /// Forgets every key and every cached record (seal).
     public func clear() {
         state.withLock { $0 = State() }

@@ -20,6 +20,8 @@ public final class CachingStorage: Storage {
         /// Writes (by `beginWrite` token) that overlapped another write to their key.
         var overlapped: Set<UInt64> = []
         var counter: UInt64 = 0
+        /// Bumped by `invalidateAll`: reads in flight before it never fill the cache.
+        var epoch: UInt64 = 0
     }
 
     let state = Mutex(State())
@@ -30,11 +32,11 @@ public final class CachingStorage: Storage {
     }
 
     public func get(_ key: String) async throws -> [UInt8]? {
-        let (cached, gen): ([UInt8]??, UInt64) = state.withLock { s in (s.entries[key], s.generation[key] ?? 0) }
+        let (cached, gen, epoch): ([UInt8]??, UInt64, UInt64) = state.withLock { s in (s.entries[key], s.generation[key] ?? 0, s.epoch) }
         if let cached { return cached }
         let value = try await inner.get(key)
         state.withLock { s in
-            guard (s.generation[key] ?? 0) == gen, (s.inFlightWrites[key] ?? 0) == 0 else { return }
+            guard (s.generation[key] ?? 0) == gen, s.epoch == epoch, (s.inFlightWrites[key] ?? 0) == 0 else { return }
             if s.entries.count >= capacity { s.entries.removeAll(keepingCapacity: true) }
             s.entries[key] = .some(value)
         }
@@ -117,5 +119,19 @@ public final class CachingStorage: Storage {
         state.withLock { s in for k in keys { s.entries[k] = nil } }
     }
 
-    public func invalidateAll() { state.withLock { $0.entries.removeAll() } }
+    public func invalidateAll() {
+        state.withLock { s in
+            s.entries.removeAll()
+            s.epoch += 1
+        }
+    }
+
+    /// Forgets `key` (another node changed it): reads in flight do not fill the cache.
+    public func invalidate(_ key: String) {
+        state.withLock { s in
+            s.counter += 1
+            s.generation[key] = s.counter
+            s.entries[key] = nil
+        }
+    }
 }

@@ -53,6 +53,7 @@ extension Core {
                 read: { [weak self] name in try await self?.tenant(name: name) },
                 list: { [weak self] in try await self?.tenantNames() ?? [] },
                 deprovision: { [weak self] name in try await self?.deprovisionTenant(name: name) }) : nil)
+        hooks.isStandby = { [weak self] in self?.haRole == .standby }
         hooks.childNamespace = { [weak self] child in
             guard let self, child.hasPrefix(path), child != path else { return nil }
             return try await self.namespace(path: child)
@@ -243,6 +244,9 @@ extension Core {
             if !rateHeaders.isEmpty { response.headers.merge(rateHeaders) { a, _ in a } }
             usage.record(namespace: ns.path, class: kind, outcome: .ok, bytesIn: request.bytesIn)
             return response
+        } catch let e as CofferError where e.code == .standbyWrite {
+            // Not served here: the Gateway forwards it, and the active node counts it.
+            throw e
         } catch let e as CofferError {
             usage.record(namespace: ns.path, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
             if e.code == .rateLimited, quotaConfig.enableAuditLogging, audit.hasDevices {

@@ -38,6 +38,10 @@ public final class Core: Sendable {
     let catalog: EngineCatalog
     let logger: Logger
     public let clusterID = RandomID.secureUUID()
+    /// This process in an HA cluster (advertised in the lock; not a secret).
+    public let nodeID = RandomID.secureUUID()
+    /// HA role, the active node as last seen, the campaign task (`Core+HA.swift`).
+    let ha = Mutex(HAState())
 
     struct Progress {
         var parts: [[UInt8]] = []
@@ -74,12 +78,16 @@ public final class Core: Sendable {
 
     // MARK: seal
 
+    /// Storage without the read cache: the records outside the barrier are read from it,
+    /// since another node (HA) may have written them while this one was sealed.
+    var uncachedPhysical: any Storage { (physical as? CachingStorage)?.inner ?? physical }
+
     /// Once initialized, the seal configuration never changes: it is read from storage once.
     let cachedSealConfig = Mutex<SealConfiguration?>(nil)
 
     public func sealConfiguration() async throws -> SealConfiguration? {
         if let c = cachedSealConfig.withLock({ $0 }) { return c }
-        guard let bytes = try await physical.get(Self.sealConfigKey) else { return nil }
+        guard let bytes = try await uncachedPhysical.get(Self.sealConfigKey) else { return nil }
         let config = try StoredJSON.decoder.decode(SealConfiguration.self, from: Data(bytes))
         cachedSealConfig.withLock { $0 = config }
         return config
@@ -190,7 +198,7 @@ public final class Core: Sendable {
     }
 
     func openBarrier(unsealKey: [UInt8]) async throws {
-        guard let sealedRoot = try await physical.get(Self.rootKeyKey), let sealedRing = try await physical.get(Self.keyringKey) else {
+        guard let sealedRoot = try await uncachedPhysical.get(Self.rootKeyKey), let sealedRing = try await uncachedPhysical.get(Self.keyringKey) else {
             throw CofferError.internalError("root key or keyring missing from storage")
         }
         let rootKey: [UInt8]
@@ -203,12 +211,14 @@ public final class Core: Sendable {
         let keyring = try StoredJSON.decoder.decode(Keyring.self, from: Data(ring))
         barrier.install(keyring)
         do {
+            if let ha = haConfiguration { try await startHA(ha) }
             _ = try await loadRoot()
         } catch {
             barrier.clear()
             throw error
         }
         rootKeyHolder.withLock { $0 = rootKey }
+        let haConfig = haConfiguration
         do {
             for (path, reason) in try await audit.load() {
                 logger.error("audit device failed to open; it retries on each entry", metadata: ["audit.path": "\(path)", "error": "\(reason)"])
@@ -216,7 +226,12 @@ public final class Core: Sendable {
         } catch {
             logger.error("audit devices could not be loaded", metadata: ["error": "\(error)"])
         }
-        leases.start()
+        if let haConfig {
+            // A standby: the campaign decides whether this node becomes active.
+            launchHALoop(haConfig)
+        } else {
+            leases.start()
+        }
         logger.info("core unsealed", metadata: ["term": "\(keyring.activeTerm)"])
     }
 
@@ -261,6 +276,7 @@ public final class Core: Sendable {
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
+        await stopHA()
         await leases.stop()
         await audit.close()
         let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }

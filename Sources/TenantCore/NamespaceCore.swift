@@ -65,6 +65,8 @@ public struct NodeHooks: Sendable {
     public var unlock: @Sendable (_ relativePath: String, _ key: String?, _ callerIsRoot: Bool) async throws -> Void
     /// Tenant provisioning (`sys/tenants`), root namespace only.
     public var tenants: TenantHooks?
+    /// Is this node an HA standby (serves reads, runs no background work)?
+    public var isStandby: @Sendable () -> Bool = { false }
 
     public init(
         seal: @escaping @Sendable () async throws -> Void,
@@ -284,6 +286,8 @@ public final class NamespaceCore: Sendable {
             maxLeaseTTL: entry.config.maxLeaseTTL > 0 ? entry.config.maxLeaseTTL : configuration.maxLeaseTTL,
             logger: logger)
         // Weak: the backend lives in this namespace's router.
+        let hooks = self.hooks
+        config.runsBackgroundWork = { !hooks.isStandby() }
         config.generatePassword = { [weak self] name in
             guard let self else { throw CofferError(.unavailable, "the namespace was unloaded") }
             return try await self.generatePassword(policy: name)
@@ -509,6 +513,9 @@ public final class NamespaceCore: Sendable {
         let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
         var reserved: [String] = []
         if let leasing, leasing.mayCreateLease(logical) {
+            // Only the active node creates leases: a standby hands the request over before
+            // the engine makes anything (a database user) that no lease would track.
+            if hooks.isStandby() { throw CofferError(.standbyWrite, "this node is a standby; leases are issued by the active node") }
             do {
                 reserved = try await hooks.reserveLeaseQuotas(self, path)
             } catch {
@@ -572,11 +579,11 @@ public final class NamespaceCore: Sendable {
 
     /// Checks that a token may perform `operation` on `path` (for endpoints the gateway
     /// answers itself, like `sys/metrics`).
-    public func authorize(clientToken: String?, operation: LogicalOperation, path: String) async throws {
+    public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false) async throws {
         guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
             throw CofferError.denied()
         }
-        try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: false)
+        try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
     }
 
     /// Capabilities of a token on paths (sys/capabilities*).

@@ -16,6 +16,20 @@ final class SQLiteWriter: @unchecked Sendable {
         case put(String, [UInt8])
         case delete(String)
         case cas(String, [UInt8]?, [UInt8]?)
+        /// Makes `kv` hold exactly these entries (a snapshot restore), in the batch's transaction.
+        case replaceAll([StorageEntry])
+
+        /// Rows it writes at most (for trimming the change log).
+        var writes: Int {
+            if case .replaceAll(let entries) = self { return max(1, entries.count) }
+            return 1
+        }
+
+        /// More than one statement: atomic only inside a transaction.
+        var isCompound: Bool {
+            if case .replaceAll = self { return true }
+            return false
+        }
     }
 
     typealias Waiter = CheckedContinuation<Bool, any Error>
@@ -113,13 +127,15 @@ final class SQLiteWriter: @unchecked Sendable {
     private func commit(_ batch: [(Op, Waiter)]) {
         var results: [Bool] = []
         results.reserveCapacity(batch.count)
+        // One statement is atomic by itself; a batch, or a replacement, needs a transaction.
+        let transaction = batch.count > 1 || batch.contains { $0.0.isCompound }
         do {
-            if batch.count > 1 { try exec("BEGIN IMMEDIATE") }
+            if transaction { try exec("BEGIN IMMEDIATE") }
             do {
                 for (op, _) in batch { results.append(try apply(op)) }
-                if batch.count > 1 { try exec("COMMIT") }
+                if transaction { try exec("COMMIT") }
             } catch {
-                if batch.count > 1 { try? exec("ROLLBACK") }
+                if transaction { try? exec("ROLLBACK") }
                 throw error
             }
         } catch {
@@ -128,7 +144,7 @@ final class SQLiteWriter: @unchecked Sendable {
             return
         }
         for (i, (_, waiter)) in batch.enumerated() { waiter.resume(returning: results[i]) }
-        writesSinceTrim += batch.count
+        writesSinceTrim += batch.reduce(0) { $0 + $1.0.writes }
         if writesSinceTrim >= 10_000 {
             writesSinceTrim = 0
             try? run("DELETE FROM changelog WHERE rev <= (SELECT MAX(rev) FROM changelog) - ?", .int(Int64(feedLimit)))
@@ -154,6 +170,20 @@ final class SQLiteWriter: @unchecked Sendable {
             case (let e?, let n?):
                 return try run("UPDATE kv SET value = ? WHERE key = ? AND value = ? RETURNING key", .blob(n), .text(key), .blob(e)) > 0
             }
+        case .replaceAll(let entries):
+            // The wanted keys go to a temporary table so one statement deletes the rest; an
+            // unchanged value is not rewritten (no change-feed entry for it).
+            try exec("CREATE TEMP TABLE IF NOT EXISTS restore_keys (key TEXT PRIMARY KEY NOT NULL) WITHOUT ROWID")
+            try run("DELETE FROM temp.restore_keys")
+            for e in entries { try run("INSERT OR IGNORE INTO temp.restore_keys(key) VALUES (?)", .text(e.key)) }
+            try run("DELETE FROM kv WHERE key NOT IN (SELECT key FROM temp.restore_keys)")
+            for e in entries {
+                try run(
+                    "INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE kv.value IS NOT excluded.value",
+                    .text(e.key), .blob(e.value))
+            }
+            try run("DELETE FROM temp.restore_keys")
+            return true
         }
     }
 

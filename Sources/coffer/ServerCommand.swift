@@ -8,6 +8,7 @@ import TenantCore
 import UnixSignals
 import Metrics
 import Prometheus
+import Replication
 
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "server", abstract: "Run a Coffer server.")
@@ -79,6 +80,7 @@ struct ServerCommand: AsyncParsableCommand {
         for w in file.warnings { logger.warning("\(w)") }
 
         let physical: any Storage
+        var etcdOptions: EtcdOptions?
         switch file.storageType {
         case "inmem":
             physical = MemoryStorage()
@@ -88,6 +90,16 @@ struct ServerCommand: AsyncParsableCommand {
                 throw ExitCode(1)
             }
             physical = try await SQLiteStorage.open(path: path)
+        case "etcd":
+            do {
+                let (options, warnings) = try EtcdOptions.parse(file.storageOptions)
+                for w in warnings { logger.warning("\(w)") }
+                etcdOptions = options
+                physical = try EtcdStorage(configuration: options.storage)
+            } catch let e as CofferError {
+                FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
+                throw ExitCode(1)
+            }
         default:
             FileHandle.standardError.write(Data("Error: unknown storage type \"\(file.storageType)\"\n".utf8))
             throw ExitCode(1)
@@ -95,7 +107,25 @@ struct ServerCommand: AsyncParsableCommand {
         let coreConfig = CoreConfiguration(
             defaultLeaseTTL: file.defaultLeaseTTL, maxLeaseTTL: file.maxLeaseTTL,
             clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
-        let core = Core(physical: CachingStorage(MetricsStorage(physical, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
+        // HA (etcd with ha_enabled): writes pass the gate only while this node is active.
+        let gate = WriteGate(physical)
+        let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
+        var clusterLink: ClusterLink?
+        if let etcdOptions, etcdOptions.haEnabled, let lock = physical as? EtcdStorage {
+            let clusterListen = listener.clusterAddress ?? "\(listener.host):\(listener.port == 0 ? 0 : listener.port + 1)"
+            let scheme = listener.tlsDisable ? "http" : "https"
+            let advertisedHost = (listener.host == "0.0.0.0" || listener.host == "::") ? "127.0.0.1" : listener.host
+            let apiAddr = file.apiAddr.isEmpty ? "\(scheme)://\(advertisedHost):\(listener.port)" : file.apiAddr
+            let clusterPort = clusterListen.split(separator: ":").last.map(String.init) ?? "8201"
+            let clusterAddr = file.clusterAddr.isEmpty ? "https://\(advertisedHost):\(clusterPort)" : file.clusterAddr
+            core.enableHA(HAConfiguration(lock: lock, gate: gate, apiAddress: apiAddr, clusterAddress: clusterAddr, lockTTL: etcdOptions.lockTTL))
+            do {
+                clusterLink = try ClusterLink(core: core, listenAddress: clusterListen, logger: logger)
+            } catch let e as CofferError {
+                FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
         let exporter = MetricsExporter(registry: registry, core: core, version: Coffer.version, topNamespaces: file.usageMetricsTopNamespaces)
         let bucketStore: any RateBucketStore
         if let redis = file.quotaStore {
@@ -109,7 +139,9 @@ struct ServerCommand: AsyncParsableCommand {
             ==> Coffer server configuration:
 
                          Version: \(Coffer.version)
-                         Storage: \(file.storageType)
+                         Storage: \(file.storageType)\(core.haEnabled ? " (HA available)" : "")
+                     Api Address: \(core.haConfiguration?.apiAddress ?? "")
+                 Cluster Address: \(core.haConfiguration?.clusterAddress ?? "")
                        Log Level: \(level.rawValue) (\(format))
                         Listener: tcp (addr: "\(listener.host):\(listener.port)", tls: "\(listener.tlsDisable ? "disabled" : "enabled")")
                     Cluster Name: \(coreConfig.clusterName)
@@ -131,15 +163,23 @@ struct ServerCommand: AsyncParsableCommand {
         }
         FileHandle.standardOutput.write(Data((banner + "\n").utf8))
 
-        let gateway = GatewayConfiguration(metricsExporter: { await exporter.render() })
+        var gateway = GatewayConfiguration(metricsExporter: { await exporter.render() })
+        gateway.cluster = clusterLink
         let app = try CofferServer.application(core: core, listener: listener, gateway: gateway, logger: logger) { port in
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
         }
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
         let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger)
-        let group = ServiceGroup(configuration: .init(services: [app, evictor, flusher, AuditService(core: core, logger: logger)], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        var services: [any Service] = [app, evictor, flusher, AuditService(core: core, logger: logger)]
+        if let clusterLink {
+            var clusterGateway = gateway
+            clusterGateway.forwardedForAuthorized = []
+            services.append(ClusterService(link: clusterLink, gateway: clusterGateway, logger: logger))
+        }
+        let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await bucketStore.shutdown()
         if let s = physical as? SQLiteStorage { await s.close() }
+        if let s = physical as? EtcdStorage { try? await s.shutdown() }
     }
 }

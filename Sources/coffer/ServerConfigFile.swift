@@ -11,6 +11,7 @@ struct ServerConfigFile {
     var defaultLeaseTTL = 2_764_800
     var maxLeaseTTL = 2_764_800
     var apiAddr = ""
+    var clusterAddr = ""
     var clusterName = ""
     var logLevel: String?
     var logFormat: String?
@@ -69,6 +70,10 @@ struct ServerConfigFile {
             let address = o["address"]?.stringValue ?? "127.0.0.1:8200"
             let disable = o["tls_disable"].map { $0.boolValue ?? ($0.stringValue == "true" || $0.intValue == 1) } ?? false
             var listener = try ListenerConfiguration(address: address, tlsDisable: disable, tlsCertFile: o["tls_cert_file"]?.stringValue, tlsKeyFile: o["tls_key_file"]?.stringValue)
+            if let c = o["cluster_address"]?.stringValue, !c.isEmpty {
+                _ = try ListenerConfiguration(address: c, tlsDisable: false)
+                listener.clusterAddress = c
+            }
             let telemetry = o["telemetry"]?.objectValue ?? [:]
             let unauth = telemetry["unauthenticated_metrics_access"]
             listener.unauthenticatedMetricsAccess = unauth?.boolValue ?? (unauth?.stringValue == "true")
@@ -88,6 +93,7 @@ struct ServerConfigFile {
         if let v = try duration(body.attribute("max_lease_ttl"), "max_lease_ttl") { cfg.maxLeaseTTL = v }
         if cfg.defaultLeaseTTL > cfg.maxLeaseTTL { throw CofferError.invalid("config: default_lease_ttl cannot exceed max_lease_ttl") }
         cfg.apiAddr = body.attribute("api_addr")?.stringValue ?? ""
+        cfg.clusterAddr = body.attribute("cluster_addr")?.stringValue ?? ""
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
         cfg.logFormat = body.attribute("log_format")?.stringValue

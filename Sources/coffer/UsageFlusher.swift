@@ -21,6 +21,8 @@ struct UsageFlusher: Service {
     }
 
     func flush() async {
+        // Only the active node writes; a standby keeps its counts until it becomes active.
+        guard core.haRole != .standby else { return }
         do {
             try await core.flushUsage()
         } catch {

@@ -208,7 +208,11 @@ public final class AuditBroker: Sendable {
             }
             let failures = await Self.each(loaded) { try await $0.worker.open(reason: "load") }
             self.devices.withLock { $0 = loaded.sorted { $0.path < $1.path } }
-            try await self.store(loaded)
+            do {
+                try await self.store(loaded)
+            } catch let e as CofferError where e.code == .standbyWrite {
+                // An HA standby keeps its chain heads in its own files only.
+            }
             for (path, reason) in failures {
                 self.logger.error("audit device failed to open", metadata: ["audit.device": "\(path)", "error": "\(reason)"])
             }
@@ -227,6 +231,18 @@ public final class AuditBroker: Sendable {
             logger.warning("cannot store audit chain heads", metadata: ["error": "\(error)"])
         }
         return failures
+    }
+
+    /// HA standby: the table changed in storage (another node wrote it). Reloads the devices
+    /// only when the set of devices changed, not when just the other node's heads moved.
+    public func reloadIfDevicesChanged() async throws {
+        let stored = try await storage.getCodable(AuditTable.self, configuration.storageKey)
+        let storedIDs = Set(stored?.devices.map(\.id) ?? [])
+        let loadedIDs = Set(devices.withLock { $0.map(\.record.id) })
+        guard storedIDs != loadedIDs else { return }
+        for (path, reason) in try await load() {
+            logger.error("audit device failed to open; it retries on each entry", metadata: ["audit.path": "\(path)", "error": "\(reason)"])
+        }
     }
 
     /// Stores the chain heads that moved since they were last stored.
@@ -249,6 +265,8 @@ public final class AuditBroker: Sendable {
             }
             do {
                 try await flushHeads()
+            } catch let e as CofferError where e.code == .standbyWrite {
+                // An HA standby: its heads live in its files; the active node stores its own.
             } catch {
                 logger.warning("cannot store audit chain heads", metadata: ["error": "\(error)"])
             }

@@ -64,8 +64,8 @@ struct StatusCommand: AsyncParsableCommand {
 
 struct OperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "operator", abstract: "Operator commands: init, unseal, seal, rotate, key-status.",
-        subcommands: [OperatorInit.self, OperatorUnseal.self, OperatorSeal.self, OperatorRotate.self, OperatorKeyStatus.self])
+        commandName: "operator", abstract: "Operator commands: init, unseal, seal, rotate, key-status, snapshot.",
+        subcommands: [OperatorInit.self, OperatorUnseal.self, OperatorSeal.self, OperatorRotate.self, OperatorKeyStatus.self, OperatorSnapshot.self])
 }
 
 struct OperatorInit: AsyncParsableCommand {

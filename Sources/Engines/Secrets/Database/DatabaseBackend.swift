@@ -835,6 +835,8 @@ public final class DatabaseBackend: LeasingBackend {
     /// One pass of the rotation schedule: rotates every static role that is due (skipping
     /// those backing off after a failure) and answers the seconds until the next one is due.
     func rotateDueStaticRoles() async -> Double {
+        // An HA standby never rotates: the active node does, and stores the new password.
+        guard config.runsBackgroundWork() else { return Self.rotationRetryDelay }
         var next: Double = 60
         let names: [String]
         do {

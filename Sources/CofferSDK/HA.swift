@@ -1,0 +1,32 @@
+/// The HA lock a storage tier offers (etcd: a lease plus a create-only transaction).
+///
+/// One holder at a time: `acquire` succeeds only while nobody holds the lock, the holder
+/// keeps its lease alive, and a holder that stops renewing (killed, partitioned) loses the
+/// lock when the lease's TTL runs out. While `fence` is set, every write the storage makes
+/// is conditional on the lock still holding that value, so a deposed holder can never
+/// write: a lost lock turns its writes into errors, never into a split brain.
+public protocol HALock: Sendable {
+    /// Tries to take the lock with `value` (the holder's advertisement) on a fresh lease
+    /// of `ttlSeconds`. Returns the lease when taken, or the current holder's value.
+    func acquire(value: [UInt8], ttlSeconds: Int) async throws -> HALockAttempt
+    /// Renews the lease; `false` when it is gone (expired or revoked): the lock is lost.
+    func keepAlive(lease: Int64) async throws -> Bool
+    /// Gives the lock up (revokes the lease, which deletes the lock key).
+    func release(lease: Int64) async throws
+    /// The current holder's value, or nil when nobody holds the lock.
+    func holder() async throws -> [UInt8]?
+    /// Makes every later write conditional on the lock holding `value` (nil: unconditional).
+    func fence(_ value: [UInt8]?)
+}
+
+public enum HALockAttempt: Sendable, Equatable {
+    case acquired(lease: Int64)
+    case held(by: [UInt8]?)
+}
+
+extension CofferError.Code {
+    /// A standby node was asked to write: the request must go to the active node.
+    public static let standbyWrite = CofferError.Code("standby_write")
+    /// This node lost (or never had) the HA lock while writing (503).
+    public static let notActive = CofferError.Code("not_active")
+}

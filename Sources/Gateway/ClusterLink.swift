@@ -1,0 +1,151 @@
+import AsyncHTTPClient
+import CofferSDK
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOCore
+import NIOHTTP1
+import NIOSSL
+import ServiceLifecycle
+import Synchronization
+import TenantCore
+
+/// Node-to-node traffic of an HA cluster: a standby forwards the requests it cannot serve
+/// to the active node's cluster listener, over mutual TLS with the cluster CA.
+public final class ClusterLink: Sendable {
+    let core: Core
+    let logger: Logger
+    /// The cluster listener (`listener "tcp" { cluster_address = ... }`).
+    public let listenHost: String
+    public let listenPort: Int
+
+    struct State {
+        var identity: ClusterIdentity?
+        var client: HTTPClient?
+    }
+    let state = Mutex(State())
+
+    /// The original client's address, set by the forwarding node (trusted only on the
+    /// cluster listener, whose peers proved they hold a cluster certificate).
+    static let forwardedForHeader = HTTPField.Name("X-Coffer-Forwarded-For")!
+    static let maxResponseBytes = 64 << 20
+
+    public init(core: Core, listenAddress: String, logger: Logger) throws {
+        let listener = try ListenerConfiguration(address: listenAddress, tlsDisable: false)
+        self.core = core
+        self.logger = logger
+        self.listenHost = listener.host
+        self.listenPort = listener.port
+    }
+
+    deinit {
+        if let client = state.withLock({ $0.client }) { client.shutdown(queue: .global()) { _ in } }
+    }
+
+    /// This node's certificate (the CA is created by the first active node).
+    func identity() async throws -> ClusterIdentity {
+        if let id = state.withLock({ $0.identity }) { return id }
+        let name = core.configuration.clusterName
+        let ca = try await core.clusterRecord(ClusterCA.self, key: ClusterCA.storageKey) { try ClusterCA.generate(clusterName: name) }
+        let id = try ca.issueNodeIdentity(nodeID: core.nodeID)
+        return state.withLock { s in
+            if let existing = s.identity { return existing }
+            s.identity = id
+            return id
+        }
+    }
+
+    func client() async throws -> HTTPClient {
+        if let c = state.withLock({ $0.client }) { return c }
+        var config = HTTPClient.Configuration(tlsConfiguration: try await identity().clientConfiguration)
+        config.timeout = .init(connect: .seconds(2))
+        config.redirectConfiguration = .disallow
+        config.httpVersion = .http1Only
+        config.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: 64)
+        let fresh = HTTPClient(eventLoopGroupProvider: .singleton, configuration: config)
+        let (kept, spare) = state.withLock { s -> (HTTPClient, HTTPClient?) in
+            if let existing = s.client { return (existing, fresh) }
+            s.client = fresh
+            return (fresh, nil)
+        }
+        if let spare { try? await spare.shutdown() }
+        return kept
+    }
+
+    static let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", "proxy-connection", "x-coffer-forwarded-for"]
+
+    /// Sends the request to the active node and hands its answer back unchanged.
+    func forward(_ request: Request, body: ByteBuffer, clientAddress: String?) async throws -> Response {
+        guard let leader = core.haLeader, leader.nodeID != core.nodeID, !leader.clusterAddr.isEmpty else {
+            throw CofferError(.notActive, "local node not active but active cluster node not found")
+        }
+        var base = leader.clusterAddr
+        if !base.hasPrefix("https://") { base = "https://" + base.replacingOccurrences(of: "http://", with: "") }
+        while base.hasSuffix("/") { base.removeLast() }
+        var out = HTTPClientRequest(url: base + (request.head.path ?? "/"))
+        out.method = HTTPMethod(rawValue: request.method.rawValue)
+        for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
+            out.headers.add(name: field.name.rawName, value: field.value)
+        }
+        if let clientAddress { out.headers.replaceOrAdd(name: Self.forwardedForHeader.rawName, value: clientAddress) }
+        out.body = .bytes(body)
+        let http = try await client()
+        let response: HTTPClientResponse
+        let bytes: ByteBuffer
+        do {
+            response = try await http.execute(out, timeout: .seconds(90))
+            bytes = try await response.body.collect(upTo: Self.maxResponseBytes)
+        } catch {
+            logger.warning("forwarding to the active node failed", metadata: ["active": "\(leader.apiAddr)", "error": "\(type(of: error))"])
+            throw CofferError(.notActive, "the active node (\(leader.apiAddr)) could not be reached; retry", cause: error)
+        }
+        var headers = HTTPFields()
+        for (name, value) in response.headers where !Self.hopByHop.contains(name.lowercased()) {
+            if let field = HTTPField.Name(name) { headers.append(HTTPField(name: field, value: value)) }
+        }
+        return Response(status: HTTPResponse.Status(code: Int(response.status.code)), headers: headers, body: ResponseBody(byteBuffer: bytes))
+    }
+}
+
+/// Runs the cluster listener once this node can hold a cluster certificate (after the
+/// first unseal, and once an active node created the CA).
+public struct ClusterService: Service {
+    let link: ClusterLink
+    let gateway: GatewayConfiguration
+    let logger: Logger
+    let onListening: @Sendable (Int) async -> Void
+
+    public init(link: ClusterLink, gateway: GatewayConfiguration, logger: Logger, onListening: @escaping @Sendable (Int) async -> Void = { _ in }) {
+        self.link = link
+        self.gateway = gateway
+        self.logger = logger
+        self.onListening = onListening
+    }
+
+    public func run() async throws {
+        let identity: ClusterIdentity? = try? await cancelWhenGracefulShutdown {
+            while true {
+                if let id = try? await link.identity() { return id }
+                try await Task.sleep(for: .milliseconds(500))
+            }
+        }
+        guard let identity else { return }
+        var config = gateway
+        config.clusterListener = true
+        let responder = VaultResponder(core: link.core, configuration: config, logger: logger)
+        let app = Application(
+            responder: responder,
+            server: try .tls(.cofferHTTP1(), tlsConfiguration: identity.serverConfiguration),
+            configuration: ApplicationConfiguration(address: .hostname(link.listenHost, port: link.listenPort), serverName: nil),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? link.listenPort
+                logger.info("cluster listener ready", metadata: ["address": "\(link.listenHost):\(port)"])
+                await onListening(port)
+            },
+            logger: logger)
+        try await app.runService()
+    }
+}

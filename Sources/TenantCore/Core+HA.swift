@@ -1,0 +1,412 @@
+import CofferSDK
+import Crypto
+import Foundation
+import Logging
+import Synchronization
+
+/// How a node takes part in an HA cluster (`storage "etcd" { ha_enabled = "true" }`).
+public struct HAConfiguration: Sendable {
+    public var lock: any HALock
+    /// The node's physical storage gate: open only while the node is active.
+    public var gate: WriteGate
+    /// Where clients reach this node (`api_addr`) and where nodes forward (`cluster_addr`).
+    public var apiAddress: String
+    public var clusterAddress: String
+    /// The lock's lease TTL (`lock_timeout`): a killed active node is replaced this long
+    /// after its last renewal at most.
+    public var lockTTL: Int
+    /// How often a standby looks at the lock (and tries to take it when free).
+    public var pollInterval: Swift.Duration = .milliseconds(250)
+    /// How often a standby reads the change feed to invalidate its caches.
+    public var feedInterval: Swift.Duration = .milliseconds(100)
+    /// How long a node that stepped down waits before it campaigns again.
+    public var stepDownHold: Swift.Duration = .seconds(10)
+
+    public init(lock: any HALock, gate: WriteGate, apiAddress: String, clusterAddress: String, lockTTL: Int = 3) {
+        self.lock = lock
+        self.gate = gate
+        self.apiAddress = apiAddress
+        self.clusterAddress = clusterAddress
+        self.lockTTL = lockTTL
+    }
+}
+
+/// What the lock holder advertises (the lock key's value).
+public struct LeaderAdvertisement: Codable, Sendable, Equatable {
+    public var nodeID: String
+    public var apiAddr: String
+    public var clusterAddr: String
+    /// Random per term: the storage fence, so an older term of the same node cannot write.
+    public var session: String
+    /// Unix seconds when this node became active.
+    public var since: Double
+
+    enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id", apiAddr = "api_addr", clusterAddr = "cluster_addr", session, since
+    }
+}
+
+public enum HARole: String, Sendable {
+    /// Not in an HA cluster (single node): always active.
+    case standalone
+    case active
+    case standby
+}
+
+/// The node's HA state.
+struct HAState {
+    var config: HAConfiguration?
+    var role = HARole.standalone
+    var leader: LeaderAdvertisement?
+    var task: Task<Void, Never>?
+    var stepDownRequested = false
+    var holdUntil: ContinuousClock.Instant?
+    var feedRevision: UInt64 = 0
+    var lastHolderCheck: ContinuousClock.Instant?
+}
+
+extension Core {
+    /// Makes this node an HA cluster member: after unseal it is a standby until it takes
+    /// the lock. Call before the first unseal.
+    public func enableHA(_ config: HAConfiguration) {
+        ha.withLock { s in
+            s.config = config
+            s.role = .standby
+        }
+    }
+
+    public var haEnabled: Bool { ha.withLock { $0.config != nil } }
+    public var haRole: HARole { ha.withLock { $0.role } }
+    /// The active node as last seen (this node when it is active).
+    public var haLeader: LeaderAdvertisement? { ha.withLock { $0.leader } }
+    public var haConfiguration: HAConfiguration? { ha.withLock { $0.config } }
+
+    /// Called at unseal, with the barrier open: a standby neither writes nor runs
+    /// background work, then the campaign starts.
+    func startHA(_ config: HAConfiguration) async throws {
+        ha.withLock { s in
+            s.role = .standby
+            s.stepDownRequested = false
+        }
+        config.gate.setOpen(false)
+        // The feed position before anything is read: every later change gets invalidated.
+        let head = try await feedHead()
+        ha.withLock { $0.feedRevision = head }
+    }
+
+    func feedHead() async throws -> UInt64 {
+        switch try await physical.changes(since: UInt64.max - 1, limit: 0) {
+        case .changes(_, let head), .compacted(let head): return head
+        }
+    }
+
+    func launchHALoop(_ config: HAConfiguration) {
+        let t = Task<Void, Never> { [weak self] in
+            guard let self else { return }
+            await self.haLoop(config)
+        }
+        ha.withLock { $0.task = t }
+    }
+
+    /// At seal: stop campaigning; an active node gives the lock up.
+    func stopHA() async {
+        let t = ha.withLock { s -> Task<Void, Never>? in
+            defer { s.task = nil }
+            return s.task
+        }
+        t?.cancel()
+        await t?.value
+        ha.withLock { s in
+            if s.config != nil { s.role = .standby }
+            s.leader = nil
+        }
+        haConfiguration?.gate.setOpen(false)
+    }
+
+    /// `sys/step-down`: the active node gives the lock up and does not campaign for a while.
+    public func stepDown() async throws {
+        guard haEnabled else { throw CofferError.invalid("this node is not part of an HA cluster") }
+        guard haRole == .active else { throw CofferError(.standbyWrite, "step-down must reach the active node") }
+        ha.withLock { $0.stepDownRequested = true }
+        // Wait (bounded) until the loop has handed over, so the caller sees the effect.
+        for _ in 0..<100 where haRole == .active {
+            try await Task.sleep(for: .milliseconds(50))
+        }
+    }
+
+    // MARK: the campaign
+
+    func haLoop(_ config: HAConfiguration) async {
+                var lastError = ContinuousClock.now - .seconds(60)
+        while !Task.isCancelled {
+            do {
+                if let until = ha.withLock({ $0.holdUntil }), ContinuousClock.now < until {
+                    try await refreshLeader(config)
+                    // The hold is for another node to take over; once one has, it ends.
+                    if let leader = haLeader, leader.nodeID != nodeID { ha.withLock { $0.holdUntil = nil } }
+                    try await standbyTick(config)
+                    continue
+                }
+                let session = RandomID.secureUUID()
+                let advert = LeaderAdvertisement(nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress, session: session, since: Date().timeIntervalSince1970)
+                let bytes = Array(try StoredJSON.encoder.encode(advert))
+                switch try await config.lock.acquire(value: bytes, ttlSeconds: config.lockTTL) {
+                case .held(let holder):
+                    let leader = holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) }
+                    ha.withLock { $0.leader = leader }
+                    try await standbyTick(config)
+                case .acquired(let lease):
+                    config.lock.fence(bytes)
+                    do {
+                        try await activate(advert)
+                    } catch {
+                        logger.error("could not become active; giving the lock back", metadata: ["error": "\(error)"])
+                        try? await config.lock.release(lease: lease)
+                        await demote(config)
+                        try await Task.sleep(for: .seconds(1))
+                        continue
+                    }
+                    await holdLock(config, lease: lease)
+                    if Task.isCancelled {
+                        config.gate.setOpen(false)
+                        break
+                    }
+                    await demote(config)
+                }
+            } catch is CancellationError {
+                break
+            } catch {
+                if Task.isCancelled { break }
+                if ContinuousClock.now - lastError > .seconds(10) {
+                    logger.warning("HA: storage unavailable, retrying", metadata: ["error": "\(error)"])
+                    lastError = ContinuousClock.now
+                }
+                try? await Task.sleep(for: config.pollInterval)
+            }
+        }
+    }
+
+    func refreshLeader(_ config: HAConfiguration) async throws {
+        let holder = try await config.lock.holder()
+        let leader = holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) }
+        ha.withLock { $0.leader = leader }
+    }
+
+    /// One standby period: follow the change feed until the next look at the lock.
+    func standbyTick(_ config: HAConfiguration) async throws {
+        let end = ContinuousClock.now + config.pollInterval
+        while ContinuousClock.now < end {
+            try Task.checkCancellation()
+            try await followFeed()
+            try await Task.sleep(for: config.feedInterval)
+        }
+    }
+
+    /// Keeps the lease alive until it is lost, the node steps down or seals. Renews every
+    /// third of the TTL; gives up (and stops writing) when no renewal succeeded for two
+    /// thirds of it, before the lease can expire under it.
+    func holdLock(_ config: HAConfiguration, lease: Int64) async {
+        let ttl = Swift.Duration.seconds(config.lockTTL)
+        var lastRenewal = ContinuousClock.now
+        while true {
+            if Task.isCancelled {
+                try? await config.lock.release(lease: lease)
+                return
+            }
+            if ha.withLock({ $0.stepDownRequested }) {
+                ha.withLock { s in
+                    s.stepDownRequested = false
+                    s.holdUntil = ContinuousClock.now + config.stepDownHold
+                }
+                logger.info("HA: stepping down")
+                config.gate.setOpen(false)
+                try? await config.lock.release(lease: lease)
+                return
+            }
+            do {
+                if try await config.lock.keepAlive(lease: lease) {
+                    lastRenewal = ContinuousClock.now
+                } else {
+                    logger.error("HA: the lock's lease is gone; this node is no longer active")
+                    return
+                }
+            } catch {
+                if ContinuousClock.now - lastRenewal > ttl * 2 / 3 {
+                    logger.error("HA: cannot renew the lock; stepping down", metadata: ["error": "\(error)"])
+                    config.gate.setOpen(false)
+                    return
+                }
+            }
+            // Short sleeps so a step-down or seal is acted on at once.
+            let next = ContinuousClock.now + ttl / 3
+            while ContinuousClock.now < next, !Task.isCancelled, !ha.withLock({ $0.stepDownRequested }) {
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        }
+    }
+
+    /// Standby → active: reload everything from storage (this node may have missed the
+    /// last changes of the previous active), open the gate, start background work.
+    func activate(_ advert: LeaderAdvertisement) async throws {
+        guard let config = haConfiguration else { return }
+        try await transition.withLock {
+            guard barrier.isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
+            config.gate.setOpen(true)
+            do {
+                try await reloadFromStorage()
+            } catch {
+                config.gate.setOpen(false)
+                throw error
+            }
+            ha.withLock { s in
+                s.role = .active
+                s.leader = advert
+            }
+            leases.start()
+        }
+        logger.info("HA: this node is now the active node", metadata: ["api_addr": "\(advert.apiAddr)"])
+    }
+
+    /// Active → standby (lost lock, step-down, seal): close the gate, stop background
+    /// work, and reload so the caches follow the feed again.
+    func demote(_ config: HAConfiguration) async {
+        config.gate.setOpen(false)
+        let wasActive = ha.withLock { s -> Bool in
+            defer {
+                s.role = .standby
+                if s.leader?.nodeID == nodeID { s.leader = nil }
+            }
+            return s.role == .active
+        }
+        guard wasActive else { return }
+        await leases.stop()
+        try? await transition.withLock {
+            guard barrier.isUnsealed else { return }
+            do {
+                let head = try await feedHead()
+                ha.withLock { $0.feedRevision = head }
+                try await reloadFromStorage()
+            } catch {
+                logger.error("HA: reload after stepping down failed; the next change reloads again", metadata: ["error": "\(error)"])
+            }
+        }
+        logger.info("HA: this node is now a standby")
+    }
+
+    /// Drops every cache and loaded namespace and reloads the keyring and the root.
+    func reloadFromStorage() async throws {
+        if let c = physical as? CachingStorage { c.invalidateAll() }
+        barrier.clearDecoded()
+        try await reloadKeyring()
+        let old = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
+        _ = recordGeneration.add(1, ordering: .releasing)
+        _ = try await loadRoot()
+        activity.withLock { $0 = [:] }
+        for ns in old { await ns.teardownBackends() }
+    }
+
+    /// Re-reads the root keyring (another node may have rotated it).
+    func reloadKeyring() async throws {
+        guard let rootKey = rootKeyHolder.withLock({ $0 }), let sealed = try await uncachedPhysical.get(Self.keyringKey) else { return }
+        let ring = try Sealer.open(sealed, key: SymmetricKey(data: rootKey), aad: Self.keyringKey)
+        barrier.install(try StoredJSON.decoder.decode(Keyring.self, from: Data(ring)))
+    }
+
+    // MARK: following the active node's writes
+
+    /// Reads the change feed and invalidates what changed (a standby's caches).
+    func followFeed() async throws {
+        let since = ha.withLock { $0.feedRevision }
+        switch try await physical.changes(since: since, limit: 1000) {
+        case .changes(let changes, let head):
+            guard !changes.isEmpty else {
+                if head < since { ha.withLock { $0.feedRevision = head } }
+                return
+            }
+            var reloadRoot = false, auditChanged = false
+            var evict: Set<String> = []
+            for change in changes {
+                invalidate(key: change.key, reloadRoot: &reloadRoot, evict: &evict, auditChanged: &auditChanged)
+            }
+            try await applyInvalidation(reloadRoot: reloadRoot, evict: evict)
+            if auditChanged { try await audit.reloadIfDevicesChanged() }
+            ha.withLock { $0.feedRevision = changes.last!.revision }
+        case .compacted(let head):
+            logger.warning("HA: the change feed was compacted past this standby; reloading everything")
+            try await transition.withLock { try await reloadFromStorage() }
+            ha.withLock { $0.feedRevision = head }
+        }
+    }
+
+    /// What one changed physical key makes stale. Records only reached through storage
+    /// (secrets, leases, usage) need just the physical cache entry dropped; tables a
+    /// namespace keeps in memory (mounts, policies, quotas, child records, keyring) reload
+    /// that namespace.
+    func invalidate(key: String, reloadRoot: inout Bool, evict: inout Set<String>, auditChanged: inout Bool) {
+        if let c = physical as? CachingStorage { c.invalidate(key) }
+        var rel = Substring(key)
+        var nsID: String?
+        if key.hasPrefix("ns/") {
+            let rest = key.dropFirst(3)
+            guard let slash = rest.firstIndex(of: "/") else { return }
+            nsID = String(rest[..<slash])
+            rel = rest[rest.index(after: slash)...]
+        }
+        if nsID == nil && rel == "core/audit" {
+            auditChanged = true
+            return
+        }
+        let structural = rel.hasPrefix("core/") && !rel.hasPrefix("core/lease-namespaces/")
+        let ns: NamespaceCore?
+        if let nsID {
+            ns = loaded.withLock { l in l.values.first { $0.id == nsID } }
+        } else {
+            ns = rootNamespace.withLock { $0 }
+        }
+        if nsID == nil && (rel == "core/seal-config" || rel == "core/root-key") { return }
+        if rel.hasPrefix("sys/token/") {
+            ns?.tokens.dropCache()
+        } else if rel.hasPrefix(NamespaceCore.childPrefix) {
+            // A child's record (metadata, lock) changed: its parent's record cache and the
+            // child (with its descendants) go.
+            ns?.childCache.withLock { $0.removeAll() }
+            let name = rel.dropFirst(NamespaceCore.childPrefix.count)
+            if let ns { evict.insert(ns.path + name + "/") }
+        } else if structural || rel.hasPrefix("sys/policy/") || rel.hasPrefix("sys/quotas/") {
+            if nsID == nil {
+                reloadRoot = true
+            } else if let ns {
+                evict.insert(ns.path)
+            }
+        }
+    }
+
+    func applyInvalidation(reloadRoot: Bool, evict: Set<String>) async throws {
+        if reloadRoot {
+            try await transition.withLock { try await reloadFromStorage() }
+            return
+        }
+        guard !evict.isEmpty else { return }
+        _ = recordGeneration.add(1, ordering: .releasing)
+        let dropped = loaded.withLock { l -> [NamespaceCore] in
+            let gone = l.keys.filter { path in evict.contains { path.hasPrefix($0) } }
+            return gone.compactMap { l.removeValue(forKey: $0) }
+        }
+        for ns in dropped { await ns.teardownBackends() }
+    }
+}
+
+extension Core {
+    /// A root-namespace record of the cluster machinery (the cluster CA), behind the
+    /// barrier: read it, or create it when this node may write (active or single node).
+    public func clusterRecord<T: Codable & Sendable>(_ type: T.Type, key: String, create: @Sendable () throws -> T) async throws -> T {
+        let view = try root().rootView
+        if let existing = try await view.getCodable(T.self, key) { return existing }
+        guard haRole != .standby else {
+            throw CofferError(.unavailable, "the cluster record \(key) does not exist yet; the active node creates it")
+        }
+        let fresh = try create()
+        try await view.putCodable(key, fresh)
+        return fresh
+    }
+}

@@ -58,9 +58,21 @@ public final class ClusterLink: Sendable {
         }
     }
 
+    /// The identity, waiting (bounded) for a freshly elected active node to create the CA.
+    func awaitIdentity() async throws -> ClusterIdentity {
+        let deadline = ContinuousClock.now + .seconds(5)
+        while true {
+            do {
+                return try await identity()
+            } catch let e as CofferError where e.code == .unavailable && ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+    }
+
     func client() async throws -> HTTPClient {
         if let c = state.withLock({ $0.client }) { return c }
-        var config = HTTPClient.Configuration(tlsConfiguration: try await identity().clientConfiguration)
+        var config = HTTPClient.Configuration(tlsConfiguration: try await awaitIdentity().clientConfiguration)
         config.timeout = .init(connect: .seconds(2))
         config.redirectConfiguration = .disallow
         config.httpVersion = .http1Only
@@ -75,6 +87,37 @@ public final class ClusterLink: Sendable {
         return kept
     }
 
+    /// Where a standby ships its usage counts (cluster listener only).
+    static let usagePath = "sys/internal/coffer/usage"
+
+    /// HA standby: ships the usage counted here to the active node, which writes the
+    /// hourly buckets. On failure the counts stay here for the next attempt.
+    public func shipUsage() async {
+        guard core.haRole == .standby, let leader = core.haLeader, leader.nodeID != core.nodeID else { return }
+        guard let payload = try? core.takeUsageForActive() else { return }
+        do {
+            var request = HTTPClientRequest(url: Self.base(leader.clusterAddr) + "/v1/" + Self.usagePath)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: payload))
+            let response = try await client().execute(request, timeout: .seconds(10))
+            _ = try await response.body.collect(upTo: 1 << 16)
+            guard response.status == .noContent || response.status == .ok else {
+                throw CofferError(.unavailable, "the active node refused the usage shipment (\(response.status.code))")
+            }
+        } catch {
+            try? core.mergeUsage(payload)
+            logger.warning("usage could not be shipped to the active node; kept for the next attempt", metadata: ["error": "\(type(of: error))"])
+        }
+    }
+
+    static func base(_ clusterAddr: String) -> String {
+        var base = clusterAddr
+        if !base.hasPrefix("https://") { base = "https://" + base.replacingOccurrences(of: "http://", with: "") }
+        while base.hasSuffix("/") { base.removeLast() }
+        return base
+    }
+
     static let hopByHop: Set<String> = ["connection", "keep-alive", "transfer-encoding", "te", "upgrade", "host", "content-length", "proxy-connection", "x-coffer-forwarded-for"]
 
     /// Sends the request to the active node and hands its answer back unchanged.
@@ -82,10 +125,7 @@ public final class ClusterLink: Sendable {
         guard let leader = core.haLeader, leader.nodeID != core.nodeID, !leader.clusterAddr.isEmpty else {
             throw CofferError(.notActive, "local node not active but active cluster node not found")
         }
-        var base = leader.clusterAddr
-        if !base.hasPrefix("https://") { base = "https://" + base.replacingOccurrences(of: "http://", with: "") }
-        while base.hasSuffix("/") { base.removeLast() }
-        var out = HTTPClientRequest(url: base + (request.head.path ?? "/"))
+        var out = HTTPClientRequest(url: Self.base(leader.clusterAddr) + (request.head.path ?? "/"))
         out.method = HTTPMethod(rawValue: request.method.rawValue)
         for field in request.headers where !Self.hopByHop.contains(field.name.canonicalName) {
             out.headers.add(name: field.name.rawName, value: field.value)
@@ -129,7 +169,7 @@ public struct ClusterService: Service {
         let identity: ClusterIdentity? = try? await cancelWhenGracefulShutdown {
             while true {
                 if let id = try? await link.identity() { return id }
-                try await Task.sleep(for: .milliseconds(500))
+                try await Task.sleep(for: .milliseconds(100))
             }
         }
         guard let identity else { return }

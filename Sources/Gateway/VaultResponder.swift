@@ -214,6 +214,11 @@ public struct VaultResponder: HTTPResponder {
                 peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
                 trusted: configuration.forwardedForAuthorized)
         }
+        if configuration.clusterListener && path == ClusterLink.usagePath && operation == .update {
+            // A standby's usage counts (its peer certificate is the authentication).
+            try core.mergeUsage(Array(rawBody.readableBytesView))
+            return Response(status: .noContent)
+        }
         // HA standby: reads are served here from caches the change feed keeps fresh; a
         // request that would write (or issue a lease) goes to the active node unchanged.
         var forwardOnWrite = false

@@ -182,3 +182,24 @@ extension Core {
         ])
     }
 }
+
+extension Core {
+    /// HA standby: takes the counts not yet flushed, to ship them to the active node (the
+    /// only one that writes usage buckets). nil when there is nothing to ship.
+    public func takeUsageForActive() throws -> [UInt8]? {
+        let pending = usage.drain()
+        guard !pending.isEmpty else { return nil }
+        return Array(try StoredJSON.encoder.encode(pending))
+    }
+
+    /// Puts shipped counts back (shipping failed), or merges a standby's counts (active).
+    public func mergeUsage(_ bytes: [UInt8]) throws {
+        let pending: [String: [String: UsageCounters]]
+        do {
+            pending = try StoredJSON.decoder.decode([String: [String: UsageCounters]].self, from: Data(bytes))
+        } catch {
+            throw CofferError.invalid("usage shipment is not valid JSON of usage counters")
+        }
+        usage.restore(pending)
+    }
+}

@@ -37,7 +37,11 @@ public final class Core: Sendable {
     public let storageType: String
     let catalog: EngineCatalog
     let logger: Logger
-    public let clusterID = RandomID.secureUUID()
+    /// The cluster's id: created once, stored behind the root barrier, the same on every
+    /// node of an HA cluster (read at unseal).
+    public var clusterID: String { storedClusterID.withLock { $0 } }
+    let storedClusterID = Mutex(RandomID.secureUUID())
+    static let clusterIDKey = "core/cluster-id"
     /// This process in an HA cluster (advertised in the lock; not a secret).
     public let nodeID = RandomID.secureUUID()
     /// HA role, the active node as last seen, the campaign task (`Core+HA.swift`).
@@ -240,9 +244,22 @@ public final class Core: Sendable {
     func loadRoot() async throws -> NamespaceCore {
         let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks(forPath: ""), logger: logger)
         try await loadQuotaConfig()
+        try await loadClusterID(ns)
         rootNamespace.withLock { $0 = ns }
         loaded.withLock { $0 = [:] }
         return ns
+    }
+
+    func loadClusterID(_ root: NamespaceCore) async throws {
+        if let id = try await root.rootView.getJSON(Self.clusterIDKey)?.stringValue {
+            storedClusterID.withLock { $0 = id }
+            return
+        }
+        do {
+            try await root.rootView.putJSON(Self.clusterIDKey, .string(clusterID))
+        } catch let e as CofferError where e.code == .standbyWrite {
+            // A standby of a cluster created before ids were stored: the active node writes it.
+        }
     }
 
     /// Child namespaces currently loaded, by path.

@@ -169,7 +169,7 @@ struct ServerCommand: AsyncParsableCommand {
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
         }
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
-        let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger)
+        let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger, cluster: clusterLink)
         var services: [any Service] = [app, evictor, flusher, AuditService(core: core, logger: logger)]
         if let clusterLink {
             var clusterGateway = gateway

@@ -1,3 +1,4 @@
+import Gateway
 import Logging
 import ServiceLifecycle
 import TenantCore
@@ -8,6 +9,8 @@ struct UsageFlusher: Service {
     let core: Core
     let interval: Duration
     let logger: Logger
+    /// HA: a standby ships its counts to the active node instead of writing them.
+    var cluster: ClusterLink?
 
     func run() async throws {
         await cancelWhenGracefulShutdown {
@@ -21,8 +24,11 @@ struct UsageFlusher: Service {
     }
 
     func flush() async {
-        // Only the active node writes; a standby keeps its counts until it becomes active.
-        guard core.haRole != .standby else { return }
+        // Only the active node writes usage buckets; a standby ships its counts to it.
+        if core.haRole == .standby {
+            await cluster?.shipUsage()
+            return
+        }
         do {
             try await core.flushUsage()
         } catch {

@@ -52,6 +52,7 @@ listener "tcp" {{
 api_addr     = "http://127.0.0.1:{port}"
 cluster_addr = "https://127.0.0.1:{cport}"
 cluster_name = "ha-acceptance"
+usage_flush_interval = "1s"
 """)
         super().__init__(name, [coffer_bin(), "server", "--config", str(cfg)], port, workdir)
 
@@ -70,16 +71,20 @@ class Cluster:
         self.workdir = _base_tmp()
         self.prefix = f"/coffer-ha-{uuid.uuid4().hex[:8]}/"
         self.nodes = [HANode(self.workdir, f"node{i}", self.prefix) for i in (1, 2)]
-        for n in self.nodes:
-            n.start()
-        init = requests.put(self.nodes[0].url + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30)
-        init.raise_for_status()
-        body = init.json()
-        self.keys = body["keys"]
-        self.root = body["root_token"]
-        for n in self.nodes:
-            n.unseal(self.keys)
-        self.wait_for_active()
+        try:
+            for n in self.nodes:
+                n.start()
+            init = requests.put(self.nodes[0].url + "/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30)
+            init.raise_for_status()
+            body = init.json()
+            self.keys = body["keys"]
+            self.root = body["root_token"]
+            for n in self.nodes:
+                n.unseal(self.keys)
+            self.wait_for_active()
+        except BaseException:
+            self.dispose()
+            raise
 
     def roles(self):
         out = {}
@@ -149,6 +154,9 @@ def test_roles_health_and_leader(cluster):
     assert requests.get(s.url + "/v1/sys/health?standbycode=473", timeout=5).status_code == 473
     # hvac's view
     assert cluster.client(s).sys.read_leader_status()["is_self"] is False
+    # one cluster: the same cluster id on every node
+    ids = {requests.get(n.url + "/v1/sys/health?standbyok=true", timeout=5).json()["cluster_id"] for n in (a, s)}
+    assert len(ids) == 1 and "" not in ids
 
 
 def test_writes_through_the_standby_are_forwarded_and_readable_on_both(cluster):
@@ -213,6 +221,39 @@ def test_policy_change_on_active_is_enforced_by_standby(cluster):
     print(f"\nstandby enforced the policy change {1000 * (time.monotonic() - t0):.0f} ms after the write returned")
 
 
+def test_standby_usage_is_billed_through_the_active(cluster):
+    """Reads a standby serves are counted there and shipped to the active node, which alone
+    writes usage buckets: sys/usage on either node shows them."""
+    a, s = cluster.active(), cluster.standby()
+    ns = f"bill{uuid.uuid4().hex[:8]}"
+    hdr = {"X-Vault-Token": cluster.root}
+    assert requests.post(s.url + f"/v1/sys/namespaces/{ns}", headers=hdr, timeout=10).status_code == 200  # forwarded
+    r = requests.post(s.url + "/v1/sys/mounts/kv", json={"type": "kv", "options": {"version": "2"}},
+                      headers={**hdr, "X-Vault-Namespace": ns}, timeout=10)
+    assert r.status_code == 204, r.text
+    assert requests.post(s.url + "/v1/kv/data/x", json={"data": {"a": "b"}}, headers={**hdr, "X-Vault-Namespace": ns}, timeout=10).status_code == 200
+    served = 0
+    deadline = time.monotonic() + 10
+    while served < 7:
+        r = requests.get(s.url + "/v1/kv/data/x", headers={**hdr, "X-Vault-Namespace": ns}, timeout=10)
+        if r.status_code == 200:
+            served += 1
+        else:
+            assert r.status_code == 404 and time.monotonic() < deadline, r.text  # not yet seen by the standby
+            time.sleep(0.05)
+    deadline = time.monotonic() + 15
+    while True:
+        r = requests.get(a.url + "/v1/sys/usage", params={"namespace": ns, "granularity": "hour"}, headers=hdr, timeout=10)
+        assert r.status_code == 200, r.text
+        row = next(x for x in r.json()["data"]["rows"] if x["namespace"] == f"{ns}/")
+        # 2 writes (mount, secret) counted by the active; >= 7 reads shipped by the standby
+        if row["requests"]["read"] >= 7:
+            break
+        assert time.monotonic() < deadline, f"standby reads never reached the active's usage: {row}"
+        time.sleep(0.5)
+    assert row["requests"]["write"] == 2, row
+
+
 def test_step_down_hands_over(cluster):
     a = cluster.active()
     assert requests.put(a.url + "/v1/sys/step-down", headers={"X-Vault-Token": "bogus"}, timeout=10).status_code == 403
@@ -224,12 +265,14 @@ def test_step_down_hands_over(cluster):
 
 
 def _write_loop(cluster, nodes, stop, acked, errors):
-    """Writes kv/loop/<n> = n through any reachable node; records acknowledged writes."""
+    """Writes kv/loop/<n> = n through any reachable node; records acknowledged writes as
+    (sent, acknowledged, n)."""
     n = 0
     while not stop.is_set():
         for node in nodes:
             if not node.running:
                 continue
+            started = time.monotonic()
             try:
                 r = requests.post(node.url + f"/v1/kv/data/loop/{n}", json={"data": {"n": n}},
                                   headers={"X-Vault-Token": cluster.root}, timeout=10)
@@ -237,11 +280,22 @@ def _write_loop(cluster, nodes, stop, acked, errors):
                 errors.append(type(e).__name__)
                 continue
             if r.status_code == 200:
-                acked.append((time.monotonic(), n))
+                acked.append((started, time.monotonic(), n))
                 n += 1
                 break
             errors.append(r.status_code)
             assert r.status_code in (429, 500, 502, 503), r.text  # never a false success
+        time.sleep(0.01)
+
+
+def _first_write_sent_after(acked, t0, errors, timeout=30.0):
+    """When the first write sent after t0 was acknowledged (waits for one)."""
+    deadline = t0 + timeout
+    while True:
+        done = [ack for sent, ack, _ in list(acked) if sent > t0]
+        if done:
+            return min(done)
+        assert time.monotonic() < deadline, f"no write sent after the kill was accepted within {timeout} s: {errors[-5:]}"
         time.sleep(0.01)
 
 
@@ -261,12 +315,7 @@ def test_kill_active_during_write_loop(cluster):
             time.sleep(0.05)
         killed_at = time.monotonic()
         a.kill9()
-        count = len(acked)
-        deadline = killed_at + 30
-        while not any(ts > killed_at for ts, _ in acked[count - 1:]):
-            assert time.monotonic() < deadline, f"no write accepted within 30 s of the kill: {errors[-5:]}"
-            time.sleep(0.01)
-        first = min(ts for ts, _ in acked if ts > killed_at)
+        first = _first_write_sent_after(acked, killed_at, errors)
         print(f"\nfail-over: first accepted write {1000 * (first - killed_at):.0f} ms after kill -9 of the active node")
         time.sleep(0.5)
     finally:
@@ -274,7 +323,7 @@ def test_kill_active_during_write_loop(cluster):
         t.join()
     new_active = cluster.wait_for_active(exclude=a)
     cn = cluster.client(new_active)
-    for _, n in acked:
+    for _, _, n in acked:
         assert cn.secrets.kv.v2.read_secret_version(path=f"loop/{n}", mount_point="kv")["data"]["data"] == {"n": n}
     # the killed node comes back as a standby
     a.start()
@@ -303,14 +352,9 @@ def test_kill_etcd_leader_during_write_loop(cluster):
     try:
         time.sleep(1)
         leader = _etcd("leader", ETCD_DIR)
+        _etcd("kill-member", ETCD_DIR, leader)  # returns once the process is gone
         killed_at = time.monotonic()
-        _etcd("kill-member", ETCD_DIR, leader)
-        count = len(acked)
-        deadline = killed_at + 30
-        while not any(ts > killed_at for ts, _ in acked[count:]):
-            assert time.monotonic() < deadline, f"writes did not resume: {errors[-5:]}"
-            time.sleep(0.01)
-        first = min(ts for ts, _ in acked if ts > killed_at)
+        first = _first_write_sent_after(acked, killed_at, errors)
         print(f"\netcd leader kill: first accepted write {1000 * (first - killed_at):.0f} ms later")
         time.sleep(1)
     finally:
@@ -320,7 +364,7 @@ def test_kill_etcd_leader_during_write_loop(cluster):
             _etcd("restart-member", ETCD_DIR, leader)
     active = cluster.wait_for_active()
     c = cluster.client(active)
-    for _, n in acked:
+    for _, _, n in acked:
         assert c.secrets.kv.v2.read_secret_version(path=f"loop/{n}", mount_point="kv")["data"]["data"] == {"n": n}
 
 

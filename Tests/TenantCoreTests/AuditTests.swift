@@ -126,7 +126,11 @@ private final class LineServer: @unchecked Sendable {
     init(port: UInt16, unixPath: String? = nil, readData: Bool = true, receiveBuffer: Int32? = nil) throws {
         self.unixPath = unixPath
         self.readData = readData
-        let fd = socket(unixPath == nil ? AF_INET : AF_UNIX, Int32(SOCK_STREAM.rawValue), 0)
+        // Close-on-exec: other suites fork (popen, Ops/etcd) while this runs, and a child
+        // that inherits the listening socket keeps the port accepting after `stop()`, so a
+        // "peer is down" test would see its reconnects succeed (the etcd suite's long-lived
+        // etcd did exactly that).
+        let fd = socket(unixPath == nil ? AF_INET : AF_UNIX, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw CofferError.internalError("socket") }
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
@@ -163,7 +167,7 @@ private final class LineServer: @unchecked Sendable {
         while state.withLock({ $0.running }) {
             var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 20) > 0 else { continue }
-            let client = accept(listenFD, nil, nil)
+            let client = accept4(listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
             guard client >= 0 else { continue }
             state.withLock { $0.clients.append(client) }
             if readData { Thread { [self] in readLoop(client) }.start() }
@@ -209,7 +213,7 @@ private final class DatagramReceiver {
     init(path: String) throws {
         self.path = path
         unlink(path)
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         let rc = withUnixAddress(path) { bind(fd, $0, $1) }
         guard fd >= 0, rc == 0 else { throw CofferError.internalError("bind \(path)") }
     }
@@ -862,7 +866,7 @@ private final class DatagramReceiver {
         #expect(await eventually { server.lines.count == 2 })
 
         // UDP: a bound loopback socket receives one datagram per entry.
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
         addr.sin_family = sa_family_t(AF_INET)

@@ -22,6 +22,69 @@ struct EtcdStorageTests {
         try await s.shutdown()
     }
 
+    /// The same suite against all three members of the cluster `Ops/test` starts.
+    @Test(.enabled(if: EtcdTestSupport.clusterAddresses != nil, "set COFFER_TEST_ETCD_ADDRS (Ops/etcd start-cluster DIR)"))
+    func clusterConformance() async throws {
+        let s = try EtcdStorage(
+            configuration: EtcdStorageConfiguration(addresses: EtcdTestSupport.clusterAddresses ?? [], prefix: "coffer-test-\(UUID().uuidString)/"))
+        try await exerciseStorage(s)
+        try await s.shutdown()
+    }
+
+    /// The HA lock: one holder; a holder's lease ends with it; a deposed holder's writes are
+    /// refused by etcd itself (the fence), never applied.
+    @Test func haLockHasOneHolderAndFencesTheDeposed() async throws {
+        let prefix = "coffer-test-\(UUID().uuidString)/"
+        func node() throws -> EtcdStorage {
+            try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: [EtcdTestSupport.address ?? ""], prefix: prefix))
+        }
+        let a = try node(), b = try node()
+        #expect(try await a.holder() == nil)
+        guard case .acquired(let leaseA) = try await a.acquire(value: Array("a".utf8), ttlSeconds: 5) else {
+            Issue.record("the free lock was not taken")
+            return
+        }
+        #expect(try await b.acquire(value: Array("b".utf8), ttlSeconds: 5) == .held(by: Array("a".utf8)))
+        #expect(try await a.keepAlive(lease: leaseA))
+        a.fence(Array("a".utf8))
+        try await a.put("k", [1])
+        #expect(try await a.compareAndSet("k", expected: [1], new: [2]))
+        #expect(try await a.compareAndSet("k", expected: [1], new: [3]) == false)
+
+        // A hands over; B takes the lock; A's writes now fail and change nothing.
+        try await a.release(lease: leaseA)
+        #expect(try await a.keepAlive(lease: leaseA) == false)
+        guard case .acquired(let leaseB) = try await b.acquire(value: Array("b".utf8), ttlSeconds: 5) else {
+            Issue.record("the released lock was not taken")
+            return
+        }
+        b.fence(Array("b".utf8))
+        for write in [{ try await a.put("k", [9]) }, { try await a.delete("k") }, { _ = try await a.compareAndSet("k", expected: [2], new: [9]) }] as [@Sendable () async throws -> Void] {
+            let error = await #expect(throws: CofferError.self) { try await write() }
+            #expect(error?.code == .notActive)
+        }
+        #expect(try await b.get("k") == [2])
+        try await b.put("k", [4])
+        try await b.delete("gone")  // deleting an absent key under a valid fence is fine
+        #expect(try await b.get("k") == [4])
+
+        // A holder that stops renewing loses the lock when its lease runs out.
+        try await b.release(lease: leaseB)
+        guard case .acquired = try await a.acquire(value: Array("c".utf8), ttlSeconds: 2) else {
+            Issue.record("the lock was not free")
+            return
+        }
+        #expect(try await b.holder() == Array("c".utf8))
+        var gone = false
+        for _ in 0..<80 where !gone {
+            try await Task.sleep(for: .milliseconds(100))
+            gone = try await b.holder() == nil
+        }
+        #expect(gone)
+        try await a.shutdown()
+        try await b.shutdown()
+    }
+
     @Test func listPagesAndSkipsFolders() async throws {
         let s = try store(pageSize: 2)
         for key in ["a", "b/1", "b/2", "b/3", "b/4", "b/5", "c", "d/x/y", "d/z", "e"] { try await s.put(key, [1]) }
@@ -126,6 +189,11 @@ struct EtcdStorageTests {
         let address = try #require(line.split(separator: "=").last.map(String.init))
         let pid = try String(contentsOfFile: dir + "/etcd.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         do {
+            // The conformance suite on a single-member cluster.
+            let single = try store(address)
+            try await exerciseStorage(single)
+            try await single.shutdown()
+
             // Compaction past the reader's revision is reported, later revisions still read.
             let s = try store(address)
             for i in 0..<5 { try await s.put("k\(i)", [UInt8(i)]) }
@@ -225,6 +293,9 @@ struct EtcdStorageTests {
 
 enum EtcdTestSupport {
     static let address = ProcessInfo.processInfo.environment["COFFER_TEST_ETCD_ADDR"].flatMap { $0.isEmpty ? nil : $0 }
+    static let clusterAddresses = ProcessInfo.processInfo.environment["COFFER_TEST_ETCD_ADDRS"].flatMap {
+        $0.isEmpty ? nil : $0.split(separator: ",").map(String.init)
+    }
 
     static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().appendingPathComponent("Ops/etcd").path

@@ -91,6 +91,8 @@ public final class EtcdStorage: Storage {
     /// The HA lock (`EtcdStorage+HA.swift`).
     let lockKey: [UInt8]
     let state = Mutex(State())
+    /// Group commit of puts (`EtcdStorage+Batch.swift`).
+    let batcher = EtcdPutBatcher()
 
     struct State {
         /// The endpoint that answered last: calls start there.
@@ -155,8 +157,7 @@ public final class EtcdStorage: Storage {
     public func put(_ key: String, _ value: [UInt8]) async throws {
         let etcdKey = dataPrefix + key.utf8
         try checkSize(valueBytes: value.count, keyBytes: etcdKey.count)
-        let txn = TxnRequest(success: [.put(etcdKey, value), .put(feedKey, Self.feedEntry(deleted: false, key))])
-        _ = try await fencedTxn(txn, retryable: true)
+        try await submitPut(key: key, etcdKey: etcdKey, value: value)
     }
 
     public func delete(_ key: String) async throws {
@@ -218,7 +219,7 @@ public final class EtcdStorage: Storage {
             let head = UInt64(max(0, newest?.modRevision?.value ?? 0))
             guard let newest, head > revision, limit > 0 else { return .changes([], head: head) }
             if let recent = try await self.recentChanges(since: revision, newest: newest) {
-                return .changes(Array(recent.prefix(limit)), head: head)
+                return .changes(Self.wholeRevisions(recent, limit: limit), head: head)
             }
             let body = try Self.encode(WatchRequest(createRequest: .init(key: Data(self.feedKey), startRevision: Int64(revision + 1))))
             return try await self.exchange("/v3/watch", body, retryable: true) { response in
@@ -246,12 +247,14 @@ public final class EtcdStorage: Storage {
         }
         let count = (newest.version?.value ?? 0) - before
         guard count > 0, count <= Self.historyWalkLimit else { return nil }
-        var changes: [StorageChange] = []
+        var newestFirst: [[StorageChange]] = []
         var kv = newest
         while true {
-            guard let rev = kv.modRevision?.value, rev > Int64(revision), let value = kv.value, let tag = value.first else { return nil }
-            changes.append(StorageChange(revision: UInt64(rev), key: String(decoding: value.dropFirst(), as: UTF8.self), deleted: tag == UInt8(ascii: "d")))
-            if changes.count == count { return changes.reversed() }
+            guard let rev = kv.modRevision?.value, rev > Int64(revision), let value = kv.value,
+                let entries = Self.decodeFeedEntry(Array(value), revision: UInt64(rev))
+            else { return nil }
+            newestFirst.append(entries)
+            if newestFirst.count == count { return newestFirst.reversed().flatMap { $0 } }
             guard let earlier = try await marker(at: rev - 1)?.kvs?.first else { return nil }
             kv = earlier
         }
@@ -268,6 +271,50 @@ public final class EtcdStorage: Storage {
 
     static func feedEntry(deleted: Bool, _ key: String) -> [UInt8] {
         [deleted ? UInt8(ascii: "d") : UInt8(ascii: "p")] + Array(key.utf8)
+    }
+
+    /// The marker of a group-committed batch of puts: "b", then each key as a 4-byte
+    /// big-endian length and its bytes.
+    static func batchFeedEntry(_ keys: [String]) -> [UInt8] {
+        var out: [UInt8] = [UInt8(ascii: "b")]
+        for key in keys {
+            let bytes = Array(key.utf8)
+            let n = UInt32(bytes.count)
+            out += [UInt8(n >> 24), UInt8(n >> 16 & 0xFF), UInt8(n >> 8 & 0xFF), UInt8(n & 0xFF)]
+            out += bytes
+        }
+        return out
+    }
+
+    /// The changes one marker value records (one revision); nil when it is not a marker.
+    static func decodeFeedEntry(_ value: [UInt8], revision: UInt64) -> [StorageChange]? {
+        guard let tag = value.first else { return nil }
+        switch tag {
+        case UInt8(ascii: "p"), UInt8(ascii: "d"):
+            return [StorageChange(revision: revision, key: String(decoding: value.dropFirst(), as: UTF8.self), deleted: tag == UInt8(ascii: "d"))]
+        case UInt8(ascii: "b"):
+            var out: [StorageChange] = []
+            var i = 1
+            while i < value.count {
+                guard i + 4 <= value.count else { return nil }
+                let n = Int(value[i]) << 24 | Int(value[i + 1]) << 16 | Int(value[i + 2]) << 8 | Int(value[i + 3])
+                i += 4
+                guard n <= value.count - i else { return nil }
+                out.append(StorageChange(revision: revision, key: String(decoding: value[i..<(i + n)], as: UTF8.self), deleted: false))
+                i += n
+            }
+            return out
+        default:
+            return nil
+        }
+    }
+
+    /// At most `limit` changes, but never part of a revision (all of the first one at least).
+    static func wholeRevisions(_ changes: [StorageChange], limit: Int) -> [StorageChange] {
+        guard changes.count > limit, limit > 0 else { return changes }
+        var end = limit
+        while end < changes.count, changes[end].revision == changes[end - 1].revision { end += 1 }
+        return Array(changes[..<end])
     }
 
     /// Reads watch events (one JSON object per line) until `head` or `limit`; returning
@@ -303,11 +350,11 @@ public final class EtcdStorage: Storage {
                     throw CofferError(.unavailable, "etcd: watch cancelled: \(Self.clip(reason))")
                 }
                 for event in result.events ?? [] where event.type == nil || event.type == "PUT" {
-                    guard let kv = event.kv, let value = kv.value, let tag = value.first,
-                        let rev = kv.modRevision?.value, rev > 0
+                    guard let kv = event.kv, let value = kv.value, let rev = kv.modRevision?.value, rev > 0,
+                        let entries = Self.decodeFeedEntry(Array(value), revision: UInt64(rev))
                     else { continue }
-                    let key = String(decoding: value.dropFirst(), as: UTF8.self)
-                    changes.append(StorageChange(revision: UInt64(rev), key: key, deleted: tag == UInt8(ascii: "d")))
+                    // A revision is never split: a reader resumes after the last one it got.
+                    changes.append(contentsOf: entries)
                     if UInt64(rev) >= head || changes.count >= limit { return .changes(changes, head: head) }
                 }
             }
@@ -373,16 +420,21 @@ public final class EtcdStorage: Storage {
     ) async throws -> T {
         let first = state.withLock { $0.preferred }
         let deadline = NIODeadline.now() + Self.timeAmount(configuration.requestTimeout)
+        // A retryable call gives each member a share of the time: a member whose leader was
+        // just killed holds a proposal until etcd's own timeout, while the others elect a new
+        // leader within about a second.
+        let share = Self.timeAmount(configuration.requestTimeout / 3)
         var lastError: (any Error)?
-        for step in 0..<endpoints.count {
+        for step in 0..<(retryable && endpoints.count > 1 ? endpoints.count + 1 : endpoints.count) {
             let index = (first + step) % endpoints.count
+            let attemptDeadline = retryable && endpoints.count > 1 ? min(deadline, NIODeadline.now() + share) : deadline
             var request = HTTPClientRequest(url: endpoints[index] + path)
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
             if let token { request.headers.add(name: "Authorization", value: token) }
             request.body = .bytes(ByteBuffer(bytes: body))
             do {
-                let response = try await client.execute(request, deadline: deadline)
+                let response = try await client.execute(request, deadline: attemptDeadline)
                 let result = try await consume(response)
                 if step > 0 { state.withLock { $0.preferred = index } }
                 return result
@@ -393,7 +445,13 @@ public final class EtcdStorage: Storage {
             } catch let error as EtcdCompacted {
                 throw error
             } catch {
-                if Task.isCancelled || Self.isDeadline(error) { throw error }
+                if Task.isCancelled { throw error }
+                if Self.isDeadline(error) {
+                    // The member's share ran out: the next one gets the rest of the time.
+                    guard retryable, NIODeadline.now() < deadline else { throw error }
+                    lastError = error
+                    continue
+                }
                 guard Self.neverConnected(error) || retryable else { throw error }
                 lastError = error
             }

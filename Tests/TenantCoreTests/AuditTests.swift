@@ -167,8 +167,9 @@ private final class LineServer: @unchecked Sendable {
         while state.withLock({ $0.running }) {
             var p = pollfd(fd: listenFD, events: Int16(POLLIN), revents: 0)
             guard poll(&p, 1, 20) > 0 else { continue }
-            let client = accept4(listenFD, nil, nil, Int32(SOCK_CLOEXEC.rawValue))
+            let client = accept(listenFD, nil, nil)
             guard client >= 0 else { continue }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             state.withLock { $0.clients.append(client) }
             if readData { Thread { [self] in readLoop(client) }.start() }
         }

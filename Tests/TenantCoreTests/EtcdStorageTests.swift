@@ -85,6 +85,42 @@ struct EtcdStorageTests {
         try await b.shutdown()
     }
 
+    /// Concurrent puts share transactions (group commit); the feed still names every key,
+    /// and a page of the feed never ends inside a revision.
+    @Test func concurrentPutsAreGroupCommittedAndFed() async throws {
+        let s = try store()
+        let start: UInt64
+        switch try await s.changes(since: UInt64.max - 1, limit: 0) {
+        case .changes(_, let head), .compacted(let head): start = head
+        }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<400 {
+                group.addTask { try await s.put("k\(i % 300)", [UInt8(i % 256), UInt8(i / 256)]) }
+            }
+            try await group.waitForAll()
+        }
+        for i in 0..<300 { #expect(try await s.get("k\(i)") != nil) }
+        var seen: [String] = []
+        var revisions = Set<UInt64>()
+        var since = start
+        while true {
+            guard case .changes(let page, _) = try await s.changes(since: since, limit: 7) else {
+                Issue.record("compacted")
+                return
+            }
+            guard let last = page.last else { break }
+            // The next page starts after the last revision of this one: nothing is skipped.
+            seen += page.map(\.key)
+            revisions.formUnion(page.map(\.revision))
+            since = last.revision
+        }
+        #expect(seen.count == 400)
+        #expect(Set(seen) == Set((0..<300).map { "k\($0)" }))
+        #expect(revisions.count < 400)
+        print("400 concurrent puts in \(revisions.count) transactions")
+        try await s.shutdown()
+    }
+
     @Test func listPagesAndSkipsFolders() async throws {
         let s = try store(pageSize: 2)
         for key in ["a", "b/1", "b/2", "b/3", "b/4", "b/5", "c", "d/x/y", "d/z", "e"] { try await s.put(key, [1]) }

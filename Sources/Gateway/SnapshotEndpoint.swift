@@ -37,9 +37,11 @@ extension VaultResponder {
         if token == nil, let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") {
             token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
         }
-        let remote = ClientAddress.resolve(
-            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
-            trusted: configuration.forwardedForAuthorized)
+        let remote = configuration.clusterListener
+            ? request.headers[ClusterLink.forwardedForHeader] ?? context.remoteAddress?.ipAddress
+            : ClientAddress.resolve(
+                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
+                trusted: configuration.forwardedForAuthorized)
         var audit = AuditRequestInfo(
             id: requestID, operation: operation, path: path, mountType: "system", mountPoint: "sys/",
             clientToken: token ?? "", remoteAddress: remote ?? "")
@@ -76,6 +78,10 @@ extension VaultResponder {
         }
 
         let body = try await request.body.collect(upTo: configuration.maxSnapshotSize)
+        if core.haRole == .standby, let link = configuration.cluster, !configuration.clusterListener {
+            // Only the active node writes: the upload goes there unchanged.
+            return try await link.forward(request, body: body, clientAddress: remote)
+        }
         let bytes = Array(body.readableBytesView)
         audit.data = ["force": .bool(force), "bytes": .int(Int64(bytes.count))]
         try await core.audit.logRequest(audit)

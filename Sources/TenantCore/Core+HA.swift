@@ -159,6 +159,11 @@ extension Core {
                     config.lock.fence(bytes)
                     do {
                         try await activate(advert)
+                    } catch is ForeignKeyring {
+                        try? await config.lock.release(lease: lease)
+                        await demote(config)
+                        sealForForeignKeyring()
+                        return
                     } catch {
                         logger.error("could not become active; giving the lock back", metadata: ["error": "\(error)"])
                         try? await config.lock.release(lease: lease)
@@ -175,6 +180,9 @@ extension Core {
                 }
             } catch is CancellationError {
                 break
+            } catch is ForeignKeyring {
+                sealForForeignKeyring()
+                return
             } catch {
                 if Task.isCancelled { break }
                 if ContinuousClock.now - lastError > .seconds(10) {
@@ -308,8 +316,23 @@ extension Core {
     /// Re-reads the root keyring (another node may have rotated it).
     func reloadKeyring() async throws {
         guard let rootKey = rootKeyHolder.withLock({ $0 }), let sealed = try await uncachedPhysical.get(Self.keyringKey) else { return }
-        let ring = try Sealer.open(sealed, key: SymmetricKey(data: rootKey), aad: Self.keyringKey)
+        let ring: [UInt8]
+        do {
+            ring = try Sealer.open(sealed, key: SymmetricKey(data: rootKey), aad: Self.keyringKey)
+        } catch {
+            throw ForeignKeyring()
+        }
         barrier.install(try StoredJSON.decoder.decode(Keyring.self, from: Data(ring)))
+    }
+
+    /// The stored keyring no longer opens with this node's root key: a snapshot of another
+    /// cluster was restored (`snapshot-force`). The node seals itself; it is unsealed again
+    /// with that cluster's keys.
+    struct ForeignKeyring: Error {}
+
+    func sealForForeignKeyring() {
+        logger.error("HA: the stored keyring does not open with this node's keys (another cluster's snapshot was restored); sealing this node")
+        Task.detached { [weak self] in try? await self?.seal() }
     }
 
     // MARK: following the active node's writes

@@ -4,6 +4,7 @@ import Foundation
 import NIOCore
 import NIOHTTP1
 import NIOPosix
+import NIOSSL
 import Synchronization
 
 /// Where and how `EtcdStorage` reaches etcd.
@@ -31,6 +32,15 @@ public struct EtcdStorageConfiguration: Sendable, CustomStringConvertible {
     public var listPageSize: Int
     /// Pooled HTTP connections per member.
     public var connectionsPerAddress: Int
+    /// TLS to etcd (`tls_ca_file`, `tls_cert_file`, `tls_key_file`): with any of them, or an
+    /// `https://` address, every member is reached over TLS; the CA file replaces the system
+    /// roots, the certificate and key are the client certificate (`--client-cert-auth`).
+    public var tlsCAFile: String?
+    public var tlsCertFile: String?
+    public var tlsKeyFile: String?
+    var usesTLS: Bool {
+        tlsCAFile != nil || tlsCertFile != nil || tlsKeyFile != nil || addresses.contains { $0.hasPrefix("https://") }
+    }
 
     public init(
         addresses: [String], prefix: String = "coffer/", requestTimeout: Swift.Duration = .seconds(5),
@@ -107,17 +117,23 @@ public final class EtcdStorage: Storage {
     public init(configuration: EtcdStorageConfiguration) throws {
         guard !configuration.addresses.isEmpty else { throw CofferError.invalid("etcd: no addresses configured") }
         guard !configuration.prefix.isEmpty else { throw CofferError.invalid("etcd: the key prefix must not be empty") }
+        let scheme = configuration.usesTLS ? "https://" : "http://"
         endpoints = try configuration.addresses.map { address in
-            if address.hasPrefix("https://") { throw CofferError.invalid("etcd: TLS is not supported yet (\(address))") }
-            let hostPort = address.hasPrefix("http://") ? String(address.dropFirst("http://".count)) : address
+            if configuration.usesTLS && address.hasPrefix("http://") {
+                throw CofferError.invalid("etcd: \(address) is plain HTTP but TLS is configured")
+            }
+            var hostPort = address
+            for prefix in ["http://", "https://"] where hostPort.hasPrefix(prefix) { hostPort.removeFirst(prefix.count) }
+            while hostPort.hasSuffix("/") { hostPort.removeLast() }
             guard !hostPort.isEmpty, !hostPort.contains("/") else { throw CofferError.invalid("etcd: bad address \(address)") }
-            return "http://" + hostPort
+            return scheme + hostPort
         }
         self.configuration = configuration
         dataPrefix = Array((configuration.prefix + "kv/").utf8)
         feedKey = Array((configuration.prefix + "feed").utf8)
         lockKey = Array((configuration.prefix + "ha/lock").utf8)
         var http = HTTPClient.Configuration()
+        if configuration.usesTLS { http.tlsConfiguration = try Self.tlsConfiguration(configuration) }
         http.timeout = .init(connect: Self.timeAmount(configuration.connectTimeout))
         http.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: max(1, configuration.connectionsPerAddress))
         // A refused connection fails the request at once, so the next member is tried.
@@ -528,6 +544,28 @@ public final class EtcdStorage: Storage {
         if valueBytes > limit {
             throw CofferError.invalid("value too large for etcd: \(valueBytes) bytes, limit \(limit) bytes")
         }
+    }
+
+    static func tlsConfiguration(_ c: EtcdStorageConfiguration) throws -> TLSConfiguration {
+        var tls = TLSConfiguration.makeClientConfiguration()
+        tls.minimumTLSVersion = .tlsv12
+        do {
+            if let ca = c.tlsCAFile { tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca)) }
+            switch (c.tlsCertFile, c.tlsKeyFile) {
+            case (let cert?, let key?):
+                tls.certificateChain = try NIOSSLCertificate.fromPEMFile(cert).map { .certificate($0) }
+                tls.privateKey = .privateKey(try NIOSSLPrivateKey(file: key, format: .pem))
+            case (nil, nil):
+                break
+            default:
+                throw CofferError.invalid("etcd: tls_cert_file and tls_key_file go together")
+            }
+        } catch let e as CofferError {
+            throw e
+        } catch {
+            throw CofferError.invalid("etcd: cannot load the TLS files: \(error)")
+        }
+        return tls
     }
 
     /// The first key after every key that starts with `prefix` (etcd's `range_end`).

@@ -24,11 +24,8 @@ struct EtcdOptions {
         if let api = o["etcd_api"]?.stringValue, api != "v3" {
             throw CofferError.invalid("config: storage \"etcd\": only etcd_api = \"v3\" is supported")
         }
-        for key in ["tls_ca_file", "tls_cert_file", "tls_key_file", "discovery_srv"] where o[key] != nil {
-            throw CofferError.invalid("config: storage \"etcd\": \(key) is not supported yet (plain HTTP to etcd on a trusted network only)")
-        }
-        if addresses.contains(where: { $0.hasPrefix("https://") }) {
-            throw CofferError.invalid("config: storage \"etcd\": https:// addresses are not supported yet")
+        if o["discovery_srv"] != nil {
+            throw CofferError.invalid("config: storage \"etcd\": discovery_srv is not supported; list the members in address")
         }
         var path = o["path"]?.stringValue ?? "/coffer/"
         if !path.hasSuffix("/") { path += "/" }
@@ -55,6 +52,9 @@ struct EtcdOptions {
         var storage = EtcdStorageConfiguration(
             addresses: addresses, prefix: path, requestTimeout: .milliseconds(Int(requestTimeout * 1000)),
             username: o["username"]?.stringValue ?? env["ETCD_USERNAME"], password: o["password"]?.stringValue ?? env["ETCD_PASSWORD"])
+        storage.tlsCAFile = o["tls_ca_file"]?.stringValue
+        storage.tlsCertFile = o["tls_cert_file"]?.stringValue
+        storage.tlsKeyFile = o["tls_key_file"]?.stringValue
         if let v = o["max_request_bytes"] {
             guard let n = v.intValue ?? v.stringValue.flatMap({ Int64($0) }), n >= 65536 else {
                 throw CofferError.invalid("config: storage \"etcd\": max_request_bytes must be an integer >= 65536")

@@ -213,7 +213,9 @@ struct EtcdStorageTests {
     @Test func configurationNeverShowsThePassword() throws {
         let configuration = EtcdStorageConfiguration(addresses: ["127.0.0.1:2379"], username: "root", password: "pa55-w0rd-never-shown")
         #expect(!"\(configuration)".contains("pa55"))
-        #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: ["https://127.0.0.1:2379"])) }
+        // TLS for one member means TLS for all: a plain-HTTP address beside it is refused.
+        #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: ["https://127.0.0.1:2379", "http://127.0.0.1:2380"])) }
+        #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: ["127.0.0.1:2379/path"])) }
         #expect(throws: CofferError.self) { try EtcdStorage(configuration: EtcdStorageConfiguration(addresses: [])) }
     }
 
@@ -301,6 +303,38 @@ struct EtcdStorageTests {
         }
     }
 
+    /// TLS to etcd with client certificates (`--client-cert-auth`): the conformance suite
+    /// over TLS; no client certificate, an untrusted server and a plain-HTTP address are
+    /// refused with clear errors.
+    @Test func tlsMemberWithClientCertificates() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-etcd-tls-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let certs = dir + "/certs"
+        _ = try EtcdTestSupport.shell(EtcdTestSupport.repo + "/Ops/tls-selfsigned", certs)
+        let line = try EtcdTestSupport.shell("COFFER_ETCD_TLS_DIR=\(certs)", EtcdTestSupport.ops, "start", dir + "/etcd")
+        defer { _ = try? EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir + "/etcd") }
+        let address = try #require(line.split(separator: "=").last.map(String.init))
+        func store(ca: String?, cert: Bool, scheme: String = "https://") throws -> EtcdStorage {
+            var c = EtcdStorageConfiguration(addresses: [scheme + address], prefix: "coffer-test-\(UUID().uuidString)/", requestTimeout: .seconds(3))
+            c.tlsCAFile = ca
+            if cert {
+                c.tlsCertFile = certs + "/server.pem"
+                c.tlsKeyFile = certs + "/server-key.pem"
+            }
+            return try EtcdStorage(configuration: c)
+        }
+        let good = try store(ca: certs + "/ca.pem", cert: true)
+        try await exerciseStorage(good)
+        try await good.shutdown()
+        for bad in [try store(ca: certs + "/ca.pem", cert: false), try store(ca: nil, cert: true)] {
+            let error = await #expect(throws: CofferError.self) { try await bad.put("x", [1]) }
+            #expect(error?.code == .unavailable)
+            try await bad.shutdown()
+        }
+        #expect(throws: CofferError.self) { try store(ca: certs + "/ca.pem", cert: true, scheme: "http://") }
+        #expect(throws: CofferError.self) { try store(ca: certs + "/nope.pem", cert: true) }
+    }
+
     /// Sequential latency, one connection: `COFFER_BENCH_ETCD=1` prints it.
     @Test(.enabled(if: ProcessInfo.processInfo.environment["COFFER_BENCH_ETCD"] == "1"))
     func sequentialLatency() async throws {
@@ -333,8 +367,9 @@ enum EtcdTestSupport {
         $0.isEmpty ? nil : $0.split(separator: ",").map(String.init)
     }
 
-    static let ops = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().appendingPathComponent("Ops/etcd").path
+    static let repo = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+    static let ops = repo + "/Ops/etcd"
 
     /// Runs a shell command line (words single-quoted, a leading `NAME=value` kept as an
     /// assignment) through popen and returns its trimmed stdout; fails on a non-zero exit.

@@ -147,6 +147,16 @@ extension Core {
                     try await standbyTick(config)
                     continue
                 }
+                // A lock that is held is only looked at (one read); a lease is granted only
+                // when the lock is free.
+                if let holder = try await config.lock.holder() {
+                    let leader = try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(holder))
+                    if leader?.nodeID != nodeID || haRole == .active {
+                        ha.withLock { $0.leader = leader }
+                        try await standbyTick(config)
+                        continue
+                    }
+                }
                 let session = RandomID.secureUUID()
                 let advert = LeaderAdvertisement(nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress, session: session, since: Date().timeIntervalSince1970)
                 let bytes = Array(try StoredJSON.encoder.encode(advert))

@@ -78,12 +78,19 @@ extension Core {
                     "keys": "\(snapshot.header.keyCount)", "created_at": "\(snapshot.header.createdAt)",
                     "source_storage": "\(snapshot.header.storageType)", "force": "\(force)",
                 ])
-            try await self.seal()
+            // HA: the node keeps the lock (its writes stay fenced, no standby takes over)
+            // until the storage is replaced; requests can no longer write meanwhile.
+            let gate = self.haConfiguration?.gate
+            gate?.setRestoring(true)
+            defer { gate?.setRestoring(false) }
+            try await self.seal(keepingHALock: gate != nil)
             self.cachedSealConfig.withLock { $0 = nil }
             defer { self.cachedSealConfig.withLock { $0 = nil } }
             do {
                 try await target.replaceAll(with: data, last: last)
+                await self.stopHA()
             } catch {
+                await self.stopHA()
                 self.logger.error("storage snapshot restore failed; the node stays sealed", metadata: ["error": "\(error)"])
                 let reason = (error as? CofferError)?.message ?? "storage error"
                 throw CofferError(

@@ -293,7 +293,13 @@ public final class Core: Sendable {
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
-        await stopHA()
+        try await seal(keepingHALock: false)
+    }
+
+    /// `keepingHALock`: an active HA node stays the lock holder (a snapshot restore writes
+    /// first, then stops the campaign).
+    func seal(keepingHALock: Bool) async throws {
+        if !keepingHALock { await stopHA() }
         await leases.stop()
         await audit.close()
         let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }

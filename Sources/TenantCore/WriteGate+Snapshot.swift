@@ -1,4 +1,5 @@
 import CofferSDK
+import Synchronization
 
 extension WriteGate: SnapshotStorage {
     public var supportsSnapshots: Bool { (inner as? any SnapshotStorage)?.supportsSnapshots ?? false }
@@ -9,7 +10,7 @@ extension WriteGate: SnapshotStorage {
 
     /// A standby never writes: a restore runs on the active node.
     public func replaceAll(with entries: [StorageEntry], last: [StorageEntry]) async throws {
-        try check()
+        if !restoring.load(ordering: .acquiring) { try check() }
         try await inner.snapshotCapable().replaceAll(with: entries, last: last)
     }
 

@@ -8,14 +8,19 @@ import Synchronization
 public final class WriteGate: Storage {
     public let inner: any Storage
     let open = Atomic<Bool>(true)
+    /// A snapshot restore on the active node: request writes are refused while
+    /// `replaceAll` writes (still fenced by the HA lock the node holds).
+    let restoring = Atomic<Bool>(false)
 
     public init(_ inner: any Storage) { self.inner = inner }
 
     public var isOpen: Bool { open.load(ordering: .acquiring) }
     public func setOpen(_ value: Bool) { open.store(value, ordering: .releasing) }
 
+    public func setRestoring(_ value: Bool) { restoring.store(value, ordering: .releasing) }
+
     func check() throws {
-        guard open.load(ordering: .acquiring) else {
+        guard open.load(ordering: .acquiring), !restoring.load(ordering: .acquiring) else {
             throw CofferError(.standbyWrite, "this node is a standby; the request must be forwarded to the active node")
         }
     }

@@ -411,3 +411,46 @@ def test_two_of_three_etcd_members_down(cluster):
     assert c.secrets.kv.v2.read_secret_version(path="quorum/before", mount_point="kv")["data"]["data"] == {"x": "1"}
     # (the write refused during the outage may still land once quorum is back: etcd can
     # commit a proposal that timed out. A 5xx is "not known to be written", as in Vault.)
+
+
+def test_snapshot_restore_through_a_standby(cluster):
+    """A snapshot taken from a standby and restored through a standby: the restore is
+    forwarded to the active node, which writes it while it still holds the lock and then
+    seals; the other node takes over with the restored data (same keys)."""
+    a, s = cluster.active(), cluster.standby()
+    ca = cluster.client(a)
+    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
+        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    ca.secrets.kv.v2.create_or_update_secret(path="snap/kept", secret={"v": "before"}, mount_point="kv")
+    hdr = {"X-Vault-Token": cluster.root}
+    deadline = time.monotonic() + 5
+    while True:  # the standby has seen the write
+        r = requests.get(s.url + "/v1/kv/data/snap/kept", headers=hdr, timeout=10)
+        if r.status_code == 200:
+            break
+        assert time.monotonic() < deadline, r.text
+        time.sleep(0.05)
+    snap = requests.get(s.url + "/v1/sys/storage/snapshot", headers=hdr, timeout=60)
+    assert snap.status_code == 200 and snap.content[:8] == b"COFSNAP\n", snap.text[:200]
+    ca.secrets.kv.v2.create_or_update_secret(path="snap/kept", secret={"v": "after"}, mount_point="kv")
+    ca.secrets.kv.v2.create_or_update_secret(path="snap/later", secret={"v": "x"}, mount_point="kv")
+    r = requests.post(s.url + "/v1/sys/storage/snapshot", data=snap.content, headers=hdr, timeout=120)
+    assert r.status_code == 204, r.text
+    # the old active sealed itself; the standby took over with the restored data
+    deadline = time.monotonic() + 30
+    while not requests.get(a.url + "/v1/sys/seal-status", timeout=5).json()["sealed"]:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    new_active = cluster.wait_for_active(exclude=a)
+    cn = cluster.client(new_active)
+    assert cn.secrets.kv.v2.read_secret_version(path="snap/kept", mount_point="kv")["data"]["data"] == {"v": "before"}
+    with pytest.raises(hvac.exceptions.InvalidPath):
+        cn.secrets.kv.v2.read_secret_version(path="snap/later", mount_point="kv")
+    # the sealed node unseals with the same keys and follows as a standby
+    a.unseal(cluster.keys)
+    deadline = time.monotonic() + 10
+    while a.leader().get("leader_address") != new_active.url:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    r = requests.get(a.url + "/v1/kv/data/snap/kept", headers=hdr, timeout=10)
+    assert r.status_code == 200 and r.json()["data"]["data"] == {"v": "before"}

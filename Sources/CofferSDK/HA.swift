@@ -30,3 +30,13 @@ extension CofferError.Code {
     /// This node lost (or never had) the HA lock while writing (503).
     public static let notActive = CofferError.Code("not_active")
 }
+
+/// A storage whose change feed can be followed as it happens (etcd: one long-lived watch)
+/// instead of being polled.
+public protocol ChangeFeedWatching: Sendable {
+    /// Every change after `revision`, whole revisions at a time, as they are committed. A
+    /// `.compacted` element means the reader must re-list; the stream then ends. The stream
+    /// ends with an error when the connection is lost: the reader resumes from the last
+    /// revision it got.
+    func watchChanges(after revision: UInt64) -> AsyncThrowingStream<StorageChanges, any Error>
+}

@@ -21,6 +21,8 @@ public struct HAConfiguration: Sendable {
     public var feedInterval: Swift.Duration = .milliseconds(100)
     /// How long a node that stepped down waits before it campaigns again.
     public var stepDownHold: Swift.Duration = .seconds(10)
+    /// A change feed a standby can follow as it happens (etcd's watch); nil: polled.
+    public var feed: (any ChangeFeedWatching)?
 
     public init(lock: any HALock, gate: WriteGate, apiAddress: String, clusterAddress: String, lockTTL: Int = 3) {
         self.lock = lock
@@ -62,7 +64,10 @@ struct HAState {
     var stepDownRequested = false
     var holdUntil: ContinuousClock.Instant?
     var feedRevision: UInt64 = 0
-    var lastHolderCheck: ContinuousClock.Instant?
+    /// The standby's watch on the change feed, and when it was last seen lagging.
+    var feedTask: Task<Void, Never>?
+    var lastLagCheck: ContinuousClock.Instant?
+    var laggingSince: (at: ContinuousClock.Instant, head: UInt64)?
 }
 
 extension Core {
@@ -116,6 +121,7 @@ extension Core {
         }
         t?.cancel()
         await t?.value
+        stopFeedWatcher()
         ha.withLock { s in
             if s.config != nil { s.role = .standby }
             s.leader = nil
@@ -210,13 +216,93 @@ extension Core {
         ha.withLock { $0.leader = leader }
     }
 
-    /// One standby period: follow the change feed until the next look at the lock.
+    /// One standby period: follow the change feed until the next look at the lock. With a
+    /// watchable feed, a watcher task applies changes as they come and this only checks,
+    /// once a second, that it is not falling behind (a member that stopped answering keeps
+    /// a watch open but silent): a watcher behind for over a second is replaced.
     func standbyTick(_ config: HAConfiguration) async throws {
-        let end = ContinuousClock.now + config.pollInterval
-        while ContinuousClock.now < end {
-            try Task.checkCancellation()
+        guard let feed = config.feed else {
+            let end = ContinuousClock.now + config.pollInterval
+            while ContinuousClock.now < end {
+                try Task.checkCancellation()
+                try await followFeed()
+                try await Task.sleep(for: config.feedInterval)
+            }
+            return
+        }
+        ensureFeedWatcher(feed)
+        try await Task.sleep(for: config.pollInterval)
+        let now = ContinuousClock.now
+        let due = ha.withLock { s -> Bool in
+            guard s.lastLagCheck.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
+            s.lastLagCheck = now
+            return true
+        }
+        guard due else { return }
+        let head = try await feedHead()
+        let stale = ha.withLock { s -> Bool in
+            guard head > s.feedRevision else {
+                s.laggingSince = nil
+                return false
+            }
+            guard let lag = s.laggingSince else {
+                s.laggingSince = (now, head)
+                return false
+            }
+            // Still short of what was already written a second ago: the watch is stuck.
+            return now - lag.at >= .seconds(1) && s.feedRevision < lag.head
+        }
+        if stale {
+            logger.warning("HA: the change feed watch fell behind; reconnecting")
+            stopFeedWatcher()
+            ha.withLock { $0.laggingSince = nil }
             try await followFeed()
-            try await Task.sleep(for: config.feedInterval)
+            ensureFeedWatcher(feed)
+        }
+    }
+
+    func ensureFeedWatcher(_ feed: any ChangeFeedWatching) {
+        ha.withLock { s in
+            guard s.feedTask == nil else { return }
+            s.feedTask = Task { [weak self] in await self?.runFeedWatcher(feed) }
+        }
+    }
+
+    func stopFeedWatcher() {
+        let t = ha.withLock { s -> Task<Void, Never>? in
+            defer { s.feedTask = nil }
+            return s.feedTask
+        }
+        t?.cancel()
+    }
+
+    func runFeedWatcher(_ feed: any ChangeFeedWatching) async {
+        var lastError = ContinuousClock.now - .seconds(60)
+        while !Task.isCancelled, haRole == .standby {
+            let from = ha.withLock { $0.feedRevision }
+            do {
+                for try await item in feed.watchChanges(after: from) {
+                    if Task.isCancelled { return }
+                    switch item {
+                    case .changes(let changes, _):
+                        try await apply(changes)
+                    case .compacted(let head):
+                        logger.warning("HA: the change feed was compacted past this standby; reloading everything")
+                        try await transition.withLock { try await reloadFromStorage() }
+                        ha.withLock { $0.feedRevision = max($0.feedRevision, head) }
+                    }
+                }
+            } catch is ForeignKeyring {
+                sealForForeignKeyring()
+                return
+            } catch {
+                if Task.isCancelled { return }
+                if ContinuousClock.now - lastError > .seconds(10) {
+                    logger.warning("HA: change feed watch interrupted; resuming", metadata: ["error": "\(error)"])
+                    lastError = ContinuousClock.now
+                }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
         }
     }
 
@@ -267,6 +353,7 @@ extension Core {
     /// last changes of the previous active), open the gate, start background work.
     func activate(_ advert: LeaderAdvertisement) async throws {
         guard let config = haConfiguration else { return }
+        stopFeedWatcher()
         try await transition.withLock {
             guard barrier.isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
             config.gate.setOpen(true)
@@ -356,19 +443,25 @@ extension Core {
                 if head < since { ha.withLock { $0.feedRevision = head } }
                 return
             }
-            var reloadRoot = false, auditChanged = false
-            var evict: Set<String> = []
-            for change in changes {
-                invalidate(key: change.key, reloadRoot: &reloadRoot, evict: &evict, auditChanged: &auditChanged)
-            }
-            try await applyInvalidation(reloadRoot: reloadRoot, evict: evict)
-            if auditChanged { try await audit.reloadIfDevicesChanged() }
-            ha.withLock { $0.feedRevision = changes.last!.revision }
+            try await apply(changes)
         case .compacted(let head):
             logger.warning("HA: the change feed was compacted past this standby; reloading everything")
             try await transition.withLock { try await reloadFromStorage() }
             ha.withLock { $0.feedRevision = head }
         }
+    }
+
+    /// Invalidates what `changes` made stale and records how far the feed was read.
+    func apply(_ changes: [StorageChange]) async throws {
+        guard let last = changes.last?.revision else { return }
+        var reloadRoot = false, auditChanged = false
+        var evict: Set<String> = []
+        for change in changes {
+            invalidate(key: change.key, reloadRoot: &reloadRoot, evict: &evict, auditChanged: &auditChanged)
+        }
+        try await applyInvalidation(reloadRoot: reloadRoot, evict: evict)
+        if auditChanged { try await audit.reloadIfDevicesChanged() }
+        ha.withLock { $0.feedRevision = max($0.feedRevision, last) }
     }
 
     /// What one changed physical key makes stale. Records only reached through storage

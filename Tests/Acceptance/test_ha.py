@@ -154,6 +154,11 @@ def test_roles_health_and_leader(cluster):
     assert requests.get(s.url + "/v1/sys/health?standbycode=473", timeout=5).status_code == 473
     # hvac's view
     assert cluster.client(s).sys.read_leader_status()["is_self"] is False
+    # the CLI's status shows the HA role, as `vault status` does
+    out = subprocess.run([coffer_bin(), "status"], env={**os.environ, "VAULT_ADDR": s.url}, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "HA Enabled" in out.stdout and "true" in out.stdout.split("HA Enabled", 1)[1].splitlines()[0]
+    assert "standby" in out.stdout and a.url in out.stdout, out.stdout
     # one cluster: the same cluster id on every node
     ids = {requests.get(n.url + "/v1/sys/health?standbyok=true", timeout=5).json()["cluster_id"] for n in (a, s)}
     assert len(ids) == 1 and "" not in ids

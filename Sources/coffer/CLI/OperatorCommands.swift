@@ -38,7 +38,14 @@ func printSealStatus(_ s: JSONValue) {
         rows.append(("Cluster Name", Out.display(s["cluster_name"] ?? "")))
         rows.append(("Cluster ID", Out.display(s["cluster_id"] ?? "")))
     }
-    rows.append(("HA Enabled", "false"))
+    let ha = s["ha_enabled"]?.boolValue ?? false
+    rows.append(("HA Enabled", ha ? "true" : "false"))
+    if ha, !sealed {
+        // Filled by `status` from sys/leader, as `vault status` shows them.
+        rows.append(("HA Cluster", Out.display(s["leader_cluster_address"] ?? "n/a")))
+        rows.append(("HA Mode", s["is_self"]?.boolValue == true ? "active" : "standby"))
+        if s["is_self"]?.boolValue != true { rows.append(("Active Node Address", Out.display(s["leader_address"] ?? ""))) }
+    }
     Out.print(Out.keyValue(rows))
 }
 
@@ -51,9 +58,16 @@ struct StatusCommand: AsyncParsableCommand {
     func run() async throws {
         let sealed: Bool = try await API.with(client) { api in
             let r = try await api.call(.GET, "sys/seal-status", doing: "checking seal status")
-            guard let s = r.json else {
+            guard var s = r.json else {
                 Out.err("Error checking seal status: empty response")
                 throw ExitCode(1)
+            }
+            // HA: who is active (sys/leader answers without a token once unsealed).
+            if s["sealed"]?.boolValue == false, case .object(var o) = s,
+               let leader = try? await api.request(.GET, "sys/leader", doing: "reading the HA status").json,
+               leader["ha_enabled"]?.boolValue == true {
+                for key in ["ha_enabled", "is_self", "leader_address", "leader_cluster_address"] { o[key] = leader[key] }
+                s = .object(o)
             }
             try printSealDocument(s, output)
             return s["sealed"]?.boolValue ?? true

@@ -459,3 +459,40 @@ def test_snapshot_restore_through_a_standby(cluster):
         time.sleep(0.1)
     r = requests.get(a.url + "/v1/kv/data/snap/kept", headers=hdr, timeout=10)
     assert r.status_code == 200 and r.json()["data"]["data"] == {"v": "before"}
+
+
+def test_force_restore_of_another_clusters_snapshot_seals_every_node(cluster):
+    """A snapshot of another cluster, force-restored through a standby: the active node
+    writes it and seals; the standby's keys no longer open the stored keyring, so it seals
+    itself too (it must never serve or write with the old keyring). Unsealed with the other
+    cluster's key, the nodes serve that cluster's data."""
+    import re
+    workdir = _base_tmp()
+    port = free_port()
+    other = ServerProcess("coffer-other", [coffer_bin(), "server", "--dev", "--dev-root-token-id", "other-root",
+                                           "--dev-listen-address", f"127.0.0.1:{port}"], port, workdir)
+    other.start()
+    try:
+        key = re.search(r"Unseal Key: (\S+)", other.log_text()).group(1)
+        oc = hvac.Client(url=other.url, token="other-root")
+        oc.secrets.kv.v2.create_or_update_secret(path="from-other", secret={"o": "1"})
+        snap = requests.get(other.url + "/v1/sys/storage/snapshot", headers={"X-Vault-Token": "other-root"}, timeout=60)
+        assert snap.status_code == 200
+    finally:
+        other.dispose()
+    a, s = cluster.active(), cluster.standby()
+    hdr = {"X-Vault-Token": cluster.root}
+    refused = requests.post(s.url + "/v1/sys/storage/snapshot", data=snap.content, headers=hdr, timeout=60)
+    assert refused.status_code == 400 and "different cluster" in refused.text, refused.text
+    r = requests.post(s.url + "/v1/sys/storage/snapshot-force", data=snap.content, headers=hdr, timeout=120)
+    assert r.status_code == 204, r.text
+    deadline = time.monotonic() + 30
+    while not all(requests.get(n.url + "/v1/sys/seal-status", timeout=5).json()["sealed"] for n in (a, s)):
+        assert time.monotonic() < deadline, [requests.get(n.url + "/v1/sys/seal-status", timeout=5).json() for n in (a, s)]
+        time.sleep(0.1)
+    for n in (a, s):
+        n.unseal([key])
+    active = cluster.wait_for_active()
+    c = hvac.Client(url=active.url, token="other-root", timeout=30)
+    assert c.secrets.kv.v2.read_secret_version(path="from-other")["data"]["data"] == {"o": "1"}
+    assert requests.get(active.url + "/v1/auth/token/lookup-self", headers=hdr, timeout=10).status_code == 403

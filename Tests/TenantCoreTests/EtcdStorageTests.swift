@@ -223,7 +223,7 @@ struct EtcdStorageTests {
     @Test func privateMemberCompactionAuthHangAndStop() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-etcd-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        let line = try EtcdTestSupport.shell("COFFER_ETCD_ARGS=--auth-token-ttl=1", EtcdTestSupport.ops, "start", dir)
+        let line = try await EtcdTestSupport.run("COFFER_ETCD_ARGS=--auth-token-ttl=1", EtcdTestSupport.ops, "start", dir)
         let address = try #require(line.split(separator: "=").last.map(String.init))
         let pid = try String(contentsOfFile: dir + "/etcd.pid", encoding: .utf8).trimmingCharacters(in: .whitespacesAndNewlines)
         do {
@@ -241,7 +241,7 @@ struct EtcdStorageTests {
                 return
             }
             #expect(all.map(\.key) == ["k0", "k1", "k2", "k3", "k4", "k0"] && all.last?.deleted == true)
-            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "compact", "\(head)")
+            _ = try await EtcdTestSupport.run("etcdctl", "--endpoints=\(address)", "compact", "\(head)")
             #expect(try await s.changes(since: 0, limit: 100) == .compacted(head: head))
             #expect(try await s.changes(since: head - 2, limit: 100) == .compacted(head: head))
             #expect(try await s.changes(since: head, limit: 100) == .changes([], head: head))
@@ -255,8 +255,8 @@ struct EtcdStorageTests {
 
             // Auth: no user or a wrong password is refused (the password never shows); the
             // right one works, also after its token expired (TTL 1 s).
-            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "user", "add", "root:r00t-pw")
-            _ = try EtcdTestSupport.shell("etcdctl", "--endpoints=\(address)", "auth", "enable")
+            _ = try await EtcdTestSupport.run("etcdctl", "--endpoints=\(address)", "user", "add", "root:r00t-pw")
+            _ = try await EtcdTestSupport.run("etcdctl", "--endpoints=\(address)", "auth", "enable")
             let prefix = "coffer-test-\(UUID().uuidString)/"
             func authenticated(_ password: String?) throws -> EtcdStorage {
                 try EtcdStorage(
@@ -281,24 +281,24 @@ struct EtcdStorageTests {
             #expect(authedFeed.map(\.key) == ["x"])
 
             // A hung etcd (SIGSTOP): bounded by the 2 s request timeout.
-            _ = try EtcdTestSupport.shell("kill", "-STOP", pid)
+            _ = try await EtcdTestSupport.run("kill", "-STOP", pid)
             var start = ContinuousClock.now
             var error = await #expect(throws: CofferError.self) { try await authed.get("x") }
             #expect(error?.code == .unavailable)
             #expect(ContinuousClock.now - start < .seconds(4))
-            _ = try EtcdTestSupport.shell("kill", "-CONT", pid)
+            _ = try await EtcdTestSupport.run("kill", "-CONT", pid)
             #expect(try await authed.get("x") == [1])
 
             // A stopped etcd: refused at once.
-            _ = try EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir)
+            _ = try await EtcdTestSupport.run(EtcdTestSupport.ops, "stop", dir)
             start = ContinuousClock.now
             error = await #expect(throws: CofferError.self) { _ = try await authed.changes(since: head2, limit: 10) }
             #expect(error?.code == .unavailable)
             #expect(ContinuousClock.now - start < .seconds(2))
             try await authed.shutdown()
         } catch {
-            _ = try? EtcdTestSupport.shell("kill", "-CONT", pid)
-            _ = try? EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir)
+            _ = try? await EtcdTestSupport.run("kill", "-CONT", pid)
+            _ = try? await EtcdTestSupport.run(EtcdTestSupport.ops, "stop", dir)
             throw error
         }
     }
@@ -310,8 +310,8 @@ struct EtcdStorageTests {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-etcd-tls-\(UUID().uuidString)").path
         defer { try? FileManager.default.removeItem(atPath: dir) }
         let certs = dir + "/certs"
-        _ = try EtcdTestSupport.shell(EtcdTestSupport.repo + "/Ops/tls-selfsigned", certs)
-        let line = try EtcdTestSupport.shell("COFFER_ETCD_TLS_DIR=\(certs)", EtcdTestSupport.ops, "start", dir + "/etcd")
+        _ = try await EtcdTestSupport.run(EtcdTestSupport.repo + "/Ops/tls-selfsigned", certs)
+        let line = try await EtcdTestSupport.run("COFFER_ETCD_TLS_DIR=\(certs)", EtcdTestSupport.ops, "start", dir + "/etcd")
         defer { _ = try? EtcdTestSupport.shell(EtcdTestSupport.ops, "stop", dir + "/etcd") }
         let address = try #require(line.split(separator: "=").last.map(String.init))
         func store(ca: String?, cert: Bool, scheme: String = "https://") throws -> EtcdStorage {
@@ -373,16 +373,30 @@ enum EtcdTestSupport {
 
     /// Runs a shell command line (words single-quoted, a leading `NAME=value` kept as an
     /// assignment) through popen and returns its trimmed stdout; fails on a non-zero exit.
-    static func shell(_ words: String...) throws -> String {
+    /// `shell` on a thread of its own: a command that takes seconds (starting etcd, making
+    /// certificates) must not hold one of the few cooperative threads every suite's tasks
+    /// run on (with two cores, two such calls stalled the Redis bucket suite for seconds).
+    static func run(_ words: String...) async throws -> String {
+        try await withCheckedThrowingContinuation { (done: CheckedContinuation<String, any Error>) in
+            Thread.detachNewThread {
+                do { done.resume(returning: try shellLine(words)) } catch { done.resume(throwing: error) }
+            }
+        }
+    }
+
+    static func shell(_ words: String...) throws -> String { try shellLine(words) }
+
+    static func shellLine(_ words: [String]) throws -> String {
         let line = words.map { word in
             word.contains("=") && !word.hasPrefix("-") ? word : "'" + word.replacingOccurrences(of: "'", with: "'\\''") + "'"
         }.joined(separator: " ")
-        let pipe = try #require(popen(line + " 2>/dev/null", "r"), "popen \(line)")
+        // Plain errors, not #require: this may run on a thread outside the test's task.
+        guard let pipe = popen(line + " 2>/dev/null", "r") else { throw CofferError.internalError("popen \(line) failed") }
         var output: [UInt8] = []
         var chunk = [UInt8](repeating: 0, count: 4096)
         while case let n = fread(&chunk, 1, chunk.count, pipe), n > 0 { output += chunk[..<n] }
         let status = pclose(pipe)
-        try #require(status == 0, "\(line) exited with \(status)")
+        guard status == 0 else { throw CofferError.internalError("\(line) exited with \(status)") }
         return String(decoding: output, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }

@@ -56,41 +56,24 @@ extension EtcdStorage: ChangeFeedWatching {
     }
 
     func readWatch(_ response: HTTPClientResponse, _ deliver: @Sendable (StorageChanges) -> Void) async throws {
-        let decoder = Self.decoder()
-        var pending: [UInt8] = []
-        for try await chunk in response.body {
-            pending.append(contentsOf: chunk.readableBytesView)
-            var lineStart = 0
-            while let newline = pending[lineStart...].firstIndex(of: UInt8(ascii: "\n")) {
-                let line = pending[lineStart..<newline]
-                lineStart = newline + 1
-                guard line.contains(where: { $0 != UInt8(ascii: " ") && $0 != UInt8(ascii: "\r") }) else { continue }
-                let message: WatchLine
-                do {
-                    message = try decoder.decode(WatchLine.self, from: Data(line))
-                } catch {
-                    throw CofferError(.unavailable, "etcd: unreadable watch response", cause: error)
+        var compacted = false
+        do {
+            try await readWatchItems(response) { item in
+                switch item {
+                case .compacted(let revision):
+                    compacted = true
+                    deliver(.compacted(head: revision))
+                case .changes(let entries, let revision):
+                    deliver(.changes(entries, head: revision))
                 }
-                if let error = message.error {
-                    throw CofferError(.unavailable, "etcd: watch failed: \(Self.clip(error.message ?? "unknown error"))")
-                }
-                guard let result = message.result else { continue }
-                if let compacted = result.compactRevision?.value, compacted > 0 {
-                    deliver(.compacted(head: UInt64(compacted)))
-                    return
-                }
-                if result.canceled == true {
-                    throw CofferError(.unavailable, "etcd: watch cancelled: \(Self.clip(result.cancelReason ?? ""))")
-                }
-                for event in result.events ?? [] where event.type == nil || event.type == "PUT" {
-                    guard let kv = event.kv, let value = kv.value, let rev = kv.modRevision?.value, rev > 0,
-                        let entries = Self.decodeFeedEntry(Array(value), revision: UInt64(rev))
-                    else { continue }
-                    deliver(.changes(entries, head: UInt64(rev)))
-                }
+                return true
             }
-            pending.removeFirst(lineStart)
+        } catch is EtcdAuthExpired {
+            // The next watch authenticates again.
+            state.withLock { $0.token = nil }
+            throw CofferError(.unavailable, "etcd: watch cancelled: the auth token expired")
         }
+        if compacted { return }
         throw CofferError(.unavailable, "etcd: the change feed's watch ended")
     }
 }

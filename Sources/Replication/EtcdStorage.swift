@@ -333,14 +333,43 @@ public final class EtcdStorage: Storage {
         return Array(changes[..<end])
     }
 
-    /// Reads watch events (one JSON object per line) until `head` or `limit`; returning
-    /// drops the stream, which closes the connection and with it the watch.
+    /// Reads watch events until `head` or `limit`; returning drops the stream, which closes
+    /// the connection and with it the watch.
     func readFeed(_ response: HTTPClientResponse, head: UInt64, limit: Int) async throws -> StorageChanges {
         guard response.status == .ok else {
             throw Self.failure(status: response.status, body: try await response.body.collect(upTo: 1 << 16))
         }
-        let decoder = Self.decoder()
         var changes: [StorageChange] = []
+        var answer: StorageChanges?
+        try await readWatchItems(response) { item in
+            switch item {
+            case .compacted:
+                answer = .compacted(head: head)
+            case .changes(let entries, let revision):
+                // A revision is never split: a reader resumes after the last one it got.
+                changes.append(contentsOf: entries)
+                if revision >= head || changes.count >= limit { answer = .changes(changes, head: head) }
+            }
+            return answer == nil
+        }
+        guard let answer else { throw CofferError(.unavailable, "etcd: watch stream ended early") }
+        return answer
+    }
+
+    /// What one line of a watch response carries for the feed.
+    enum WatchItem {
+        /// etcd compacted the revisions asked for (at this revision).
+        case compacted(UInt64)
+        /// The changes one marker revision records.
+        case changes([StorageChange], revision: UInt64)
+    }
+
+    /// Reads a watch response (one JSON object per line) and hands each feed item to
+    /// `consume` while it answers true. Returns when `consume` answered false or the stream
+    /// ended; throws on an error line, an unreadable line or a cancelled watch
+    /// (`EtcdAuthExpired` when etcd no longer accepts the auth token).
+    func readWatchItems(_ response: HTTPClientResponse, _ consume: (WatchItem) throws -> Bool) async throws {
+        let decoder = Self.decoder()
         var pending: [UInt8] = []
         for try await chunk in response.body {
             pending.append(contentsOf: chunk.readableBytesView)
@@ -359,7 +388,10 @@ public final class EtcdStorage: Storage {
                     throw CofferError(.unavailable, "etcd: watch failed: \(Self.clip(error.message ?? "unknown error"))")
                 }
                 guard let result = message.result else { continue }
-                if let compacted = result.compactRevision?.value, compacted > 0 { return .compacted(head: head) }
+                if let compacted = result.compactRevision?.value, compacted > 0 {
+                    _ = try consume(.compacted(UInt64(compacted)))
+                    return
+                }
                 if result.canceled == true {
                     let reason = result.cancelReason ?? ""
                     if reason.contains("invalid auth token") || reason.contains("Unauthenticated") { throw EtcdAuthExpired() }
@@ -369,14 +401,11 @@ public final class EtcdStorage: Storage {
                     guard let kv = event.kv, let value = kv.value, let rev = kv.modRevision?.value, rev > 0,
                         let entries = Self.decodeFeedEntry(Array(value), revision: UInt64(rev))
                     else { continue }
-                    // A revision is never split: a reader resumes after the last one it got.
-                    changes.append(contentsOf: entries)
-                    if UInt64(rev) >= head || changes.count >= limit { return .changes(changes, head: head) }
+                    guard try consume(.changes(entries, revision: UInt64(rev))) else { return }
                 }
             }
             pending.removeFirst(lineStart)
         }
-        throw CofferError(.unavailable, "etcd: watch stream ended early")
     }
 
     // MARK: Requests

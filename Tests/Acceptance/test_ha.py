@@ -129,6 +129,12 @@ class Cluster:
     def client(self, node: HANode, token=None) -> hvac.Client:
         return hvac.Client(url=node.url, token=token or self.root, timeout=30)
 
+    @staticmethod
+    def ensure_kv(client: hvac.Client):
+        """kv/ (KV v2) mounted, through `client`'s node (the tests share one cluster)."""
+        if "kv/" not in client.sys.list_mounted_secrets_engines()["data"]:
+            client.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+
     def dispose(self):
         for n in self.nodes:
             n.dispose()
@@ -197,8 +203,7 @@ def test_writes_through_the_standby_are_forwarded_and_readable_on_both(cluster):
 def test_policy_change_on_active_is_enforced_by_standby(cluster):
     a, s = cluster.active(), cluster.standby()
     ca = cluster.client(a)
-    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
-        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    cluster.ensure_kv(ca)
     path = f"pol/{uuid.uuid4().hex}"
     ca.secrets.kv.v2.create_or_update_secret(path=path, secret={"k": "v"}, mount_point="kv")
     name = f"reader-{uuid.uuid4().hex[:6]}"
@@ -313,8 +318,7 @@ def _first_write_sent_after(acked, t0, errors, timeout=30.0):
 def test_kill_active_during_write_loop(cluster):
     a = cluster.active()
     ca = cluster.client(a)
-    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
-        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    cluster.ensure_kv(ca)
     stop, acked, errors = threading.Event(), [], []
     survivors = [n for n in cluster.nodes if n is not a]
     t = threading.Thread(target=_write_loop, args=(cluster, survivors, stop, acked, errors))
@@ -356,8 +360,7 @@ def _etcd(*args):
 def test_kill_etcd_leader_during_write_loop(cluster):
     a = cluster.active()
     ca = cluster.client(a)
-    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
-        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    cluster.ensure_kv(ca)
     stop, acked, errors = threading.Event(), [], []
     t = threading.Thread(target=_write_loop, args=(cluster, cluster.nodes, stop, acked, errors))
     t.start()
@@ -386,8 +389,7 @@ def test_kill_etcd_leader_during_write_loop(cluster):
 def test_two_of_three_etcd_members_down(cluster):
     a = cluster.active()
     ca = cluster.client(a)
-    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
-        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    cluster.ensure_kv(ca)
     ca.secrets.kv.v2.create_or_update_secret(path="quorum/before", secret={"x": "1"}, mount_point="kv")
     stopped = []
     try:
@@ -424,8 +426,7 @@ def test_snapshot_restore_through_a_standby(cluster):
     seals; the other node takes over with the restored data (same keys)."""
     a, s = cluster.active(), cluster.standby()
     ca = cluster.client(a)
-    if "kv/" not in ca.sys.list_mounted_secrets_engines()["data"]:
-        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+    cluster.ensure_kv(ca)
     ca.secrets.kv.v2.create_or_update_secret(path="snap/kept", secret={"v": "before"}, mount_point="kv")
     hdr = {"X-Vault-Token": cluster.root}
     deadline = time.monotonic() + 5

@@ -35,9 +35,17 @@ public protocol Storage: Sendable {
     func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool
     /// The ordered change feed after `revision`, at most `limit` entries.
     func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges
+    /// Stores every entry (distinct keys) as one atomic write where the store has one (one
+    /// SQLite transaction, one etcd transaction): after a failure none of them is stored.
+    /// The default writes them one by one, in order.
+    func putAll(_ entries: [StorageEntry]) async throws
 }
 
 extension Storage {
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        for e in entries { try await put(e.key, e.value) }
+    }
+
     /// Vault's list semantics over a sorted list of full keys.
     public static func immediateChildren(of prefix: String, in keys: some Sequence<String>) -> [String] {
         var out: [String] = []
@@ -67,6 +75,9 @@ public protocol LogicalStorage: Sendable {
     func list(prefix: String) async throws -> [String]
     /// Reads and parses a JSON record. A barrier may answer from a cache of parsed records.
     func getJSON(_ key: String) async throws -> JSONValue?
+    /// Stores every entry (distinct keys) in one atomic physical write where the store has one
+    /// (`Storage.putAll`). The default writes them one by one, in order.
+    func putAll(_ entries: [StorageEntry]) async throws
 }
 
 /// A `LogicalStorage` confined to one key prefix: an engine sees only its own records.
@@ -112,6 +123,9 @@ public struct StorageView: LogicalStorage {
     public func delete(_ key: String) async throws { try await underlying.delete(checked(key)) }
     public func list(prefix: String) async throws -> [String] { try await underlying.list(prefix: checked(prefix)) }
     public func getJSON(_ key: String) async throws -> JSONValue? { try await underlying.getJSON(checked(key)) }
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        try await underlying.putAll(entries.map { StorageEntry(key: try checked($0.key), value: $0.value) })
+    }
 
     /// Deletes every key below `prefix` (recursively).
     public func deleteTree(_ prefix: String = "") async throws {
@@ -142,6 +156,10 @@ extension LogicalStorage {
 
     public func putJSON(_ key: String, _ value: JSONValue) async throws {
         try await put(key, value.serialized())
+    }
+
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        for e in entries { try await put(e.key, e.value) }
     }
 
     public func getCodable<T: Decodable>(_ type: T.Type, _ key: String) async throws -> T? {

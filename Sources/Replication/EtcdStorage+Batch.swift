@@ -10,11 +10,17 @@ import Synchronization
 /// returns when its transaction is committed, as before; a failed transaction fails every
 /// put in it (none of them is acknowledged).
 final class EtcdPutBatcher: Sendable {
+    /// One put, or a `putAll` group: its entries always travel in the same transaction.
     struct Pending {
-        let key: String
-        let etcdKey: [UInt8]
-        let value: [UInt8]
+        struct Entry {
+            let key: String
+            let etcdKey: [UInt8]
+            let value: [UInt8]
+        }
+        let entries: [Entry]
         let done: CheckedContinuation<Void, any Error>
+
+        var size: Int { entries.reduce(0) { $0 + $1.etcdKey.count * 2 + $1.value.count + $1.key.utf8.count + 64 } }
     }
 
     struct State {
@@ -93,24 +99,26 @@ final class EtcdPutBatcher: Sendable {
 
     /// The next batch: oldest first, distinct keys (etcd refuses a key twice in one
     /// transaction; a later put of the same key waits for the next batch, keeping order),
-    /// within the op and byte limits. Always at least one put.
+    /// within the op and byte limits. Always at least one pending put (or group).
     static func take(_ queue: inout [Pending], byteLimit: Int) -> [Pending] {
         guard !queue.isEmpty else { return [] }
         var batch: [Pending] = []
+        var ops = 0
         var keys = Set<String>()
         var blocked = Set<String>()
         var bytes = 0
         var rest: [Pending] = []
         for p in queue {
-            let size = p.etcdKey.count * 2 + p.value.count + p.key.utf8.count + 64
-            let fits = batch.count < maxOpsPerBatch && (batch.isEmpty || bytes + size <= byteLimit)
-            if fits, !keys.contains(p.key), !blocked.contains(p.key) {
+            let size = p.size
+            let fits = batch.isEmpty || (ops + p.entries.count <= maxOpsPerBatch && bytes + size <= byteLimit)
+            if fits, p.entries.allSatisfy({ !keys.contains($0.key) && !blocked.contains($0.key) }) {
                 batch.append(p)
-                keys.insert(p.key)
+                ops += p.entries.count
+                for e in p.entries { keys.insert(e.key) }
                 bytes += size
             } else {
                 // Later puts of a key that stays behind stay behind too (per-key order).
-                blocked.insert(p.key)
+                for e in p.entries { blocked.insert(e.key) }
                 rest.append(p)
             }
         }
@@ -123,16 +131,17 @@ extension EtcdStorage {
     /// A transaction's budget for values and keys (`maxRequestBytes` less the marker).
     var batchByteLimit: Int { max(1, configuration.maxRequestBytes / 2) }
 
-    func submitPut(key: String, etcdKey: [UInt8], value: [UInt8]) async throws {
+    func submitPut(_ entries: [EtcdPutBatcher.Pending.Entry]) async throws {
         try await withCheckedThrowingContinuation { (done: CheckedContinuation<Void, any Error>) in
-            batcher.submit(EtcdPutBatcher.Pending(key: key, etcdKey: etcdKey, value: value, done: done), storage: self)
+            batcher.submit(EtcdPutBatcher.Pending(entries: entries, done: done), storage: self)
         }
     }
 
     /// One transaction for a batch: every value, and one marker naming every key.
     func commit(_ batch: [EtcdPutBatcher.Pending]) async throws {
-        let marker = batch.count == 1 ? Self.feedEntry(deleted: false, batch[0].key) : Self.batchFeedEntry(batch.map(\.key))
-        let txn = TxnRequest(success: batch.map { .put($0.etcdKey, $0.value) } + [.put(feedKey, marker)])
+        let entries = batch.flatMap(\.entries)
+        let marker = entries.count == 1 ? Self.feedEntry(deleted: false, entries[0].key) : Self.batchFeedEntry(entries.map(\.key))
+        let txn = TxnRequest(success: entries.map { .put($0.etcdKey, $0.value) } + [.put(feedKey, marker)])
         _ = try await fencedTxn(txn, retryable: true)
     }
 }

@@ -9,6 +9,7 @@ import Synchronization
 /// old holder cannot write any more, even if it has not noticed yet.
 extension EtcdStorage: HALock {
     public func acquire(value: [UInt8], ttlSeconds: Int) async throws -> HALockAttempt {
+        let sent = ContinuousClock.now
         let grant = try await call("/v3/lease/grant", body: Array(#"{"TTL":"\#(max(2, ttlSeconds))"}"#.utf8), LeaseGrantReply.self, retryable: true)
         guard let lease = grant.ID?.value, lease != 0 else {
             throw CofferError(.unavailable, "etcd: lease grant failed: \(Self.clip(grant.error ?? "no lease id"))")
@@ -24,18 +25,29 @@ extension EtcdStorage: HALock {
             try? await release(lease: lease)
             throw error
         }
-        if reply.succeeded == true { return .acquired(lease: lease) }
+        if reply.succeeded == true {
+            let term = absentKeys.begin(ttlSeconds: max(2, ttlSeconds), granted: sent)
+            Task { await self.buildAbsentKeyFilter(term: term) }
+            return .acquired(lease: lease)
+        }
         try? await release(lease: lease)
         let current = reply.responses?.first?.responseRange?.kvs?.first?.value.map { Array($0) }
         return .held(by: current)
     }
 
     public func keepAlive(lease: Int64) async throws -> Bool {
+        let sent = ContinuousClock.now
         let reply = try await call("/v3/lease/keepalive", body: Self.leaseBody(lease), LeaseKeepAliveReply.self, retryable: true)
-        return (reply.result?.TTL?.value ?? 0) > 0
+        guard (reply.result?.TTL?.value ?? 0) > 0 else {
+            absentKeys.end()
+            return false
+        }
+        absentKeys.renewed(sentAt: sent)
+        return true
     }
 
     public func release(lease: Int64) async throws {
+        absentKeys.end()
         do {
             _ = try await call("/v3/lease/revoke", body: Self.leaseBody(lease), LeaseRevokeReply.self, retryable: true)
         } catch let e as CofferError where e.message.contains("requested lease not found") {

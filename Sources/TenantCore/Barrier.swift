@@ -176,6 +176,12 @@ public final class Barrier: LogicalStorage {
         try await physical.put(key, try encrypt(value, path: key))
     }
 
+    /// Every entry encrypted, then stored in one physical `putAll` (atomic where the store is).
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        decoded.withLock { d in for e in entries { d.removeValue(forKey: e.key) } }
+        try await physical.putAll(entries.map { StorageEntry(key: $0.key, value: try encrypt($0.value, path: $0.key)) })
+    }
+
     public func delete(_ key: String) async throws {
         guard isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
         decoded.withLock { _ = $0.removeValue(forKey: key) }

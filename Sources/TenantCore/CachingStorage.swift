@@ -85,6 +85,17 @@ public final class CachingStorage: Storage {
         }
     }
 
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        let tokens = entries.map { beginWrite($0.key) }
+        do {
+            try await inner.putAll(entries)
+            for (e, token) in zip(entries, tokens) { endWrite(e.key, token: token, value: .some(e.value)) }
+        } catch {
+            for (e, token) in zip(entries, tokens) { endWrite(e.key, token: token, value: nil) }
+            throw error
+        }
+    }
+
     public func delete(_ key: String) async throws {
         let token = beginWrite(key)
         do {

@@ -23,6 +23,10 @@ public final class MemoryStorage: Storage {
         state.withLock { s in Self.apply(&s, key: key, value: value, limit: feedLimit) }
     }
 
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        state.withLock { s in for e in entries { Self.apply(&s, key: e.key, value: e.value, limit: feedLimit) } }
+    }
+
     public func delete(_ key: String) async throws {
         state.withLock { s in Self.apply(&s, key: key, value: nil, limit: feedLimit) }
     }

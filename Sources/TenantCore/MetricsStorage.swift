@@ -24,6 +24,7 @@ public final class MetricsStorage: Storage {
 
     public func get(_ key: String) async throws -> [UInt8]? { try await timed("get") { try await inner.get(key) } }
     public func put(_ key: String, _ value: [UInt8]) async throws { try await timed("put") { try await inner.put(key, value) } }
+    public func putAll(_ entries: [StorageEntry]) async throws { try await timed("put") { try await inner.putAll(entries) } }
     public func delete(_ key: String) async throws { try await timed("delete") { try await inner.delete(key) } }
     public func list(prefix: String) async throws -> [String] { try await timed("list") { try await inner.list(prefix: prefix) } }
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {

@@ -12,6 +12,9 @@ public struct PrefixedStorage: Storage {
 
     public func get(_ key: String) async throws -> [UInt8]? { try await inner.get(prefix + key) }
     public func put(_ key: String, _ value: [UInt8]) async throws { try await inner.put(prefix + key, value) }
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        try await inner.putAll(entries.map { StorageEntry(key: prefix + $0.key, value: $0.value) })
+    }
     public func delete(_ key: String) async throws { try await inner.delete(prefix + key) }
     public func list(prefix p: String) async throws -> [String] { try await inner.list(prefix: prefix + p) }
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {

@@ -108,6 +108,10 @@ public final class SQLiteStorage: Storage {
         _ = try await writer.submit(.put(key, value))
     }
 
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        _ = try await writer.submit(.putAll(entries))
+    }
+
     public func delete(_ key: String) async throws {
         _ = try await writer.submit(.delete(key))
     }

@@ -16,19 +16,26 @@ final class SQLiteWriter: @unchecked Sendable {
         case put(String, [UInt8])
         case delete(String)
         case cas(String, [UInt8]?, [UInt8]?)
+        /// Several puts, all or none (inside the batch's transaction).
+        case putAll([StorageEntry])
         /// Makes `kv` hold exactly these entries (a snapshot restore), in the batch's transaction.
         case replaceAll([StorageEntry])
 
         /// Rows it writes at most (for trimming the change log).
         var writes: Int {
-            if case .replaceAll(let entries) = self { return max(1, entries.count) }
-            return 1
+            switch self {
+            case .replaceAll(let entries), .putAll(let entries): return max(1, entries.count)
+            default: return 1
+            }
         }
 
         /// More than one statement: atomic only inside a transaction.
         var isCompound: Bool {
-            if case .replaceAll = self { return true }
-            return false
+            switch self {
+            case .replaceAll: return true
+            case .putAll(let entries): return entries.count > 1
+            default: return false
+            }
         }
     }
 
@@ -155,6 +162,11 @@ final class SQLiteWriter: @unchecked Sendable {
         switch op {
         case .put(let key, let value):
             try run("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", .text(key), .blob(value))
+            return true
+        case .putAll(let entries):
+            for e in entries {
+                try run("INSERT INTO kv(key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value", .text(e.key), .blob(e.value))
+            }
             return true
         case .delete(let key):
             try run("DELETE FROM kv WHERE key = ?", .text(key))

@@ -34,6 +34,10 @@ public final class WriteGate: Storage {
         try check()
         try await inner.put(key, value)
     }
+    public func putAll(_ entries: [StorageEntry]) async throws {
+        try check()
+        try await inner.putAll(entries)
+    }
     public func delete(_ key: String) async throws {
         try check()
         try await inner.delete(key)

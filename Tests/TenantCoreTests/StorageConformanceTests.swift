@@ -74,6 +74,29 @@ func exerciseStorage(_ s: any Storage) async throws {
     // Limit is honoured.
     if case .changes(let limited, _) = try await s.changes(since: 0, limit: 2) { #expect(limited.count == 2) }
 
+    // putAll: every entry stored, each in the feed; concurrent groups and puts all land.
+    try await s.putAll([StorageEntry(key: "grp/a", value: [1]), StorageEntry(key: "grp/b", value: [2]), StorageEntry(key: "foo", value: [7])])
+    #expect(try await s.get("grp/a") == [1])
+    #expect(try await s.get("grp/b") == [2])
+    #expect(try await s.get("foo") == [7])
+    guard case .changes(let grouped, _) = try await s.changes(since: head2, limit: 100) else {
+        Issue.record("feed compacted unexpectedly")
+        return
+    }
+    #expect(Set(grouped.map(\.key)).isSuperset(of: ["grp/a", "grp/b", "foo"]))
+    try await withThrowingTaskGroup(of: Void.self) { group in
+        for i in 0..<50 {
+            group.addTask {
+                try await s.putAll([StorageEntry(key: "grp/v\(i)", value: [UInt8(i)]), StorageEntry(key: "grp/m\(i)", value: [UInt8(i), 1])])
+            }
+            group.addTask { try await s.put("grp/p\(i)", [UInt8(i), 2]) }
+        }
+        try await group.waitForAll()
+    }
+    #expect(try await s.list(prefix: "grp/").count == 152)
+    #expect(try await s.get("grp/m17") == [17, 1])
+    try await s.putAll([])
+
     // Concurrent writers (group commit on SQLite): every write lands, CAS stays atomic.
     try await withThrowingTaskGroup(of: Void.self) { group in
         for i in 0..<200 {

@@ -253,24 +253,34 @@ public struct KVv2Backend: LogicalBackend {
         let n = m.currentVersion + 1
         let dva = m.deleteVersionAfter > 0 ? m.deleteVersionAfter : c.deleteVersionAfter
         let v = VersionMeta(createdTime: now, deletionTime: dva > 0 ? now.addingTimeInterval(TimeInterval(dva)) : nil, destroyed: false)
-        try await storage.putJSON(Self.versionsPrefix(key) + String(n), ["data": data])
         m.versions[n] = v
         m.currentVersion = n
         m.updatedTime = now
         if m.oldestVersion == 0 { m.oldestVersion = 1 }
-        try await prune(key: key, &m, max: effectiveMaxVersions(m, c))
-        try await storage.putJSON("metadata/" + key, m.json)
+        let pruned = prune(&m, max: effectiveMaxVersions(m, c))
+        // The version and the metadata that points at it are one atomic write; versions
+        // pruned from the metadata are deleted after it (a crash between leaves only rows
+        // nothing refers to).
+        try await storage.putAll([
+            StorageEntry(key: Self.versionsPrefix(key) + String(n), value: JSONValue.object(["data": data]).serialized()),
+            StorageEntry(key: "metadata/" + key, value: m.json.serialized()),
+        ])
+        try await deleteVersions(key: key, pruned)
         return LogicalResponse(data: versionJSON(n, v, m).objectValue)
     }
 
-    func prune(key: String, _ m: inout KeyMetadata, max: Int) async throws {
+    /// Drops the oldest versions beyond `max` from the metadata; answers their numbers.
+    func prune(_ m: inout KeyMetadata, max: Int) -> [Int] {
         let sorted = m.versions.keys.sorted()
-        guard sorted.count > max else { return }
-        for old in sorted.prefix(sorted.count - max) {
-            m.versions[old] = nil
-            try await storage.delete(Self.versionsPrefix(key) + String(old))
-        }
+        guard sorted.count > max else { return [] }
+        let old = Array(sorted.prefix(sorted.count - max))
+        for n in old { m.versions[n] = nil }
         m.oldestVersion = m.versions.keys.min() ?? 0
+        return old
+    }
+
+    func deleteVersions(key: String, _ versions: [Int]) async throws {
+        for n in versions { try await storage.delete(Self.versionsPrefix(key) + String(n)) }
     }
 
     func patchData(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -398,8 +408,9 @@ public struct KVv2Backend: LogicalBackend {
         var m = try await metadata(key) ?? KeyMetadata.empty(now)
         try applyMetadata(req.fields, &m)
         m.updatedTime = now
-        try await prune(key: key, &m, max: effectiveMaxVersions(m, try await kvConfig()))
+        let pruned = prune(&m, max: effectiveMaxVersions(m, try await kvConfig()))
         try await storage.putJSON("metadata/" + key, m.json)
+        try await deleteVersions(key: key, pruned)
         return nil
     }
 

@@ -31,7 +31,7 @@ final class EtcdPutBatcher: Sendable {
     let state = Mutex(State())
     /// etcd's default `--max-txn-ops` is 128; two ops are reserved (marker, fence).
     static let maxOpsPerBatch = 100
-    static let maxBatchesInFlight = 4
+    static let maxBatchesInFlight = 2
 
     /// Queues a put and starts a transaction when one may go out now.
     func submit(_ item: Pending, storage: EtcdStorage) {

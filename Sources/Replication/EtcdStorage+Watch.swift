@@ -40,7 +40,7 @@ extension EtcdStorage: ChangeFeedWatching {
             let response: HTTPClientResponse
             do {
                 // No deadline: the stream lives as long as the reader wants it.
-                response = try await client.execute(request, deadline: .distantFuture)
+                response = try await watchClient.execute(request, deadline: .distantFuture)
             } catch {
                 if Task.isCancelled { throw error }
                 lastError = error

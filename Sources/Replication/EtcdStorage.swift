@@ -93,7 +93,11 @@ public struct EtcdStorageConfiguration: Sendable, CustomStringConvertible {
 /// connection was never opened.
 public final class EtcdStorage: Storage {
     public let configuration: EtcdStorageConfiguration
+    /// Unary calls (and the bounded feed catch-up): a read that stalls for `requestTimeout`
+    /// fails, so a member that sent a head and hung cannot hold a call.
     let client: HTTPClient
+    /// The standbys' long-lived watch, which may stay silent for as long as nothing changes.
+    let watchClient: HTTPClient
     /// `http://host:port`, one per member.
     let endpoints: [String]
     let dataPrefix: [UInt8]
@@ -142,6 +146,8 @@ public final class EtcdStorage: Storage {
         http.connectionPool.retryConnectionEstablishment = false
         http.redirectConfiguration = .disallow
         http.httpVersion = .http1Only
+        watchClient = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
+        http.timeout.read = Self.timeAmount(configuration.requestTimeout)
         client = HTTPClient(eventLoopGroupProvider: .singleton, configuration: http)
     }
 
@@ -154,6 +160,7 @@ public final class EtcdStorage: Storage {
             return first
         }
         guard first else { return }
+        try await watchClient.shutdown()
         try await client.shutdown()
     }
 
@@ -161,6 +168,7 @@ public final class EtcdStorage: Storage {
         if !state.withLock({ $0.shutDown }) {
             // The callback keeps the client alive until its pool has closed.
             client.shutdown(queue: .global()) { _ in }
+            watchClient.shutdown(queue: .global()) { _ in }
         }
     }
 
@@ -442,12 +450,17 @@ public final class EtcdStorage: Storage {
     func call<Reply: Decodable & Sendable>(
         _ path: String, body: [UInt8], _ reply: Reply.Type, retryable: Bool
     ) async throws -> Reply {
-        let bytes = try await bounded(path) {
-            try await self.exchange(path, body, retryable: retryable) { response in
+        // Bounded without a timer task of its own: every attempt has a deadline for the
+        // response head (`attempt`), and the client's read timeout bounds the body.
+        let bytes: ByteBuffer
+        do {
+            bytes = try await exchange(path, body, retryable: retryable) { response in
                 let buffer = try await response.body.collect(upTo: self.maxResponseBytes)
                 guard response.status == .ok else { throw Self.failure(status: response.status, body: buffer) }
                 return buffer
             }
+        } catch {
+            throw unavailable(path, error)
         }
         do {
             return try Self.decoder().decode(Reply.self, from: Data(bytes.readableBytesView))
@@ -559,15 +572,25 @@ public final class EtcdStorage: Storage {
                 guard case .value(let value) = try await group.next() else { throw EtcdTimeout() }
                 return value
             }
-        } catch let error as CofferError {
-            throw error
-        } catch let error as EtcdCompacted {
-            throw error
-        } catch is EtcdTimeout {
-            throw CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)")
         } catch {
-            if Self.isDeadline(error) { throw CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)", cause: error) }
-            throw CofferError(.unavailable, "etcd: \(what) failed: \(Self.clip(String(describing: error)))", cause: error)
+            throw unavailable(what, error)
+        }
+    }
+
+    /// What a failed call throws: `CofferError` and `EtcdCompacted` as they are, anything
+    /// else as `.unavailable` naming the call.
+    func unavailable(_ what: String, _ error: any Error) -> any Error {
+        let timeout = configuration.requestTimeout
+        switch error {
+        case is CofferError, is EtcdCompacted:
+            return error
+        case is EtcdTimeout:
+            return CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)")
+        default:
+            if Self.isDeadline(error) || (error as? HTTPClientError) == .readTimeout {
+                return CofferError(.unavailable, "etcd: no answer to \(what) within \(timeout)", cause: error)
+            }
+            return CofferError(.unavailable, "etcd: \(what) failed: \(Self.clip(String(describing: error)))", cause: error)
         }
     }
 

@@ -70,12 +70,12 @@ extension EtcdStorage: HALock {
     /// the transaction's own compares held; throws `.notActive` when the fence did not.
     func fencedTxn(_ txn: TxnRequest, retryable: Bool) async throws -> Bool {
         guard let fence = state.withLock({ $0.fence }) else {
-            return try await call("/v3/kv/txn", txn, TxnReply.self, retryable: retryable).succeeded ?? false
+            return try await self.txn(txn, retryable: retryable).succeeded ?? false
         }
         var guarded = txn
         guarded.compare.append(Compare(result: "EQUAL", target: "VALUE", key: Data(lockKey), value: Data(fence)))
         guarded.failure = [RequestOp(requestRange: RangeRequest(key: Data(lockKey)))]
-        let reply = try await call("/v3/kv/txn", guarded, TxnReply.self, retryable: retryable)
+        let reply = try await self.txn(guarded, retryable: retryable)
         if reply.succeeded == true { return true }
         let holder = reply.responses?.first?.responseRange?.kvs?.first?.value.map { Array($0) }
         guard holder == fence else {

@@ -26,7 +26,9 @@ extension EtcdStorage: HALock {
             throw error
         }
         if reply.succeeded == true {
-            let term = absentKeys.begin(ttlSeconds: max(2, ttlSeconds), granted: sent)
+            let trust = Swift.Duration.seconds(max(2, ttlSeconds)) * 2 / 3
+            state.withLock { $0.lockTrust = trust }
+            let term = absentKeys.begin(trustedUntil: sent + trust)
             Task { await self.buildAbsentKeyFilter(term: term) }
             return .acquired(lease: lease)
         }
@@ -42,7 +44,7 @@ extension EtcdStorage: HALock {
             absentKeys.end()
             return false
         }
-        absentKeys.renewed(sentAt: sent)
+        absentKeys.extendTrust(until: sent + state.withLock { $0.lockTrust })
         return true
     }
 

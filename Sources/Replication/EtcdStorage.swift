@@ -108,7 +108,7 @@ public final class EtcdStorage: Storage {
     /// Group commit of puts (`EtcdStorage+Batch.swift`).
     let batcher = EtcdPutBatcher()
     /// Negative lookups on the HA lock holder (`EtcdStorage+AbsentKeys.swift`).
-    let absentKeys = AbsentKeyFilter()
+    let absentKeys = KnownKeys()
 
     struct State {
         /// The endpoint that answered last: calls start there.
@@ -118,6 +118,8 @@ public final class EtcdStorage: Storage {
         var shutDown = false
         /// While set, every write is conditional on the HA lock key holding this value.
         var fence: [UInt8]?
+        /// How long after a renewal is sent the lease is certainly alive (2/3 of the TTL).
+        var lockTrust: Swift.Duration = .zero
     }
 
     public init(configuration: EtcdStorageConfiguration) throws {

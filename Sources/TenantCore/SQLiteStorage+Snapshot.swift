@@ -47,6 +47,7 @@ extension SQLiteStorage: SnapshotStorage {
     /// One transaction on the writer: readers see the old contents or the new, never a mix,
     /// and a failure (or a crash) leaves the old contents.
     public func replaceAll(with entries: [StorageEntry], last: [StorageEntry]) async throws {
+        for e in entries + last { knownKeys.insert(e.key) }
         _ = try await writer.submit(.replaceAll(entries + last))
     }
 }

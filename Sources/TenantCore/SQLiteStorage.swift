@@ -28,6 +28,9 @@ public final class SQLiteStorage: Storage {
         readers[(nextReader.add(1, ordering: .relaxed).newValue & Int.max) % readers.count]
     }
     let path: String
+    /// Every key in the file (Coffer is its only writer): a read of a key never written is
+    /// answered without a query. Listed in the background after open; until then reads query.
+    let knownKeys = KnownKeys()
 
     public static func open(path: String, feedLimit: Int = 100_000, readerCount: Int = 2, logger: Logger = Logger(label: "coffer.storage.sqlite")) async throws -> SQLiteStorage {
         let dir = (path as NSString).deletingLastPathComponent
@@ -62,7 +65,10 @@ public final class SQLiteStorage: Storage {
                 readers.append(reader)
             }
             try await schema.close()
-            return SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, path: path)
+            let storage = SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, path: path)
+            let term = storage.knownKeys.begin()
+            Task { await storage.listKnownKeys(term: term) }
+            return storage
         } catch let e as CofferError {
             throw e
         } catch {
@@ -97,18 +103,41 @@ public final class SQLiteStorage: Storage {
         return nil
     }
 
+    /// Lists every key into `knownKeys`, in key order, a page at a time.
+    func listKnownKeys(term: UInt64) async {
+        var after = ""
+        do {
+            while true {
+                let rows = try await reader.query("SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT 10000", [.text(after)])
+                let keys = rows.compactMap { $0.column("key")?.string }
+                knownKeys.add(listed: keys, term: term)
+                guard keys.count == 10000, let last = keys.last else { break }
+                after = last
+            }
+            knownKeys.finish(term: term)
+        } catch {
+            // Reads keep querying.
+        }
+    }
+
+    /// Whether the key filter is complete, and how many reads it answered.
+    public var knownKeysFilter: (ready: Bool, answered: Int) { (knownKeys.isReady, knownKeys.answered) }
+
     public func get(_ key: String) async throws -> [UInt8]? {
-        try await wrap {
+        if knownKeys.certainlyAbsent(key) { return nil }
+        return try await wrap {
             let rows = try await reader.query("SELECT value FROM kv WHERE key = ?", [.text(key)])
             return rows.first.flatMap { Self.bytes($0.column("value")) }
         }
     }
 
     public func put(_ key: String, _ value: [UInt8]) async throws {
+        knownKeys.insert(key)
         _ = try await writer.submit(.put(key, value))
     }
 
     public func putAll(_ entries: [StorageEntry]) async throws {
+        for e in entries { knownKeys.insert(e.key) }
         _ = try await writer.submit(.putAll(entries))
     }
 
@@ -125,7 +154,8 @@ public final class SQLiteStorage: Storage {
     }
 
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
-        try await writer.submit(.cas(key, expected, new))
+        if new != nil { knownKeys.insert(key) }
+        return try await writer.submit(.cas(key, expected, new))
     }
 
     public func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges {

@@ -134,6 +134,38 @@ func exerciseStorage(_ s: any Storage) async throws {
         await s.close()
     }
 
+    /// SQLite answers reads of keys it never stored from its key filter, and finds every
+    /// key it holds: those in the file when it was opened (listed in pages) and those put,
+    /// put together, swapped in or restored since.
+    @Test func sqliteKnowsItsKeys() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let path = dir.appendingPathComponent("c.db").path
+        let first = try await SQLiteStorage.open(path: path)
+        try await first.putAll((0..<25_000).map { StorageEntry(key: "old/\($0)", value: [1]) })
+        await first.close()
+
+        let s = try await SQLiteStorage.open(path: path)
+        try await s.put("new/put", [2])
+        for _ in 0..<200 where !s.knownKeysFilter.ready { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(s.knownKeysFilter.ready)
+        for i in stride(from: 0, to: 25_000, by: 97) { #expect(try await s.get("old/\(i)") == [1]) }
+        #expect(try await s.get("old/24999") == [1])
+        #expect(try await s.get("new/put") == [2])
+        try await s.putAll([StorageEntry(key: "new/a", value: [3]), StorageEntry(key: "new/b", value: [4])])
+        #expect(try await s.compareAndSet("new/cas", expected: nil, new: [5]))
+        #expect(try await s.get("new/a") == [3])
+        #expect(try await s.get("new/b") == [4])
+        #expect(try await s.get("new/cas") == [5])
+        try await s.replaceAll(with: [StorageEntry(key: "restored/x", value: [6])], last: [])
+        #expect(try await s.get("restored/x") == [6])
+        #expect(try await s.get("old/1") == nil)
+        let before = s.knownKeysFilter.answered
+        for i in 0..<300 { #expect(try await s.get("never/\(i)") == nil) }
+        #expect(s.knownKeysFilter.answered - before > 270)
+        await s.close()
+    }
+
     @Test func cachingOverSQLite() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -603,7 +603,7 @@ def provision(srv, root, n, budget):
 # a small state machine. LuaJIT builds each request and reads each response; wrk's C event
 # loop does the I/O, so the client costs a fraction of the Python client's CPU per request.
 WRK_LUA = r'''-- Written by Ops/bench/namespaces.py (NS_CLIENT=wrk); run as
---   NS_WRK_TOKEN=<root token> wrk -tW -cW -d<secs>s -s provision.lua <url> -- <base> <W>
+--   NS_WRK_TOKEN=<root token> wrk -tW -cW -d<secs>s -s provision.lua <url> -- <base> <W> <max_failed>
 -- One connection per thread: thread t (1..W) provisions namespaces base + (t-1) + k*W for
 -- k = 0, 1, 2, ...: step 0 creates the namespace, step 1 mounts KV v2 at secret/ in it, step 2
 -- writes one secret. A 2xx moves to the next step (after step 2: completed + 1, next k). Any
@@ -611,6 +611,7 @@ WRK_LUA = r'''-- Written by Ops/bench/namespaces.py (NS_CLIENT=wrk); run as
 -- answered 400 "...exist..." on a retry counts as done (an earlier attempt did it). After 40
 -- attempts, or at once for a 4xx other than 429 on create/mount (as provision_one does), the
 -- namespace is given up: recorded in failed_ks, not counted, and the thread moves to the next k.
+-- A thread that gave up max_failed namespaces stops (the bench aborts after the run anyway).
 -- done() prints RESULT/RETRY/ERR/SOCK/REQ/LAT/PCT lines that the bench parses.
 
 local threads = {}
@@ -628,23 +629,29 @@ k = 0           -- namespace in progress = base + (tid-1) + k*W; every k' < k is
 failed_ks = ""  -- the k's given up, comma-separated
 retries = {}    -- "<step> <status>" -> failed attempts, e.g. "write 400"
 errs = {}       -- the first give-up reasons
+started = 0     -- 1 once a request for the namespace in progress was sent (left half done at the end)
 
 local STEPS = {"create", "mount", "write"}
 local MAX_ATTEMPTS = 40
 local MOUNT = '{"type":"kv","options":{"version":"2"}}'
-local base, W, hdr
+local base, W, max_failed, hdr
+local nfailed = 0
 local step, attempt, pending, backoff = 0, 0, false, 0
 local idx, name
+-- wrk calls request() once on thread 1 right after init() to check the request (not sent).
+-- Every request it sends comes after delay() (or after a reconnect), so delay() marks us live.
+local live = false
 
 local function begin()
   idx = base + (tid - 1) + k * W
   name = string.format("t%06d", idx)
-  step, attempt, backoff = 0, 0, 0
+  step, attempt, backoff, started = 0, 0, 0, 0
 end
 
 function init(args)
   base = tonumber(args[1])
   W = tonumber(args[2])
+  max_failed = tonumber(args[3])
   hdr = "Host: " .. wrk.headers["Host"] .. "\r\nX-Vault-Token: " .. (os.getenv("NS_WRK_TOKEN") or "")
         .. "\r\nContent-Type: application/json\r\n"
   begin()
@@ -663,6 +670,10 @@ local function give_up(code, text)
   if failed_ks == "" then failed_ks = tostring(k) else failed_ks = failed_ks .. "," .. tostring(k) end
   k = k + 1
   begin()
+  nfailed = nfailed + 1
+  if nfailed >= max_failed then
+    wrk.thread:stop()  -- ends this thread's event loop; wrk itself still runs to -d
+  end
 end
 
 local function advance()
@@ -676,17 +687,11 @@ local function advance()
 end
 
 function delay()
+  live = true
   return backoff
 end
 
-function request()
-  if pending then
-    -- The last request got no response: wrk hit a socket error and reconnected.
-    note_retry("conn")
-    if attempt >= MAX_ATTEMPTS then give_up("conn", "no response (socket error, see wrk's counts)") end
-  end
-  pending, backoff = true, 0
-  attempt = attempt + 1
+local function build()
   if step == 0 then
     return "POST /v1/sys/namespaces/" .. name .. " HTTP/1.1\r\n" .. hdr .. "Content-Length: 2\r\n\r\n{}"
   elseif step == 1 then
@@ -696,6 +701,20 @@ function request()
   local body = string.format('{"data": {"password": "s3cret-%06d-correct-horse", "tenant": "%s"}}', idx, name)
   return "POST /v1/secret/data/x HTTP/1.1\r\n" .. hdr .. "X-Vault-Namespace: " .. name
          .. "\r\nContent-Length: " .. #body .. "\r\n\r\n" .. body
+end
+
+function request()
+  if not live then
+    return build()  -- wrk's check of the request format, before the run
+  end
+  if pending then
+    -- The last request got no response: wrk hit a socket error and reconnected.
+    note_retry("conn")
+    if attempt >= MAX_ATTEMPTS then give_up("conn", "no response (socket error, see wrk's counts)") end
+  end
+  pending, backoff, started = true, 0, 1
+  attempt = attempt + 1
+  return build()
 end
 
 function response(status, headers, body)
@@ -722,7 +741,8 @@ function done(summary, latency, requests)
   for _, t in ipairs(threads) do
     local fk = t:get("failed_ks")
     if fk == "" then fk = "-" end
-    io.write(string.format("RESULT %d %d %d %s\n", t:get("tid"), t:get("completed"), t:get("k"), fk))
+    io.write(string.format("RESULT %d %d %d %s %d\n", t:get("tid"), t:get("completed"), t:get("k"), fk,
+                           t:get("started")))
     for key, c in pairs(t:get("retries")) do total[key] = (total[key] or 0) + c end
     for _, e in ipairs(t:get("errs")) do io.write("ERR ", e, "\n") end
   end
@@ -740,7 +760,7 @@ end
 WRK_SOCK_KEYS = ("connect", "read", "write", "status", "timeout")
 
 
-def run_wrk(srv, script, root, base, secs, tag):
+def run_wrk(srv, script, root, base, secs, tag, max_failed):
     """One wrk run of `secs` seconds provisioning from namespace index `base`. Returns the
     parsed results, the wall time and the CPU seconds (user + system) of the wrk process."""
     out_path = os.path.join(srv.dir, f"wrk-{tag}.out")
@@ -750,7 +770,7 @@ def run_wrk(srv, script, root, base, secs, tag):
     # --timeout only decides which latencies wrk records (and counts as timeouts); wrk never
     # abandons a slow request, so a long one does not turn into a retry.
     cmd = [WRK_BIN, f"-t{WORKERS}", f"-c{WORKERS}", f"-d{secs}s", "--timeout", "10s", "-s", script,
-           srv.base, "--", str(base), str(WORKERS)]
+           srv.base, "--", str(base), str(WORKERS), str(max(1, max_failed))]
     with open(out_path, "wb") as out, open(err_path, "wb") as err:
         t0 = time.monotonic()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
@@ -783,12 +803,14 @@ def run_wrk(srv, script, root, base, secs, tag):
         text = f.read()
     threads, retries, errs, pct = {}, {}, [], {}
     sock, reqs, lat = dict.fromkeys(WRK_SOCK_KEYS, 0), 0, None
+    left_behind = 0  # namespaces in progress when the run ended (on the server, half done)
     for line in text.splitlines():
         w = line.split(" ")
         try:
-            if w[0] == "RESULT" and len(w) == 5:
+            if w[0] == "RESULT" and len(w) == 6:
                 threads[int(w[1])] = (int(w[2]), int(w[3]),
                                       set() if w[4] == "-" else {int(x) for x in w[4].split(",")})
+                left_behind += int(w[5])
             elif w[0] == "RETRY" and len(w) == 4:
                 retries[f"{w[1]} {w[2]}"] = int(w[3])
             elif w[0] == "ERR":
@@ -821,6 +843,7 @@ def run_wrk(srv, script, root, base, secs, tag):
         "indices": indices,
         "count": len(indices),
         "failed": sum(len(f) for _, _, f in threads.values()),
+        "left_behind": left_behind,
         "next_base": base + WORKERS * (max(k for _, k, _ in threads.values()) + 1),
         "retries": retries,
         "errors": errs,
@@ -864,10 +887,11 @@ def provision_wrk(srv, root, n, budget):
     empty_runs = 0
     base = 0
     # wrk runs for a fixed -d (a thread cannot end the run early), so provisioning is a series of
-    # runs, each sized from the rate so far; the total may overshoot n a little. Every run starts
+    # runs, each sized from the rate so far; the total overshoots n (by up to ~1 s of work after
+    # the first run; for a small n the first run alone, sized at 200/s, can do 2-3x n). Every run starts
     # from a fresh base index above everything the previous run touched, so names never collide:
     # the namespace each thread had in progress when a run ended is left behind, not counted.
-    secs = max(2, min(10, math.ceil(n / 200)))  # first run: 200/s is a conservative guess
+    secs = max(1, min(10, math.ceil(n / 200)))  # first run: 200/s is a conservative guess
     while len(indices) < n:
         left = min(t_end_budget - time.monotonic(), remaining() - 5)
         secs = min(secs, int(left))
@@ -875,7 +899,8 @@ def provision_wrk(srv, root, n, budget):
             log(f"{srv.name}: provisioning budget {budget:.0f}s used up at {len(indices)} namespaces; "
                 "stopping here (raise NS_MAX_SECONDS for the full count)")
             break
-        r = run_wrk(srv, script, root, base, secs, f"{len(runs) + 1}")
+        # A thread stops once it alone has given up more namespaces than may still fail.
+        r = run_wrk(srv, script, root, base, secs, f"{len(runs) + 1}", max(20, n // 100) - failed + 1)
         runs.append(r)
         indices.extend(r["indices"])
         failed += r["failed"]
@@ -928,6 +953,9 @@ def provision_wrk(srv, root, n, budget):
         "runs": [(x["secs"], x["count"], round(x["wall"], 2)) for x in runs],
         "socket_errors": {k: v for k, v in sock.items() if v and k != "status"},
         "requests": sum(x["requests"] for x in runs),
+        # Namespaces a wrk run ended in the middle of: they exist on the server (some even with
+        # their secret) but are not counted, nor used for the reads.
+        "left_behind": sum(x["left_behind"] for x in runs),
     }
 
 
@@ -1301,6 +1329,10 @@ def main():
             notes.append(f"{name}: retried requests during provisioning: {p['retries']}{why}")
         if p.get("errors"):
             notes.append(f"{name}: failed namespaces: {p['failed']} (first: {p['errors'][0]})")
+        if p.get("left_behind"):
+            notes.append(f"{name}: {p['left_behind']} more namespaces were left half provisioned at the "
+                         f"end of the {len(p.get('runs', []))} wrk run(s): on the server but not counted "
+                         "(memory per idle namespace divides by the counted ones)")
         if p.get("socket_errors"):
             notes.append(f"{name}: wrk socket errors/timeouts during provisioning: {p['socket_errors']} "
                          "(requests without a response were re-sent, counted as 'conn' retries)")

@@ -246,8 +246,13 @@ public final class NamespaceCore: Sendable {
         return mount?.backend.backend as? any LeasingBackend
     }
 
+    /// Runs a call into a mount's backend; the shared `sys/` table learns its namespace here.
+    func inBackend<T>(_ mount: MountedBackend, _ body: () async throws -> T) async throws -> T {
+        guard mount.kind == .system else { return try await body() }
+        return try await SystemBackend.$namespace.withValue(self) { try await body() }
+    }
+
     func loadMounts() async throws {
-        let sys = SystemBackend(ns: self)
         let ancestorStore = hooks.tokenStore
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
@@ -259,7 +264,7 @@ public final class NamespaceCore: Sendable {
         }
         let stored = builtins
         router.withLock { r in
-            r.add(MountedBackend(entry: stored["sys/"]!, backend: CompiledBackend(sys), kind: .system, routePath: "sys/"))
+            r.add(MountedBackend(entry: stored["sys/"]!, backend: SystemBackend.compiled, kind: .system, routePath: "sys/"))
             r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
         }
         for entry in try await mountTable(Self.secretTable) {
@@ -483,7 +488,7 @@ public final class NamespaceCore: Sendable {
             tokenHash = e.idHash
 
             if logical.operation == .update || logical.operation == .create {
-                if let exists = try await mount.backend.exists(logical) {
+                if let exists = try await inBackend(mount) { try await mount.backend.exists(logical) } {
                     logical.operation = exists ? .update : .create
                 } else {
                     logical.operation = .update
@@ -507,7 +512,7 @@ public final class NamespaceCore: Sendable {
                 if last { revokeAfter = e.idHash }
             }
         } else if logical.operation == .update {
-            if let exists = try await mount.backend.exists(logical) { logical.operation = exists ? .update : .create }
+            if let exists = try await inBackend(mount, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
         }
         // A request that may create a lease takes room under the lease-count quotas first.
         let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
@@ -528,7 +533,7 @@ public final class NamespaceCore: Sendable {
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         do {
-            result = try await mount.backend.handle(logical)
+            result = try await inBackend(mount) { try await mount.backend.handle(logical) }
             if let leasing, let leases = hooks.leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(

@@ -4,8 +4,27 @@ import Synchronization
 
 /// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
 /// (Seal, unseal, init, health and leader are node-level and answered before routing.)
+///
+/// One route table serves every namespace: building it (about fifty routes, their fields and
+/// handlers) for each namespace cost a quarter of a millisecond and tens of kilobytes per
+/// loaded namespace. Its handlers find their namespace in `SystemBackend.namespace`, which
+/// `NamespaceCore` sets around every call into its `sys/` mount (`inBackend`).
 struct SystemBackend: LogicalBackend {
-    unowned(unsafe) let ns: NamespaceCore
+    /// The namespace whose `sys/` is being called (set by `NamespaceCore.inBackend`).
+    @TaskLocal static var namespace: NamespaceCore?
+
+    var ns: NamespaceCore {
+        guard let ns = Self.namespace else { preconditionFailure("sys/ handler called outside NamespaceCore.inBackend") }
+        return ns
+    }
+
+    /// The shared table, built at first use outside any namespace, so a route that reached
+    /// for `ns` while the table is built would fail at once instead of capturing one.
+    static let compiled: CompiledBackend = {
+        let compiled = CompiledBackend(SystemBackend())
+        $namespace.withValue(nil) { _ = compiled.routes }
+        return compiled
+    }()
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
     var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }

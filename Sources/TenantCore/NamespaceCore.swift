@@ -246,10 +246,13 @@ public final class NamespaceCore: Sendable {
         return mount?.backend.backend as? any LeasingBackend
     }
 
-    /// Runs a call into a mount's backend; the shared `sys/` table learns its namespace here.
-    func inBackend<T>(_ mount: MountedBackend, _ body: () async throws -> T) async throws -> T {
+    /// Runs a call into a mount's backend; the shared `sys/` table learns its namespace (and
+    /// the namespace of the calling token, `owner`) here.
+    func inBackend<T>(_ mount: MountedBackend, owner: NamespaceCore, _ body: () async throws -> T) async throws -> T {
         guard mount.kind == .system else { return try await body() }
-        return try await SystemBackend.$namespace.withValue(self) { try await body() }
+        return try await SystemBackend.$namespace.withValue(self) {
+            try await SystemBackend.$tokenNamespace.withValue(owner) { try await body() }
+        }
     }
 
     func loadMounts() async throws {
@@ -488,7 +491,7 @@ public final class NamespaceCore: Sendable {
             tokenHash = e.idHash
 
             if logical.operation == .update || logical.operation == .create {
-                if let exists = try await inBackend(mount) { try await mount.backend.exists(logical) } {
+                if let exists = try await inBackend(mount, owner: owner) { try await mount.backend.exists(logical) } {
                     logical.operation = exists ? .update : .create
                 } else {
                     logical.operation = .update
@@ -512,7 +515,7 @@ public final class NamespaceCore: Sendable {
                 if last { revokeAfter = e.idHash }
             }
         } else if logical.operation == .update {
-            if let exists = try await inBackend(mount, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
+            if let exists = try await inBackend(mount, owner: owner, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
         }
         // A request that may create a lease takes room under the lease-count quotas first.
         let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
@@ -533,7 +536,7 @@ public final class NamespaceCore: Sendable {
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         do {
-            result = try await inBackend(mount) { try await mount.backend.handle(logical) }
+            result = try await inBackend(mount, owner: owner) { try await mount.backend.handle(logical) }
             if let leasing, let leases = hooks.leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(

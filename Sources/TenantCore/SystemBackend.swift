@@ -12,6 +12,8 @@ import Synchronization
 struct SystemBackend: LogicalBackend {
     /// The namespace whose `sys/` is being called (set by `NamespaceCore.inBackend`).
     @TaskLocal static var namespace: NamespaceCore?
+    /// The namespace of the calling token: `namespace` itself or an ancestor of it.
+    @TaskLocal static var tokenNamespace: NamespaceCore?
 
     var ns: NamespaceCore {
         guard let ns = Self.namespace else { preconditionFailure("sys/ handler called outside NamespaceCore.inBackend") }
@@ -337,20 +339,33 @@ struct SystemBackend: LogicalBackend {
         let paths = Self.paths(req.fields)
         guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
         let tok = req.fields.string("token")
-        let policies: [String]
-        if tok.isEmpty {
-            policies = req.token?.policies ?? []
-        } else {
-            guard let e = try await ns.tokens.lookup(token: tok) else { throw CofferError.invalid("invalid token") }
-            policies = e.policies
+        guard !tok.isEmpty else {
+            return capsResponse(try await callerCapabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
         }
-        return capsResponse(try await ns.capabilities(policies: policies, paths: paths), paths: paths)
+        guard let e = try await ns.tokens.lookup(token: tok) else { throw CofferError.invalid("invalid token") }
+        return capsResponse(try await ns.capabilities(policies: e.policies, paths: paths), paths: paths)
     }
 
     func capabilitiesSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let paths = Self.paths(req.fields)
         guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
-        return capsResponse(try await ns.capabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
+        return capsResponse(try await callerCapabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
+    }
+
+    /// Capabilities of the calling token's policies. A token of an ancestor namespace is
+    /// judged as the request path judges it: by its own namespace's policies, on the path
+    /// prefixed with this namespace's path relative to the token's.
+    func callerCapabilities(policies: [String], paths: [String]) async throws -> [String: [String]] {
+        let ns = self.ns
+        guard let owner = Self.tokenNamespace, owner !== ns, ns.path.hasPrefix(owner.path) else {
+            return try await ns.capabilities(policies: policies, paths: paths)
+        }
+        let relative = String(ns.path.dropFirst(owner.path.count))
+        let prefixed = paths.map { relative + ($0.hasPrefix("/") ? String($0.dropFirst()) : $0) }
+        let caps = try await owner.capabilities(policies: policies, paths: prefixed)
+        var out: [String: [String]] = [:]
+        for (original, full) in zip(paths, prefixed) { out[original] = caps[full] }
+        return out
     }
 
     func capabilitiesAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {

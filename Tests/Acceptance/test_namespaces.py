@@ -188,3 +188,36 @@ def test_api_lock_and_unlock(dev_server, root_client):
     assert key2 != key
     assert requests.post(f"{dev_server.url}/v1/sys/namespaces/api-lock/unlock/{name}", headers=root).status_code == 204
     assert c.secrets.kv.v2.read_secret_version(path="x")["data"]["data"] == {"v": "1"}
+
+
+def test_capabilities_self_of_an_ancestor_token_in_a_child(dev_server, root_client):
+    """A root-namespace token whose policy grants paths inside a tenant: the tenant's
+    sys/capabilities-self reports what that token can really do there (its own namespace's
+    policy on the prefixed path), the same as the request path enforces."""
+    name = unique("cap").replace("-", "")[:20]
+    root_client.sys.create_namespace(path=name)
+    admin = ns_client(dev_server, "root", name)
+    admin.sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+    admin.secrets.kv.v2.create_or_update_secret(path="app", secret={"v": "1"})
+    # A same-named policy inside the tenant grants more; it must not be the one consulted.
+    admin.sys.create_or_update_policy(name="ops", policy='path "secret/*" { capabilities = ["create", "read", "update", "delete", "list"] }')
+    # (As in Vault, the root namespace's default policy covers only its own sys/capabilities-self:
+    # calling the tenant's needs a grant on the prefixed path.)
+    root_client.sys.create_or_update_policy(
+        name="ops", policy=f'path "{name}/secret/data/*" {{ capabilities = ["read"] }}\n'
+                           f'path "{name}/sys/capabilities-self" {{ capabilities = ["update"] }}')
+    tok = root_client.auth.token.create(policies=["ops"], ttl="1h")["auth"]["client_token"]
+
+    in_tenant = ns_client(dev_server, tok, name)
+    data = in_tenant.adapter.post("/v1/sys/capabilities-self", json={"paths": ["secret/data/app", "/secret/metadata/app"]})["data"]
+    assert data["secret/data/app"] == ["read"]
+    assert data["/secret/metadata/app"] == ["deny"]
+    # What the request path does agrees.
+    assert in_tenant.secrets.kv.v2.read_secret_version(path="app", raise_on_deleted_version=True)["data"]["data"] == {"v": "1"}
+    with pytest.raises(hvac.exceptions.Forbidden):
+        in_tenant.secrets.kv.v2.create_or_update_secret(path="app", secret={"v": "2"})
+    # Through the path prefix instead of the header: the same answer.
+    r = requests.post(f"{dev_server.url}/v1/{name}/sys/capabilities-self", json={"path": "secret/data/app"},
+                      headers={"X-Vault-Token": tok})
+    assert r.status_code == 200, r.text
+    assert r.json()["data"]["capabilities"] == ["read"]

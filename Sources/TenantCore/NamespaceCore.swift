@@ -205,7 +205,13 @@ public final class NamespaceCore: Sendable {
         let tokens = TokenStore(
             view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
             idSuffix: namespaceID.map { "." + $0 } ?? "",
-            onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path))
+            onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path),
+            storeAt: { other in
+                // Parent/child token links cross namespaces only along the tree.
+                if other != path, path.hasPrefix(other) { return try await hooks.tokenStore(other) }
+                if other != path, other.hasPrefix(path) { return try await hooks.childNamespace(other)?.tokens }
+                return nil
+            })
         let policies = PolicyStore(view: root.sub("sys/policy/"))
         try await policies.setupDefaults()
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)

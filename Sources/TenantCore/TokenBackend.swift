@@ -115,8 +115,8 @@ public struct TokenBackend: LogicalBackend {
         let f = req.fields
         let (_, parent, parentStore) = try await caller(req)
         let parentIsRoot = parent.policies.contains("root")
-        // A token made here by a token of an ancestor namespace cannot be indexed under its
-        // parent (another store): it is an orphan of this namespace.
+        // A token made here by a token of an ancestor namespace is that token's child too:
+        // the ancestor's store indexes it, and revoking the parent revokes it here.
         let crossNamespace = parentStore !== store
         var role: TokenRole?
         if let roleName {
@@ -128,7 +128,7 @@ public struct TokenBackend: LogicalBackend {
         if let t = f.optionalString("type"), !t.isEmpty, t != "service", t != "default" {
             throw CofferError.invalid("unsupported token type \"\(t.prefix(16))\": only service tokens are available")
         }
-        var wantOrphan = orphan || (role?.orphan ?? false) || crossNamespace
+        var wantOrphan = orphan || (role?.orphan ?? false)
         if f.bool("no_parent") {
             guard parentIsRoot || req.token?.policies.contains("root") == true else {
                 throw CofferError.invalid("root or sudo privileges required to create orphan token")
@@ -216,8 +216,10 @@ public struct TokenBackend: LogicalBackend {
             creationTTL: effective, expireTime: effective > 0 ? now + Int64(effective) : 0, explicitMaxTTL: explicitMax,
             period: period, renewable: renewable, orphan: wantOrphan, path: path, role: roleName ?? "",
             type: "service", entityID: "", namespacePath: namespacePath, lastRenewalTime: 0)
+        var entryTemplate = template
+        if crossNamespace && !wantOrphan { entryTemplate.parentNamespace = parent.namespacePath }
         let id = f.optionalString("id").flatMap { $0.isEmpty ? nil : $0 }
-        let (token, entry) = try await store.create(template, id: id)
+        let (token, entry) = try await store.create(entryTemplate, id: id)
         return LogicalResponse(auth: entry.authInfo(token: token), warnings: warnings)
     }
 

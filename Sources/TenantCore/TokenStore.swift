@@ -25,6 +25,9 @@ public struct TokenEntry: Codable, Sendable {
     public var entityID: String
     public var namespacePath: String
     public var lastRenewalTime: Int64
+    /// Set when the parent token (`parentHash`) lives in another namespace (an ancestor):
+    /// that namespace's path. Its store indexes this child under `xchild/` (`TokenStore`).
+    public var parentNamespace: String? = nil
 
     public func isExpired(now: Int64) -> Bool { expireTime != 0 && now >= expireTime }
     public func ttl(now: Int64) -> Int { expireTime == 0 ? 0 : Int(max(0, expireTime - now)) }
@@ -73,8 +76,10 @@ public func constantTimeEquals(_ a: some Collection<UInt8>, _ b: some Collection
 /// One namespace's token store: create, look up, renew and revoke, with parent/child trees.
 ///
 /// Layout below its view: `id/<hash>` entry, `accessor/<hash>` → id hash,
-/// `parent/<parentHash>/<childHash>` index. Hashes are HMAC-SHA256 with a salt kept behind
-/// the barrier, so storage and its backups never hold a usable token.
+/// `parent/<parentHash>/<childHash>` index, and `xchild/<parentHash>/<childHash>` → the
+/// namespace path of a child made in a descendant namespace by a token of this one (revoking
+/// the parent revokes it there too). Hashes are HMAC-SHA256 with a salt kept behind the
+/// barrier, so storage and its backups never hold a usable token.
 public final class TokenStore: Sendable {
     let view: StorageView
     let salt: SymmetricKey
@@ -87,9 +92,17 @@ public final class TokenStore: Sendable {
 
     /// Called after a token is revoked, with its hash (the lease manager revokes its leases).
     let onRevoke: (@Sendable (String) async -> Void)?
+    /// The token store of another namespace (an ancestor or a descendant of this one), for
+    /// parent/child links across namespaces; nil when it does not exist (any more).
+    let storeAt: @Sendable (String) async throws -> TokenStore?
 
-    public init(view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "", onRevoke: (@Sendable (String) async -> Void)? = nil) {
+    public init(
+        view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "",
+        onRevoke: (@Sendable (String) async -> Void)? = nil,
+        storeAt: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }
+    ) {
         self.onRevoke = onRevoke
+        self.storeAt = storeAt
         self.idSuffix = idSuffix
         self.view = view
         self.salt = SymmetricKey(data: salt)
@@ -128,11 +141,31 @@ public final class TokenStore: Sendable {
         }
         try await view.putCodable("id/" + entry.idHash, entry)
         try await view.put("accessor/" + hash(entry.accessor), Array(entry.idHash.utf8))
-        if !entry.parentHash.isEmpty {
+        if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
+            guard let parentStore = try await storeAt(parentNamespace) else {
+                throw CofferError.invalid("the parent token's namespace does not exist")
+            }
+            try await parentStore.linkChild(parentHash: entry.parentHash, childHash: entry.idHash, namespace: entry.namespacePath)
+        } else if !entry.parentHash.isEmpty {
             try await view.put("parent/\(entry.parentHash)/\(entry.idHash)", [])
         }
         cache.withLock { $0[entry.idHash] = entry }
         return (token, entry)
+    }
+
+    /// Records a child token that lives in the descendant namespace `namespace`.
+    func linkChild(parentHash: String, childHash: String, namespace: String) async throws {
+        try await view.put("xchild/\(parentHash)/\(childHash)", Array(namespace.utf8))
+    }
+
+    /// The children of `h` in other namespaces: (namespace path, child hash).
+    func foreignChildren(of h: String) async throws -> [(String, String)] {
+        var out: [(String, String)] = []
+        for child in try await view.list(prefix: "xchild/\(h)/") {
+            guard let ns = try await view.get("xchild/\(h)/\(child)") else { continue }
+            out.append((String(decoding: ns, as: UTF8.self), child))
+        }
+        return out
     }
 
     /// Looks up a raw token id; expired tokens are revoked and reported as absent.
@@ -192,6 +225,11 @@ public final class TokenStore: Sendable {
         for child in try await view.list(prefix: "parent/\(h)/") {
             try await revokeTree(hash: child)
         }
+        for (ns, child) in try await foreignChildren(of: h) {
+            // A namespace deleted since took its tokens with it.
+            try await storeAt(ns)?.revokeTree(hash: child)
+            try await view.delete("xchild/\(h)/\(child)")
+        }
         try await revokeOne(hash: h)
     }
 
@@ -205,6 +243,15 @@ public final class TokenStore: Sendable {
             }
             try await view.delete("parent/\(h)/\(child)")
         }
+        for (ns, child) in try await foreignChildren(of: h) {
+            if let store = try await storeAt(ns), var e = try await store.view.getCodable(TokenEntry.self, "id/" + child) {
+                e.parentHash = ""
+                e.parentNamespace = nil
+                e.orphan = true
+                try await store.update(e)
+            }
+            try await view.delete("xchild/\(h)/\(child)")
+        }
         try await revokeOne(hash: h)
     }
 
@@ -212,7 +259,11 @@ public final class TokenStore: Sendable {
         let entry = try await view.getCodable(TokenEntry.self, "id/" + h)
         if let entry {
             try await view.delete("accessor/" + hash(entry.accessor))
-            if !entry.parentHash.isEmpty { try await view.delete("parent/\(entry.parentHash)/\(h)") }
+            if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
+                try await storeAt(parentNamespace)?.view.delete("xchild/\(entry.parentHash)/\(h)")
+            } else if !entry.parentHash.isEmpty {
+                try await view.delete("parent/\(entry.parentHash)/\(h)")
+            }
         }
         try await view.delete("id/" + h)
         cache.withLock { _ = $0.removeValue(forKey: h) }

@@ -221,3 +221,42 @@ def test_capabilities_self_of_an_ancestor_token_in_a_child(dev_server, root_clie
                       headers={"X-Vault-Token": tok})
     assert r.status_code == 200, r.text
     assert r.json()["data"]["capabilities"] == ["read"]
+
+
+def test_child_token_made_by_an_ancestor_token_dies_with_it(dev_server, root_client):
+    """A token created inside a tenant by a token of the root namespace is that token's
+    child: revoking the parent revokes it; revoke-orphan leaves it, as an orphan."""
+    name = unique("tok").replace("-", "")[:20]
+    root_client.sys.create_namespace(path=name)
+
+    def parent_and_child():
+        parent = root_client.auth.token.create(policies=["root"], ttl="1h")["auth"]["client_token"]
+        child = ns_client(dev_server, parent, name).auth.token.create(policies=["default"], ttl="30m")["auth"]["client_token"]
+        info = ns_client(dev_server, child, name).auth.token.lookup_self()["data"]
+        assert info["orphan"] is False
+        return parent, child
+
+    parent, child = parent_and_child()
+    root_client.auth.token.revoke(parent)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        ns_client(dev_server, child, name).auth.token.lookup_self()
+
+    parent, child = parent_and_child()
+    root_client.auth.token.revoke_and_orphan_children(parent)
+    info = ns_client(dev_server, child, name).auth.token.lookup_self()["data"]
+    assert info["orphan"] is True
+    with pytest.raises(hvac.exceptions.Forbidden):
+        ns_client(dev_server, parent, "").auth.token.lookup_self()
+
+    # A child revoked first leaves nothing behind that trips the parent's revocation.
+    parent, child = parent_and_child()
+    ns_client(dev_server, child, name).auth.token.revoke_self()
+    root_client.auth.token.revoke(parent)
+    with pytest.raises(hvac.exceptions.Forbidden):
+        ns_client(dev_server, parent, "").auth.token.lookup_self()
+
+    # An explicit orphan made in the tenant is not linked.
+    parent = root_client.auth.token.create(policies=["root"], ttl="1h")["auth"]["client_token"]
+    orphan = ns_client(dev_server, parent, name).auth.token.create_orphan(policies=["default"], ttl="30m")["auth"]["client_token"]
+    root_client.auth.token.revoke(parent)
+    assert ns_client(dev_server, orphan, name).auth.token.lookup_self()["data"]["orphan"] is True

@@ -33,15 +33,8 @@ extension VaultResponder {
             throw CofferError.invalid("\(path) is only available in the root namespace")
         }
         let root = try core.root()
-        var token = request.headers[Self.vaultTokenHeader]
-        if token == nil, let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") {
-            token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        }
-        let remote = configuration.clusterListener
-            ? request.headers[ClusterLink.forwardedForHeader] ?? context.remoteAddress?.ipAddress
-            : ClientAddress.resolve(
-                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
-                trusted: configuration.forwardedForAuthorized)
+        let token = Self.clientToken(request)
+        let remote = clientAddress(request, context)
         var audit = AuditRequestInfo(
             id: requestID, operation: operation, path: path, mountType: "system", mountPoint: "sys/",
             clientToken: token ?? "", remoteAddress: remote ?? "")

@@ -40,6 +40,25 @@ public struct VaultResponder: HTTPResponder {
     static let vaultNamespaceHeader = HTTPField.Name("X-Vault-Namespace")!
     static let forwardedForHeader = HTTPField.Name("X-Forwarded-For")!
 
+    /// The request's token: `X-Vault-Token`, else an `Authorization: Bearer` value.
+    static func clientToken(_ request: Request) -> String? {
+        if let token = request.headers[vaultTokenHeader] { return token }
+        guard let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") else { return nil }
+        return String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
+    }
+
+    /// The client's address: on the cluster listener, the one a standby forwarding the
+    /// request names (it proved its cluster certificate); elsewhere the peer, or
+    /// `X-Forwarded-For` from a trusted proxy (`x_forwarded_for_authorized_addrs`).
+    func clientAddress(_ request: Request, _ context: Context) -> String? {
+        if configuration.clusterListener {
+            return request.headers[ClusterLink.forwardedForHeader] ?? context.remoteAddress?.ipAddress
+        }
+        return ClientAddress.resolve(
+            peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
+            trusted: configuration.forwardedForAuthorized)
+    }
+
     public func respond(to request: Request, context: Context) async throws -> Response {
         let start = ContinuousClock.now
         let requestID = RandomID.uuid()
@@ -185,10 +204,7 @@ public struct VaultResponder: HTTPResponder {
             rawBody = try await request.body.collect(upTo: maxRequestSize)
         }
 
-        var token = request.headers[Self.vaultTokenHeader]
-        if token == nil, let auth = request.headers[.authorization], auth.lowercased().hasPrefix("bearer ") {
-            token = String(auth.dropFirst(7)).trimmingCharacters(in: .whitespaces)
-        }
+        let token = Self.clientToken(request)
 
         if path == "sys/internal/specs/openapi" && operation != .help {
             guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
@@ -205,15 +221,7 @@ public struct VaultResponder: HTTPResponder {
             return r
         }
 
-        let remote: String?
-        if configuration.clusterListener {
-            // Forwarded by a standby that proved its cluster certificate: it names the client.
-            remote = request.headers[ClusterLink.forwardedForHeader] ?? context.remoteAddress?.ipAddress
-        } else {
-            remote = ClientAddress.resolve(
-                peer: context.remoteAddress?.ipAddress, forwardedFor: request.headers[Self.forwardedForHeader],
-                trusted: configuration.forwardedForAuthorized)
-        }
+        let remote = clientAddress(request, context)
         if configuration.clusterListener && path == ClusterLink.usagePath && operation == .update {
             // A standby's usage counts (its peer certificate is the authentication).
             try core.mergeUsage(Array(rawBody.readableBytesView))

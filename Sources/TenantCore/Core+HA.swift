@@ -17,15 +17,14 @@ public struct HAConfiguration: Sendable {
     public var lockTTL: Int
     /// How often a standby looks at the lock (and tries to take it when free).
     public var pollInterval: Swift.Duration = .milliseconds(250)
-    /// How often a standby reads the change feed to invalidate its caches.
-    public var feedInterval: Swift.Duration = .milliseconds(100)
     /// How long a node that stepped down waits before it campaigns again.
     public var stepDownHold: Swift.Duration = .seconds(10)
-    /// A change feed a standby can follow as it happens (etcd's watch); nil: polled.
-    public var feed: (any ChangeFeedWatching)?
+    /// The change feed a standby follows as it happens (etcd's watch) to invalidate its caches.
+    public var feed: any ChangeFeedWatching
 
-    public init(lock: any HALock, gate: WriteGate, apiAddress: String, clusterAddress: String, lockTTL: Int = 3) {
+    public init(lock: any HALock, feed: any ChangeFeedWatching, gate: WriteGate, apiAddress: String, clusterAddress: String, lockTTL: Int = 3) {
         self.lock = lock
+        self.feed = feed
         self.gate = gate
         self.apiAddress = apiAddress
         self.clusterAddress = clusterAddress
@@ -216,20 +215,12 @@ extension Core {
         ha.withLock { $0.leader = leader }
     }
 
-    /// One standby period: follow the change feed until the next look at the lock. With a
-    /// watchable feed, a watcher task applies changes as they come and this only checks,
-    /// once a second, that it is not falling behind (a member that stopped answering keeps
-    /// a watch open but silent): a watcher behind for over a second is replaced.
+    /// One standby period: follow the change feed until the next look at the lock. A
+    /// watcher task applies changes as they come and this only checks, once a second, that
+    /// it is not falling behind (a member that stopped answering keeps a watch open but
+    /// silent): a watcher behind for over a second is replaced.
     func standbyTick(_ config: HAConfiguration) async throws {
-        guard let feed = config.feed else {
-            let end = ContinuousClock.now + config.pollInterval
-            while ContinuousClock.now < end {
-                try Task.checkCancellation()
-                try await followFeed()
-                try await Task.sleep(for: config.feedInterval)
-            }
-            return
-        }
+        let feed = config.feed
         ensureFeedWatcher(feed)
         try await Task.sleep(for: config.pollInterval)
         let now = ContinuousClock.now
@@ -485,7 +476,7 @@ extension Core {
         let structural = rel.hasPrefix("core/") && !rel.hasPrefix("core/lease-namespaces/")
         let ns: NamespaceCore?
         if let nsID {
-            ns = loaded.withLock { l in l.values.first { $0.id == nsID } }
+            ns = loaded.withLock { $0.withID(nsID) }
         } else {
             ns = rootNamespace.withLock { $0 }
         }

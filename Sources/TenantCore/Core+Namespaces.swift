@@ -308,7 +308,7 @@ extension Core {
     /// Namespace id → path, for tokens and accessors that carry an id suffix.
     func namespacePath(id: String) async throws -> String? {
         guard NamespacePath.isValidName(Substring(id)) else { return nil }
-        if let ns = loaded.withLock({ $0.values.first { $0.id == id } }) { return ns.path }
+        if let ns = loaded.withLock({ $0.withID(id) }) { return ns.path }
         return try await barrier.getJSON("sys/namespace-ids/" + id)?.stringValue
     }
 

@@ -262,8 +262,8 @@ public final class Core: Sendable {
         }
     }
 
-    /// Child namespaces currently loaded, by path.
-    let loaded = Mutex<[String: NamespaceCore]>([:])
+    /// Child namespaces currently loaded, by path (and by id).
+    let loaded = Mutex<LoadedNamespaces>([:])
     /// When each loaded namespace last served a request, and how many it serves now.
     struct Activity {
         var lastUsed = ContinuousClock.now
@@ -360,4 +360,37 @@ public final class Core: Sendable {
     public func mountDefault(path: String, type: String, options: [String: String]) async throws {
         try await root().enableMount(path: path, type: type, description: "key/value secret storage", config: MountConfig(), options: options, local: false, sealWrap: false, kind: .secret)
     }
+}
+
+/// The loaded child namespaces by path, with an index by id kept in step (tokens and storage
+/// keys name a namespace by its id; a scan of every loaded namespace per lookup grew with the
+/// tenant count). Dictionary-shaped: subscript by path, `removeValue`, `keys`, `values`.
+struct LoadedNamespaces: ExpressibleByDictionaryLiteral {
+    private(set) var byPath: [String: NamespaceCore] = [:]
+    private var byID: [String: NamespaceCore] = [:]
+
+    init(dictionaryLiteral elements: (String, NamespaceCore)...) {
+        for (path, ns) in elements { self[path] = ns }
+    }
+
+    subscript(path: String) -> NamespaceCore? {
+        get { byPath[path] }
+        set {
+            if let old = byPath[path], byID[old.id] === old { byID[old.id] = nil }
+            byPath[path] = newValue
+            if let newValue { byID[newValue.id] = newValue }
+        }
+    }
+
+    @discardableResult
+    mutating func removeValue(forKey path: String) -> NamespaceCore? {
+        let old = byPath[path]
+        self[path] = nil
+        return old
+    }
+
+    func withID(_ id: String) -> NamespaceCore? { byID[id] }
+    var keys: Dictionary<String, NamespaceCore>.Keys { byPath.keys }
+    var values: Dictionary<String, NamespaceCore>.Values { byPath.values }
+    var count: Int { byPath.count }
 }

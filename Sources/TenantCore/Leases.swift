@@ -388,8 +388,8 @@ public final class LeaseManager: Sendable {
         ns: NamespaceCore, mount: MountedBackend, requestPath: String, secret: SecretLease,
         tokenHash: String?, tokenNamespace: NamespaceCore?
     ) async throws -> (leaseID: String, ttl: Int, warnings: [String]) {
-        let mountDefault = mount.entry.config.defaultLeaseTTL > 0 ? mount.entry.config.defaultLeaseTTL : ns.configuration.defaultLeaseTTL
-        let mountMax = mount.entry.config.maxLeaseTTL > 0 ? mount.entry.config.maxLeaseTTL : ns.configuration.maxLeaseTTL
+        let mountDefault = mount.entry.config.defaultTTL(system: ns.configuration.defaultLeaseTTL)
+        let mountMax = mount.entry.config.maxTTL(system: ns.configuration.maxLeaseTTL)
         var maxTTL = secret.maxTTL > 0 ? min(secret.maxTTL, mountMax) : mountMax
         maxTTL = min(maxTTL, ns.configuration.maxLeaseTTL)
         var ttl = secret.ttl > 0 ? secret.ttl : mountDefault
@@ -503,30 +503,24 @@ public final class LeaseManager: Sendable {
         }
     }
 
+    /// A client's lease prefix: leading slashes dropped, never a `..` segment.
+    static func normalizedPrefix(_ raw: String) throws -> String {
+        var prefix = raw
+        while prefix.hasPrefix("/") { prefix.removeFirst() }
+        guard !prefix.split(separator: "/").contains(where: { $0 == ".." }) else { throw CofferError.invalid("invalid prefix") }
+        return prefix
+    }
+
     /// `sys/leases/revoke-prefix` and `revoke-force`: every lease below `prefix`.
     /// Answers how many were revoked; with `force`, engines are not called.
     func revokePrefix(_ ns: NamespaceCore, _ rawPrefix: String, force: Bool) async throws -> Int {
-        var prefix = rawPrefix
-        while prefix.hasPrefix("/") { prefix.removeFirst() }
-        guard !prefix.isEmpty, !prefix.split(separator: "/").contains(where: { $0 == ".." }) else {
-            throw CofferError.invalid("a non-empty prefix is required")
-        }
-        var ids: [String] = []
+        let prefix = try Self.normalizedPrefix(rawPrefix)
+        guard !prefix.isEmpty else { throw CofferError.invalid("a non-empty prefix is required") }
         // The prefix may name a folder (`database/creds/ro`) or one lease id.
         let folder = prefix.hasSuffix("/") ? prefix : prefix + "/"
-        ids = try await Self.listAll(ns.rootView, Self.idPrefix + folder).map { folder + $0 }
+        var ids = try await Self.listAll(ns.rootView, Self.idPrefix + folder).map { folder + $0 }
         if !prefix.hasSuffix("/"), try await ns.rootView.get(Self.idPrefix + prefix) != nil { ids.append(prefix) }
-        var failures: [String] = []
-        for id in ids {
-            guard let e = try await ns.rootView.getCodable(LeaseEntry.self, Self.idPrefix + id) else { continue }
-            if force {
-                try await forget(ns, e)
-            } else {
-                var fresh = e
-                fresh.irrevocable = false
-                if let error = try await revokeOrRetry(ns, fresh) { failures.append("\(e.leaseID): \(Self.message(error))") }
-            }
-        }
+        let failures = try await revoke(ns, ids, force: force)
         if !failures.isEmpty {
             throw CofferError(.unavailable, "failed to revoke \(failures.count) of \(ids.count) leases (they will be retried): \(failures.prefix(3).joined(separator: "; "))")
         }
@@ -538,12 +532,7 @@ public final class LeaseManager: Sendable {
     /// namespace deletion, which must not leave credentials behind.
     func revokeAll(_ ns: NamespaceCore, prefix: String) async throws -> Int {
         let ids = try await Self.listAll(ns.rootView, Self.idPrefix + prefix).map { prefix + $0 }
-        var failures: [String] = []
-        for id in ids {
-            guard var e = try await ns.rootView.getCodable(LeaseEntry.self, Self.idPrefix + id) else { continue }
-            e.irrevocable = false
-            if let error = try await revokeOrRetry(ns, e) { failures.append("\(e.leaseID): \(Self.message(error))") }
-        }
+        let failures = try await revoke(ns, ids, force: false)
         if !failures.isEmpty {
             throw CofferError.invalid(
                 "\(failures.count) of \(ids.count) leases could not be revoked (they will be retried; revoke-force drops them): \(failures.prefix(3).joined(separator: "; "))")
@@ -551,11 +540,26 @@ public final class LeaseManager: Sendable {
         return ids.count
     }
 
+    /// Revokes the leases `ids` (irrevocable ones too: this is an explicit request), or with
+    /// `force` forgets them without calling their engines. Answers "id: error" for each that
+    /// failed (it stays scheduled for retry).
+    func revoke(_ ns: NamespaceCore, _ ids: [String], force: Bool) async throws -> [String] {
+        var failures: [String] = []
+        for id in ids {
+            guard var e = try await ns.rootView.getCodable(LeaseEntry.self, Self.idPrefix + id) else { continue }
+            if force {
+                try await forget(ns, e)
+                continue
+            }
+            e.irrevocable = false
+            if let error = try await revokeOrRetry(ns, e) { failures.append("\(e.leaseID): \(Self.message(error))") }
+        }
+        return failures
+    }
+
     /// `LIST sys/leases/lookup/:prefix`.
     func list(_ ns: NamespaceCore, prefix rawPrefix: String) async throws -> [String] {
-        var prefix = rawPrefix
-        while prefix.hasPrefix("/") { prefix.removeFirst() }
-        guard !prefix.split(separator: "/").contains(where: { $0 == ".." }) else { throw CofferError.invalid("invalid prefix") }
+        var prefix = try Self.normalizedPrefix(rawPrefix)
         if !prefix.isEmpty && !prefix.hasSuffix("/") { prefix += "/" }
         return try await ns.rootView.list(prefix: Self.idPrefix + prefix)
     }

@@ -9,6 +9,10 @@ public struct MountConfig: Codable, Sendable {
     public var listingVisibility: String = ""
 
     public init() {}
+
+    /// The mount's TTLs as they apply: its own when tuned (non-zero), else the system's.
+    public func defaultTTL(system: Int) -> Int { defaultLeaseTTL > 0 ? defaultLeaseTTL : system }
+    public func maxTTL(system: Int) -> Int { maxLeaseTTL > 0 ? maxLeaseTTL : system }
 }
 
 /// One row of a mount table (secret engines or auth methods).

@@ -296,8 +296,8 @@ public final class NamespaceCore: Sendable {
         let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
         var config = BackendConfiguration(
             storage: rootView.sub(prefix), mountPath: entry.path, mountType: entry.type, options: entry.options,
-            defaultLeaseTTL: entry.config.defaultLeaseTTL > 0 ? entry.config.defaultLeaseTTL : configuration.defaultLeaseTTL,
-            maxLeaseTTL: entry.config.maxLeaseTTL > 0 ? entry.config.maxLeaseTTL : configuration.maxLeaseTTL,
+            defaultLeaseTTL: entry.config.defaultTTL(system: configuration.defaultLeaseTTL),
+            maxLeaseTTL: entry.config.maxTTL(system: configuration.maxLeaseTTL),
             logger: logger)
         // Weak: the backend lives in this namespace's router.
         let hooks = self.hooks

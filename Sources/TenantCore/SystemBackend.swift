@@ -209,8 +209,8 @@ struct SystemBackend: LogicalBackend {
         }
         if tune {
             var d: [String: JSONValue] = [
-                "default_lease_ttl": .int(Int64(m.entry.config.defaultLeaseTTL > 0 ? m.entry.config.defaultLeaseTTL : ns.configuration.defaultLeaseTTL)),
-                "max_lease_ttl": .int(Int64(m.entry.config.maxLeaseTTL > 0 ? m.entry.config.maxLeaseTTL : ns.configuration.maxLeaseTTL)),
+                "default_lease_ttl": .int(Int64(m.entry.config.defaultTTL(system: ns.configuration.defaultLeaseTTL))),
+                "max_lease_ttl": .int(Int64(m.entry.config.maxTTL(system: ns.configuration.maxLeaseTTL))),
                 "force_no_cache": .bool(m.entry.config.forceNoCache),
                 "description": .string(m.entry.description),
             ]

@@ -118,9 +118,7 @@ struct ServerCommand: AsyncParsableCommand {
             let apiAddr = file.apiAddr.isEmpty ? "\(scheme)://\(advertisedHost):\(listener.port)" : file.apiAddr
             let clusterPort = clusterListen.split(separator: ":").last.map(String.init) ?? "8201"
             let clusterAddr = file.clusterAddr.isEmpty ? "https://\(advertisedHost):\(clusterPort)" : file.clusterAddr
-            var ha = HAConfiguration(lock: lock, gate: gate, apiAddress: apiAddr, clusterAddress: clusterAddr, lockTTL: etcdOptions.lockTTL)
-            ha.feed = lock
-            core.enableHA(ha)
+            core.enableHA(HAConfiguration(lock: lock, feed: lock, gate: gate, apiAddress: apiAddr, clusterAddress: clusterAddr, lockTTL: etcdOptions.lockTTL))
             do {
                 clusterLink = try ClusterLink(core: core, listenAddress: clusterListen, logger: logger)
             } catch let e as CofferError {

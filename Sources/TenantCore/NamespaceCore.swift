@@ -174,15 +174,14 @@ public final class NamespaceCore: Sendable {
     /// Writes a new namespace's initial records (token salt, default policy, built-in mount
     /// entries) all at once, so they share one commit; `load` then only reads.
     static func initialize(storage: any LogicalStorage) async throws {
-        let root = StorageView(storage, prefix: "")
         let builtins = ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()]
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { try await root.put("core/token-salt", Random.bytes(32)) }
-            group.addTask { try await root.putCodable(Self.builtinTable, builtins) }
-            // The stock default policy needs no parse check.
-            group.addTask { try await root.putJSON("sys/policy/default", PolicyStore.record(name: "default", text: Policy.defaultPolicyText)) }
-            try await group.waitForAll()
-        }
+        // One write: the salt, the built-in mount table and the stock default policy (which
+        // needs no parse check).
+        try await storage.putAll([
+            StorageEntry(key: "core/token-salt", value: Random.bytes(32)),
+            StorageEntry(key: Self.builtinTable, value: Array(try StoredJSON.encoder.encode(builtins))),
+            StorageEntry(key: "sys/policy/default", value: PolicyStore.record(name: "default", text: Policy.defaultPolicyText).serialized()),
+        ])
     }
 
     static func builtinSysEntry() -> MountEntry {

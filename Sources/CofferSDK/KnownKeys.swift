@@ -17,9 +17,8 @@ public final class KnownKeys: Sendable {
         var ready: BloomFilter?
         /// Being listed; puts are recorded in it too.
         var building: BloomFilter?
+        /// When set, nothing is answered from this instant on.
         var trustedUntil: ContinuousClock.Instant?
-        /// Whether `trustedUntil` applies (false: trusted for as long as the term lasts).
-        var bounded = false
         /// Lookups answered without etcd (for tests and the benchmark's figures).
         var answered: Int = 0
     }
@@ -36,7 +35,6 @@ public final class KnownKeys: Sendable {
             s.ready = nil
             s.building = BloomFilter()
             s.trustedUntil = trustedUntil
-            s.bounded = trustedUntil != nil
             return s.term
         }
     }
@@ -44,8 +42,8 @@ public final class KnownKeys: Sendable {
     /// Moves the end of trust later (never earlier).
     public func extendTrust(until instant: ContinuousClock.Instant) {
         state.withLock { s in
-            guard s.bounded, s.building != nil || s.ready != nil else { return }
-            s.trustedUntil = max(s.trustedUntil ?? instant, instant)
+            guard let until = s.trustedUntil else { return }
+            s.trustedUntil = max(until, instant)
         }
     }
 
@@ -61,9 +59,8 @@ public final class KnownKeys: Sendable {
 
     /// Records a key about to be written.
     public func insert(_ key: String) {
+        let h = BloomFilter.hashes(key)
         state.withLock { s in
-            guard s.ready != nil || s.building != nil else { return }
-            let h = BloomFilter.hashes(key)
             s.ready?.insert(h)
             s.building?.insert(h)
         }
@@ -91,9 +88,7 @@ public final class KnownKeys: Sendable {
         let h = BloomFilter.hashes(key)
         return state.withLock { s in
             guard let ready = s.ready else { return false }
-            if s.bounded {
-                guard let until = s.trustedUntil, ContinuousClock.now < until else { return false }
-            }
+            if let until = s.trustedUntil, ContinuousClock.now >= until { return false }
             guard !ready.mayContain(h) else { return false }
             s.answered += 1
             return true
@@ -112,7 +107,7 @@ public struct BloomFilter: Sendable {
         var capacity: Int
         var count = 0
 
-        public init(capacity: Int) {
+        init(capacity: Int) {
             self.capacity = capacity
             bits = [UInt64](repeating: 0, count: max(1, capacity * 10 / 64))
         }
@@ -155,8 +150,6 @@ public struct BloomFilter: Sendable {
     public func mayContain(_ h: (UInt64, UInt64)) -> Bool {
         segments.contains { $0.mayContain(h) }
     }
-
-    public var count: Int { segments.reduce(0) { $0 + $1.count } }
 
     /// Two 64-bit hashes of the key's UTF-8 (FNV-1a, then two different finalizers), for
     /// double hashing.

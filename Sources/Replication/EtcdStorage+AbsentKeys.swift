@@ -1,6 +1,5 @@
 import CofferSDK
 import Foundation
-import Synchronization
 
 /// Answers "this key does not exist" without asking etcd, on the HA lock holder.
 ///
@@ -16,27 +15,14 @@ import Synchronization
 /// writing, so a deposed holder stops trusting it before another node can take the lock. A
 /// release drops it; a new acquisition builds a new one.
 extension EtcdStorage {
-    /// Whether the absent-key filter is complete, and how many lookups it answered.
-    public var absentKeyFilter: (ready: Bool, answered: Int) { (absentKeys.isReady, absentKeys.answered) }
-
-    /// Lists every key of the prefix into the filter of `term` (keys only, in pages), then
+    /// Lists every key of the prefix into the filter of `term` (`scan`, keys only), then
     /// marks it complete. A failure leaves the filter unused for this term.
-    func buildAbsentKeyFilter(term: UInt64) async {
-        let end = Self.rangeEnd(of: dataPrefix)
-        var from = dataPrefix
+    func buildKnownKeys(term: UInt64) async {
         do {
-            while true {
-                let request = RangeRequest(key: Data(from), rangeEnd: Data(end), limit: Int64(max(1, configuration.listPageSize)), keysOnly: true)
-                let reply = try await call("/v3/kv/range", request, RangeReply.self, retryable: true)
-                let page = reply.kvs ?? []
-                absentKeys.add(listed: page.compactMap { kv in
-                    guard let full = kv.key, full.count >= dataPrefix.count else { return nil }
-                    return String(decoding: full.dropFirst(dataPrefix.count), as: UTF8.self)
-                }, term: term)
-                guard reply.more == true, let last = page.last?.key else { break }
-                from = Array(last) + [0]
+            try await scan(pageSize: configuration.listPageSize, keysOnly: true) { page in
+                knownKeys.add(listed: page.map(\.key), term: term)
             }
-            absentKeys.finish(term: term)
+            knownKeys.finish(term: term)
         } catch {
             // Reads simply keep going to etcd for this term.
         }

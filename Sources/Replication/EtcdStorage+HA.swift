@@ -28,8 +28,8 @@ extension EtcdStorage: HALock {
         if reply.succeeded == true {
             let trust = Swift.Duration.seconds(max(2, ttlSeconds)) * 2 / 3
             state.withLock { $0.lockTrust = trust }
-            let term = absentKeys.begin(trustedUntil: sent + trust)
-            Task { await self.buildAbsentKeyFilter(term: term) }
+            let term = knownKeys.begin(trustedUntil: sent + trust)
+            Task { await self.buildKnownKeys(term: term) }
             return .acquired(lease: lease)
         }
         try? await release(lease: lease)
@@ -41,15 +41,15 @@ extension EtcdStorage: HALock {
         let sent = ContinuousClock.now
         let reply = try await call("/v3/lease/keepalive", body: Self.leaseBody(lease), LeaseKeepAliveReply.self, retryable: true)
         guard (reply.result?.TTL?.value ?? 0) > 0 else {
-            absentKeys.end()
+            knownKeys.end()
             return false
         }
-        absentKeys.extendTrust(until: sent + state.withLock { $0.lockTrust })
+        knownKeys.extendTrust(until: sent + state.withLock { $0.lockTrust })
         return true
     }
 
     public func release(lease: Int64) async throws {
-        absentKeys.end()
+        knownKeys.end()
         do {
             _ = try await call("/v3/lease/revoke", body: Self.leaseBody(lease), LeaseRevokeReply.self, retryable: true)
         } catch let e as CofferError where e.message.contains("requested lease not found") {

@@ -6,11 +6,16 @@ extension EtcdStorage: SnapshotStorage {
     /// at the first page's revision, so the scan is one point in time (etcd's MVCC). When
     /// etcd compacts that revision mid-scan the scan fails (`.unavailable`): take it again.
     public func scan(pageSize: Int, _ consume: ([StorageEntry]) async throws -> Void) async throws {
+        try await scan(pageSize: pageSize, keysOnly: false, consume)
+    }
+
+    /// `scan`, optionally of keys only (every value then empty).
+    func scan(pageSize: Int, keysOnly: Bool, _ consume: ([StorageEntry]) async throws -> Void) async throws {
         let end = Self.rangeEnd(of: dataPrefix)
         var from = dataPrefix
         var revision: Int64?
         while true {
-            let request = RangeRequest(key: Data(from), rangeEnd: Data(end), limit: Int64(max(1, pageSize)), revision: revision)
+            let request = RangeRequest(key: Data(from), rangeEnd: Data(end), limit: Int64(max(1, pageSize)), revision: revision, keysOnly: keysOnly ? true : nil)
             let reply: SnapshotRangeReply
             do {
                 reply = try await call("/v3/kv/range", request, SnapshotRangeReply.self, retryable: true)

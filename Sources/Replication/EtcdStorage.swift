@@ -108,7 +108,7 @@ public final class EtcdStorage: Storage {
     /// Group commit of puts (`EtcdStorage+Batch.swift`).
     let batcher = EtcdPutBatcher()
     /// Negative lookups on the HA lock holder (`EtcdStorage+AbsentKeys.swift`).
-    let absentKeys = KnownKeys()
+    public let knownKeys = KnownKeys()
 
     struct State {
         /// The endpoint that answered last: calls start there.
@@ -177,7 +177,7 @@ public final class EtcdStorage: Storage {
     // MARK: Storage
 
     public func get(_ key: String) async throws -> [UInt8]? {
-        if absentKeys.certainlyAbsent(key) { return nil }
+        if knownKeys.certainlyAbsent(key) { return nil }
         let reply = try await call("/v3/kv/range", RangeRequest(key: Data(dataPrefix + key.utf8)), RangeReply.self, retryable: true)
         guard let kv = reply.kvs?.first else { return nil }
         return kv.value.map { Array($0) } ?? []
@@ -186,7 +186,7 @@ public final class EtcdStorage: Storage {
     public func put(_ key: String, _ value: [UInt8]) async throws {
         let etcdKey = dataPrefix + key.utf8
         try checkSize(valueBytes: value.count, keyBytes: etcdKey.count)
-        absentKeys.insert(key)
+        knownKeys.insert(key)
         try await submitPut([.init(key: key, etcdKey: etcdKey, value: value)])
     }
 
@@ -201,7 +201,7 @@ public final class EtcdStorage: Storage {
         // Each value and key, plus the marker's copy of each key (what one put is checked for).
         let extra = items.reduce(0) { $0 + 2 * $1.etcdKey.count + $1.key.utf8.count + 4 }
         try checkSize(valueBytes: items.reduce(0) { $0 + $1.value.count } + extra, keyBytes: 0)
-        for e in entries { absentKeys.insert(e.key) }
+        for e in entries { knownKeys.insert(e.key) }
         try await submitPut(items)
     }
 
@@ -249,7 +249,7 @@ public final class EtcdStorage: Storage {
             compare = Compare(result: "EQUAL", target: "CREATE", key: Data(etcdKey), createRevision: 0)
         }
         var success: [RequestOp] = []
-        if new != nil { absentKeys.insert(key) }
+        if new != nil { knownKeys.insert(key) }
         if let new {
             success = [.put(etcdKey, new), .put(feedKey, Self.feedEntry(deleted: false, key))]
         } else if expected != nil {

@@ -30,7 +30,7 @@ public final class SQLiteStorage: Storage {
     let path: String
     /// Every key in the file (Coffer is its only writer): a read of a key never written is
     /// answered without a query. Listed in the background after open; until then reads query.
-    let knownKeys = KnownKeys()
+    public let knownKeys = KnownKeys()
 
     public static func open(path: String, feedLimit: Int = 100_000, readerCount: Int = 2, logger: Logger = Logger(label: "coffer.storage.sqlite")) async throws -> SQLiteStorage {
         let dir = (path as NSString).deletingLastPathComponent
@@ -119,9 +119,6 @@ public final class SQLiteStorage: Storage {
             // Reads keep querying.
         }
     }
-
-    /// Whether the key filter is complete, and how many reads it answered.
-    public var knownKeysFilter: (ready: Bool, answered: Int) { (knownKeys.isReady, knownKeys.answered) }
 
     public func get(_ key: String) async throws -> [UInt8]? {
         if knownKeys.certainlyAbsent(key) { return nil }

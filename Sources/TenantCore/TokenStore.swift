@@ -236,23 +236,23 @@ public final class TokenStore: Sendable {
     /// Revokes one token; its children become orphans.
     public func revokeOrphan(hash h: String) async throws {
         for child in try await view.list(prefix: "parent/\(h)/") {
-            if var e = try await view.getCodable(TokenEntry.self, "id/" + child) {
-                e.parentHash = ""
-                e.orphan = true
-                try await update(e)
-            }
+            try await orphan(hash: child)
             try await view.delete("parent/\(h)/\(child)")
         }
         for (ns, child) in try await foreignChildren(of: h) {
-            if let store = try await storeAt(ns), var e = try await store.view.getCodable(TokenEntry.self, "id/" + child) {
-                e.parentHash = ""
-                e.parentNamespace = nil
-                e.orphan = true
-                try await store.update(e)
-            }
+            try await storeAt(ns)?.orphan(hash: child)
             try await view.delete("xchild/\(h)/\(child)")
         }
         try await revokeOne(hash: h)
+    }
+
+    /// Makes a token of this store an orphan (its parent is being revoked alone).
+    func orphan(hash h: String) async throws {
+        guard var e = try await view.getCodable(TokenEntry.self, "id/" + h) else { return }
+        e.parentHash = ""
+        e.parentNamespace = nil
+        e.orphan = true
+        try await update(e)
     }
 
     func revokeOne(hash h: String) async throws {

@@ -96,9 +96,9 @@ struct EtcdStorageTests {
         let a = try node(), other = try node()
         for i in 0..<25_000 where i % 1000 == 0 || i < 30 { try await a.put("before/\(i)", [1]) }
         try await a.putAll((0..<20).map { StorageEntry(key: "group/\($0)", value: [2]) })
-        #expect(a.absentKeyFilter.ready == false)
+        #expect(a.knownKeys.isReady == false)
         #expect(try await a.get("missing") == nil)
-        #expect(a.absentKeyFilter.answered == 0)
+        #expect(a.knownKeys.answered == 0)
 
         guard case .acquired(let lease) = try await a.acquire(value: Array("a".utf8), ttlSeconds: 5) else {
             Issue.record("the free lock was not taken")
@@ -106,16 +106,16 @@ struct EtcdStorageTests {
         }
         a.fence(Array("a".utf8))
         try await a.put("during", [3])
-        for _ in 0..<100 where !a.absentKeyFilter.ready { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(a.absentKeyFilter.ready)
+        for _ in 0..<100 where !a.knownKeys.isReady { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(a.knownKeys.isReady)
         // No false negatives: everything written before the lock, and since.
         for i in 0..<25_000 where i % 1000 == 0 || i < 30 { #expect(try await a.get("before/\(i)") == [1]) }
         for i in 0..<20 { #expect(try await a.get("group/\(i)") == [2]) }
         #expect(try await a.get("during") == [3])
-        let answeredBefore = a.absentKeyFilter.answered
+        let answeredBefore = a.knownKeys.answered
         for i in 0..<200 { #expect(try await a.get("never/\(i)") == nil) }
         // ~1% false positives: almost all of these were answered without etcd.
-        #expect(a.absentKeyFilter.answered - answeredBefore > 180)
+        #expect(a.knownKeys.answered - answeredBefore > 180)
         try await a.put("after", [4])
         _ = try await a.compareAndSet("cas", expected: nil, new: [5])
         #expect(try await a.get("after") == [4])
@@ -126,7 +126,7 @@ struct EtcdStorageTests {
         #expect(try await a.get("behind") == nil)
         #expect(try await a.keepAlive(lease: lease))
         try await a.release(lease: lease)
-        #expect(a.absentKeyFilter.ready == false)
+        #expect(a.knownKeys.isReady == false)
         #expect(try await a.get("behind") == [6])
         try await a.shutdown()
         try await other.shutdown()

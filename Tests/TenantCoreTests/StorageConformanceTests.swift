@@ -147,8 +147,8 @@ func exerciseStorage(_ s: any Storage) async throws {
 
         let s = try await SQLiteStorage.open(path: path)
         try await s.put("new/put", [2])
-        for _ in 0..<200 where !s.knownKeysFilter.ready { try await Task.sleep(for: .milliseconds(20)) }
-        #expect(s.knownKeysFilter.ready)
+        for _ in 0..<200 where !s.knownKeys.isReady { try await Task.sleep(for: .milliseconds(20)) }
+        #expect(s.knownKeys.isReady)
         for i in stride(from: 0, to: 25_000, by: 97) { #expect(try await s.get("old/\(i)") == [1]) }
         #expect(try await s.get("old/24999") == [1])
         #expect(try await s.get("new/put") == [2])
@@ -160,9 +160,9 @@ func exerciseStorage(_ s: any Storage) async throws {
         try await s.replaceAll(with: [StorageEntry(key: "restored/x", value: [6])], last: [])
         #expect(try await s.get("restored/x") == [6])
         #expect(try await s.get("old/1") == nil)
-        let before = s.knownKeysFilter.answered
+        let before = s.knownKeys.answered
         for i in 0..<300 { #expect(try await s.get("never/\(i)") == nil) }
-        #expect(s.knownKeysFilter.answered - before > 270)
+        #expect(s.knownKeys.answered - before > 270)
         await s.close()
     }
 

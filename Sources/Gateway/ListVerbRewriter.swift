@@ -148,25 +148,28 @@ public final class ListVerbRewriter: ChannelInboundHandler, RemovableChannelHand
     }
 
     func headerDone<C: Collection>(_ raw: C) where C.Element == UInt8 {
+        // Only the blank line and the two framing headers matter: the rest are not copied.
+        guard let first = raw.first else { return endOfHeaders() }
+        if first == 13 && raw.count == 1 { return endOfHeaders() }
+        guard first | 0x20 == UInt8(ascii: "c") || first | 0x20 == UInt8(ascii: "t") else { return }
         var line = Array(raw)
         if line.last == 13 { line.removeLast() }
-        if line.isEmpty {
-            if chunked {
-                state = .passthrough
-            } else if contentLength > 0 {
-                state = .body(contentLength)
-            } else {
-                state = .requestLine
-            }
-            return
-        }
-        guard let first = line.first, first | 0x20 == UInt8(ascii: "c") || first | 0x20 == UInt8(ascii: "t") else { return }
         if Self.hasPrefixIgnoringCase(line, Self.contentLengthName) {
             let value = String(decoding: line[Self.contentLengthName.count...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
             contentLength = Int(value) ?? 0
         } else if Self.hasPrefixIgnoringCase(line, Self.transferEncodingName) {
             let value = String(decoding: line[Self.transferEncodingName.count...], as: UTF8.self).lowercased()
             if value.contains("chunked") { chunked = true }
+        }
+    }
+
+    private func endOfHeaders() {
+        if chunked {
+            state = .passthrough
+        } else if contentLength > 0 {
+            state = .body(contentLength)
+        } else {
+            state = .requestLine
         }
     }
 }

@@ -4,16 +4,45 @@ import Foundation
 import Synchronization
 
 /// One key of the keyring: AES-256-GCM, identified by its term.
-public struct KeyTerm: Codable, Sendable {
+public struct KeyTerm: StoredJSONRecord, Sendable {
     public var term: UInt32
     public var key: [UInt8]
     public var installTime: Date
+
+    public init(term: UInt32, key: [UInt8], installTime: Date) {
+        self.term = term
+        self.key = key
+        self.installTime = installTime
+    }
+
+    public var storedJSON: JSONValue {
+        ["term": .int(Int64(term)), "key": .storedBytes(key), "installTime": .storedDate(installTime)]
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        guard let term = UInt32(exactly: try f.int("term")) else { throw CofferError.internalError("stored record: bad key term") }
+        self.init(term: term, key: try f.bytes("key"), installTime: try f.date("installTime"))
+    }
 }
 
 /// The barrier keyring: every term ever installed (old data stays readable) and the active one.
-public struct Keyring: Codable, Sendable {
+public struct Keyring: StoredJSONRecord, Sendable {
     public var terms: [KeyTerm]
     public var activeTerm: UInt32
+
+    public init(terms: [KeyTerm], activeTerm: UInt32) {
+        self.terms = terms
+        self.activeTerm = activeTerm
+    }
+
+    public var storedJSON: JSONValue { ["terms": terms.storedJSON, "activeTerm": .int(Int64(activeTerm))] }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        guard let active = UInt32(exactly: try f.int("activeTerm")) else { throw CofferError.internalError("stored record: bad active term") }
+        self.init(terms: try [KeyTerm](storedJSON: f.value("terms")), activeTerm: active)
+    }
 
     public static func generate() -> Keyring {
         Keyring(terms: [KeyTerm(term: 1, key: Random.bytes(32), installTime: Date())], activeTerm: 1)

@@ -342,8 +342,11 @@ extension Core {
         if parent.mounts(kind: .secret).contains(where: { $0.routePath == name + "/" }) {
             throw CofferError.invalid("\"\(name)/\" is already a mount path in \"\(pp)\"")
         }
+        // Reserved in-process first, so two concurrent creations never pick the same id
+        // between the storage check and the write.
         var id = NamespacePath.newID()
-        while try await barrier.get("sys/namespace-ids/" + id) != nil { id = NamespacePath.newID() }
+        while try await !reserveID(id) { id = NamespacePath.newID() }
+        defer { _ = creatingIDs.withLock { $0.remove(id) } }
         let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: .generate(), createdAt: Date())
         let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(id)/"))
         nsBarrier.install(record.keyring)
@@ -357,6 +360,14 @@ extension Core {
         parent.setChild(name, record)
         logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
         return record
+    }
+
+    /// Claims a new namespace id: false when a creation in flight or a stored namespace has it.
+    private func reserveID(_ id: String) async throws -> Bool {
+        guard creatingIDs.withLock({ $0.insert(id).inserted }) else { return false }
+        if try await barrier.get("sys/namespace-ids/" + id) == nil { return true }
+        _ = creatingIDs.withLock { $0.remove(id) }
+        return false
     }
 
     func updateNamespace(parentPath: String, relative: String, patch: [String: JSONValue]) async throws -> NamespaceRecord {

@@ -279,6 +279,8 @@ public final class Core: Sendable {
     let loading = Mutex<[String: Task<NamespaceCore?, any Error>]>([:])
     /// Paths being created now.
     let creating = Mutex<Set<String>>([])
+    /// Ids of namespaces being created (see `reserveID`).
+    let creatingIDs = Mutex<Set<String>>([])
     /// Bumped (under `loaded`'s lock) whenever a record is deleted or changed: a load that
     /// read a record before the change discards its result and reads again.
     let recordGeneration = Atomic<UInt64>(0)

@@ -2,7 +2,7 @@ import CofferSDK
 import Foundation
 
 /// The per-mount tunables of Vault's mount `config`.
-public struct MountConfig: Codable, Sendable {
+public struct MountConfig: StoredJSONRecord, Sendable {
     public var defaultLeaseTTL: Int = 0
     public var maxLeaseTTL: Int = 0
     public var forceNoCache: Bool = false
@@ -10,13 +10,26 @@ public struct MountConfig: Codable, Sendable {
 
     public init() {}
 
+    public var storedJSON: JSONValue {
+        ["defaultLeaseTTL": .int(Int64(defaultLeaseTTL)), "maxLeaseTTL": .int(Int64(maxLeaseTTL)),
+         "forceNoCache": .bool(forceNoCache), "listingVisibility": .string(listingVisibility)]
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        defaultLeaseTTL = try f.int("defaultLeaseTTL")
+        maxLeaseTTL = try f.int("maxLeaseTTL")
+        forceNoCache = try f.bool("forceNoCache")
+        listingVisibility = try f.string("listingVisibility")
+    }
+
     /// The mount's TTLs as they apply: its own when tuned (non-zero), else the system's.
     public func defaultTTL(system: Int) -> Int { defaultLeaseTTL > 0 ? defaultLeaseTTL : system }
     public func maxTTL(system: Int) -> Int { maxLeaseTTL > 0 ? maxLeaseTTL : system }
 }
 
 /// One row of a mount table (secret engines or auth methods).
-public struct MountEntry: Codable, Sendable {
+public struct MountEntry: StoredJSONRecord, Sendable {
     public var path: String
     public var type: String
     public var description: String
@@ -37,6 +50,25 @@ public struct MountEntry: Codable, Sendable {
         self.options = options
         self.local = local
         self.sealWrap = sealWrap
+    }
+
+    public var storedJSON: JSONValue {
+        ["path": .string(path), "type": .string(type), "description": .string(description), "uuid": .string(uuid),
+         "accessor": .string(accessor), "config": config.storedJSON, "options": .storedStrings(options),
+         "local": .bool(local), "sealWrap": .bool(sealWrap)]
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        path = try f.string("path")
+        type = try f.string("type")
+        description = try f.string("description")
+        uuid = try f.string("uuid")
+        accessor = try f.string("accessor")
+        config = try MountConfig(storedJSON: f.value("config"))
+        options = try f.strings("options")
+        local = try f.bool("local")
+        sealWrap = try f.bool("sealWrap")
     }
 
     /// Vault's JSON shape for `sys/mounts` and `sys/auth`.

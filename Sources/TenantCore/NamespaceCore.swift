@@ -179,7 +179,7 @@ public final class NamespaceCore: Sendable {
         // needs no parse check).
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: Random.bytes(32)),
-            StorageEntry(key: Self.builtinTable, value: Array(try StoredJSON.encoder.encode(builtins))),
+            StorageEntry(key: Self.builtinTable, value: builtins.storedJSON.serialized()),
             StorageEntry(key: "sys/policy/default", value: PolicyStore.record(name: "default", text: Policy.defaultPolicyText).serialized()),
         ])
     }

@@ -6,7 +6,7 @@ import Foundation
 /// The record holds the child's keyring: the child's data is encrypted with keys that only
 /// exist inside its parent's encrypted storage (DESIGN §3). Deleting the record
 /// crypto-shreds the child, whatever rows remain.
-public struct NamespaceRecord: Codable, Sendable {
+public struct NamespaceRecord: StoredJSONRecord, Sendable {
     public var id: String
     /// Full path with a trailing slash (`acme/payments/`).
     public var path: String
@@ -15,6 +15,31 @@ public struct NamespaceRecord: Codable, Sendable {
     public var createdAt: Date
     /// SHA-256 of the unlock key while the namespace's API is locked.
     public var lockHash: [UInt8]?
+
+    public init(id: String, path: String, customMetadata: [String: String], keyring: Keyring, createdAt: Date, lockHash: [UInt8]? = nil) {
+        self.id = id
+        self.path = path
+        self.customMetadata = customMetadata
+        self.keyring = keyring
+        self.createdAt = createdAt
+        self.lockHash = lockHash
+    }
+
+    public var storedJSON: JSONValue {
+        var o: [String: JSONValue] = [
+            "id": .string(id), "path": .string(path), "customMetadata": .storedStrings(customMetadata),
+            "keyring": keyring.storedJSON, "createdAt": .storedDate(createdAt),
+        ]
+        if let lockHash { o["lockHash"] = .storedBytes(lockHash) }
+        return .object(o)
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        self.init(id: try f.string("id"), path: try f.string("path"), customMetadata: try f.strings("customMetadata"),
+                  keyring: try Keyring(storedJSON: f.value("keyring")), createdAt: try f.date("createdAt"),
+                  lockHash: f.has("lockHash") ? try f.bytes("lockHash") : nil)
+    }
 
     public var json: JSONValue {
         ["id": .string(id), "path": .string(path), "locked": .bool(lockHash != nil),
@@ -28,28 +53,64 @@ public enum NamespacePath {
     /// nil for anything that could escape or alias: empty or dot segments, control characters,
     /// percent signs, backslashes.
     public static func normalize(_ raw: String) -> String? {
-        let trimmed = raw.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
-        if trimmed.isEmpty { return "" }
-        var out = ""
-        for seg in trimmed.split(separator: "/", omittingEmptySubsequences: false) {
+        // Byte scan: this runs for every request that names a namespace.
+        var bytes = Array(raw.utf8)[...]
+        while bytes.first == slash { bytes = bytes.dropFirst() }
+        while bytes.last == slash { bytes = bytes.dropLast() }
+        if bytes.isEmpty { return "" }
+        for seg in bytes.split(separator: slash, omittingEmptySubsequences: false) {
             guard isValidName(seg) else { return nil }
-            out += seg + "/"
         }
-        return out
+        return String(decoding: bytes, as: UTF8.self) + "/"
     }
 
     /// One segment: letters, digits, `-`, `_`, `.` (not leading, never two in a row), at most
     /// 64 ASCII characters.
-    public static func isValidName(_ seg: Substring) -> Bool {
-        guard !seg.isEmpty, seg.count <= 64, !seg.hasPrefix("."), !seg.contains("..") else { return false }
-        return seg.unicodeScalars.allSatisfy { c in
-            c.isASCII && (CharacterSet.alphanumerics.contains(c) || c == "-" || c == "_" || c == ".")
+    public static func isValidName(_ seg: Substring) -> Bool { isValidName(Array(seg.utf8)[...]) }
+
+    static func isValidName(_ seg: ArraySlice<UInt8>) -> Bool {
+        guard !seg.isEmpty, seg.count <= 64, seg.first != dot else { return false }
+        var previous: UInt8 = 0
+        for c in seg {
+            switch c {
+            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "A")...UInt8(ascii: "Z"),
+                 UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
+                break
+            case dot:
+                if previous == dot { return false }
+            default:
+                return false
+            }
+            previous = c
         }
+        return true
     }
+
+    static let slash = UInt8(ascii: "/")
+    static let dot = UInt8(ascii: ".")
 
     /// Reserved first segments that would shadow core paths.
     public static let reserved: Set<String> = ["sys", "auth", "cubbyhole", "identity", "root"]
 
-    /// A short random id like Vault's (`9rqM2`).
-    public static func newID() -> String { TokenID.random(5) }
+    /// A new namespace id: 7 base62 digits of the creation time in milliseconds since
+    /// 2020-01-01 (111 years of them), then 3 random ones (`0Q3kZ1bx7T`). Vault's ids are 5
+    /// random characters; clients treat them as opaque. Time first, in ASCII order, because the
+    /// id is the storage prefix of everything in the namespace (`ns/<id>/…`): namespaces
+    /// created together write next to each other in the key order, so a group commit touches
+    /// a few pages at the end of the tree instead of one random page per row, and a large
+    /// store still inserts into pages it already has in cache. Uniqueness is checked by the
+    /// caller (in-process reservation, then storage).
+    public static func newID(now: Date = Date()) -> String {
+        let ms = UInt64(max(0, (now.timeIntervalSince1970 - 1_577_836_800) * 1000))
+        var digits = [Character](repeating: "0", count: 7)
+        var v = ms
+        for i in stride(from: 6, through: 0, by: -1) {
+            digits[i] = sortableDigits[Int(v % 62)]
+            v /= 62
+        }
+        return String(digits) + TokenID.random(3)
+    }
+
+    /// Base62 digits in ASCII order, so string order is numeric order.
+    static let sortableDigits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 }

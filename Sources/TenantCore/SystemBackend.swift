@@ -124,7 +124,7 @@ struct SystemBackend: LogicalBackend {
         let f = req.fields
         let policy = f.optionalString("admin_policy").flatMap { $0.isEmpty ? nil : $0 }
         let (record, auth) = try await tenantHooks().provision(f.string("name"), f.stringMap("custom_metadata"), policy, f["quotas"].flatMap { $0.isNull ? nil : $0 })
-        var r = LogicalResponse(data: record.objectValue, auth: auth)
+        let r = LogicalResponse(data: record.objectValue, auth: auth)
         return r
     }
 

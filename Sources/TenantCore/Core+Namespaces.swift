@@ -351,13 +351,28 @@ extension Core {
         let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(id)/"))
         nsBarrier.install(record.keyring)
         // Every write of a creation at once: with concurrent creations they share group commits.
-        try await withThrowingTaskGroup(of: Void.self) { group in
-            group.addTask { [id] in try await self.barrier.putJSON("sys/namespace-ids/" + id, .string(record.path)) }
-            group.addTask { try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record) }
+        let initial = try await withThrowingTaskGroup(of: NamespaceCore.InitialState?.self) { group in
+            group.addTask { [id] in try await self.barrier.putJSON("sys/namespace-ids/" + id, .string(record.path)); return nil }
+            group.addTask { try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record); return nil }
             group.addTask { try await NamespaceCore.initialize(storage: nsBarrier) }
-            try await group.waitForAll()
+            var initial: NamespaceCore.InitialState?
+            for try await state in group where state != nil { initial = state }
+            return initial!
         }
+        let generation = recordGeneration.load(ordering: .acquiring)
         parent.setChild(name, record)
+        // Loaded now, from what was just written: a new namespace's first request (usually at
+        // once: a mount, a policy) does not read it back.
+        let ns = try await NamespaceCore.load(
+            path: path, namespaceID: id, storage: nsBarrier, catalog: catalog, configuration: configuration,
+            hooks: hooks(forPath: path), logger: logger, initial: initial)
+        let installed = loaded.withLock { l -> Bool in
+            // A delete or change of a record since (`recordChanged`): left to a normal load.
+            guard l[path] == nil, recordGeneration.load(ordering: .acquiring) == generation else { return false }
+            l[path] = ns
+            return true
+        }
+        if installed { activity.withLock { u in if u[path] == nil { u[path] = Activity() } } }
         logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
         return record
     }

@@ -173,15 +173,24 @@ public final class NamespaceCore: Sendable {
 
     /// Writes a new namespace's initial records (token salt, default policy, built-in mount
     /// entries) all at once, so they share one commit; `load` then only reads.
-    static func initialize(storage: any LogicalStorage) async throws {
-        let builtins = ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()]
+    /// Returns what it wrote, so the namespace can be assembled without reading it back.
+    static func initialize(storage: any LogicalStorage) async throws -> InitialState {
+        let state = InitialState(salt: Random.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()])
         // One write: the salt, the built-in mount table and the stock default policy (which
         // needs no parse check).
         try await storage.putAll([
-            StorageEntry(key: "core/token-salt", value: Random.bytes(32)),
-            StorageEntry(key: Self.builtinTable, value: builtins.storedJSON.serialized()),
+            StorageEntry(key: "core/token-salt", value: state.salt),
+            StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
             StorageEntry(key: "sys/policy/default", value: PolicyStore.record(name: "default", text: Policy.defaultPolicyText).serialized()),
         ])
+        return state
+    }
+
+    /// A new namespace's records as `initialize` wrote them: no mounts beyond the built-in
+    /// ones, no quotas, the default policy.
+    struct InitialState: Sendable {
+        let salt: [UInt8]
+        let builtins: [String: MountEntry]
     }
 
     static func builtinSysEntry() -> MountEntry {
@@ -194,8 +203,15 @@ public final class NamespaceCore: Sendable {
 
     /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
     public static func load(path: String, namespaceID: String? = nil, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
+        try await load(path: path, namespaceID: namespaceID, storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, initial: nil)
+    }
+
+    /// With `initial` (a namespace this process just created), nothing is read back: the
+    /// state is exactly what `initialize` wrote.
+    static func load(path: String, namespaceID: String?, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, initial: InitialState?) async throws -> NamespaceCore {
         let root = StorageView(storage, prefix: "")
-        var salt = try await root.get("core/token-salt")
+        var salt: [UInt8]?
+        if let initial { salt = initial.salt } else { salt = try await root.get("core/token-salt") }
         if salt == nil {
             salt = Random.bytes(32)
             try await root.put("core/token-salt", salt!)
@@ -212,11 +228,13 @@ public final class NamespaceCore: Sendable {
                 return nil
             })
         let policies = PolicyStore(view: root.sub("sys/policy/"))
-        try await policies.setupDefaults()
+        if initial == nil { try await policies.setupDefaults() }
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
-        try await ns.loadMounts()
-        try await ns.loadQuotas()
-        try await ns.loadLeaseQuotas()
+        try await ns.loadMounts(builtins: initial?.builtins)
+        if initial == nil {
+            try await ns.loadQuotas()
+            try await ns.loadLeaseQuotas()
+        }
         return ns
     }
 
@@ -260,11 +278,13 @@ public final class NamespaceCore: Sendable {
         }
     }
 
-    func loadMounts() async throws {
+    /// `fresh`: the built-in mount table of a namespace just created, which has no other mounts.
+    func loadMounts(builtins fresh: [String: MountEntry]? = nil) async throws {
         let ancestorStore = hooks.tokenStore
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
-        var builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:]
+        var builtins: [String: MountEntry]
+        if let fresh { builtins = fresh } else { builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:] }
         if builtins["sys/"] == nil || builtins["auth/token/"] == nil {
             builtins["sys/"] = builtins["sys/"] ?? Self.builtinSysEntry()
             builtins["auth/token/"] = builtins["auth/token/"] ?? Self.builtinTokenEntry()
@@ -275,6 +295,7 @@ public final class NamespaceCore: Sendable {
             r.add(MountedBackend(entry: stored["sys/"]!, backend: SystemBackend.compiled, kind: .system, routePath: "sys/"))
             r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
         }
+        if fresh != nil { return }
         for entry in try await mountTable(Self.secretTable) {
             try await instantiate(entry, kind: .secret)
         }

@@ -33,7 +33,7 @@ extension Core {
     func measureGauges(_ path: String) async throws -> UsageCounters {
         var g = UsageCounters()
         guard let stats = physical as? any StorageStatistics, let prefix = try await physicalPrefix(of: path) else { return g }
-        g.storedObjects = try await stats.statistics(prefix: prefix + "logical/").count
+        let counted = [prefix + "logical/", prefix + "sys/token/id/", prefix + LeaseManager.idPrefix]
         if prefix.isEmpty {
             // The root's own rows: every top-level range but the children's `ns/`.
             var bytes = 0
@@ -41,11 +41,15 @@ extension Core {
                 bytes += try await stats.statistics(prefix: top).bytes
             }
             g.storedBytes = bytes
+            g.storedObjects = try await stats.statistics(prefix: counted[0]).count
+            g.tokens = try await stats.statistics(prefix: counted[1]).count
+            g.leases = try await stats.statistics(prefix: counted[2]).count
         } else {
-            g.storedBytes = try await stats.statistics(prefix: prefix).bytes
+            // A namespace's rows all sit under its prefix: one pass.
+            let s = try await stats.statistics(prefix: prefix, counting: counted)
+            g.storedBytes = s.bytes
+            (g.storedObjects, g.tokens, g.leases) = (s.within[0], s.within[1], s.within[2])
         }
-        g.tokens = try await stats.statistics(prefix: prefix + "sys/token/id/").count
-        g.leases = try await stats.statistics(prefix: prefix + LeaseManager.idPrefix).count
         return g
     }
 

@@ -195,6 +195,18 @@ extension UsageCounters {
 public protocol StorageStatistics: Sendable {
     /// Number of keys and total value bytes under `prefix`.
     func statistics(prefix: String) async throws -> (count: Int, bytes: Int)
+    /// The same, plus the number of keys under each of `within` (prefixes inside `prefix`), in
+    /// one pass where the store can: a namespace's gauges are four ranges of one prefix.
+    func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int])
+}
+
+extension StorageStatistics {
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        let whole = try await statistics(prefix: prefix)
+        var counts: [Int] = []
+        for p in within { counts.append(try await statistics(prefix: p).count) }
+        return (whole.count, whole.bytes, counts)
+    }
 }
 
 extension MemoryStorage: StorageStatistics {
@@ -215,12 +227,22 @@ extension CachingStorage: StorageStatistics {
         guard let inner = inner as? any StorageStatistics else { return (0, 0) }
         return try await inner.statistics(prefix: prefix)
     }
+
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
+        return try await inner.statistics(prefix: prefix, counting: within)
+    }
 }
 
 extension MetricsStorage: StorageStatistics {
     public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
         guard let inner = inner as? any StorageStatistics else { return (0, 0) }
         return try await inner.statistics(prefix: prefix)
+    }
+
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
+        return try await inner.statistics(prefix: prefix, counting: within)
     }
 }
 
@@ -233,6 +255,23 @@ extension SQLiteStorage: StorageStatistics {
             let n = rows.first?.column("n")?.integer ?? 0
             let b = rows.first?.column("b")?.integer ?? 0
             return (n, b)
+        }
+    }
+
+    /// One range scan: conditional counts for the inner ranges.
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        try await wrap {
+            var sql = "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(value)), 0) AS b"
+            var binds: [SQLiteData] = []
+            for (i, p) in within.enumerated() {
+                sql += ", COALESCE(SUM(key >= ? AND key < ?), 0) AS w\(i)"
+                binds += [.text(p), .text(p + "\u{10FFFF}")]
+            }
+            sql += " FROM kv WHERE key >= ? AND key < ?"
+            binds += [.text(prefix), .text(prefix + "\u{10FFFF}")]
+            let row = try await reader.query(sql, binds).first
+            return (row?.column("n")?.integer ?? 0, row?.column("b")?.integer ?? 0,
+                    within.indices.map { row?.column("w\($0)")?.integer ?? 0 })
         }
     }
 }

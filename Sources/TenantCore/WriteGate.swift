@@ -53,4 +53,9 @@ extension WriteGate: StorageStatistics {
         guard let inner = inner as? any StorageStatistics else { return (0, 0) }
         return try await inner.statistics(prefix: prefix)
     }
+
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
+        return try await inner.statistics(prefix: prefix, counting: within)
+    }
 }

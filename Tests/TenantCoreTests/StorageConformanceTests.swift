@@ -166,6 +166,29 @@ func exerciseStorage(_ s: any Storage) async throws {
         await s.close()
     }
 
+    /// A namespace's usage gauges in one pass count what the per-range queries count.
+    @Test func sqliteStatisticsInOnePass() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let s = try await SQLiteStorage.open(path: dir.appendingPathComponent("c.db").path)
+        let memory = MemoryStorage()
+        var entries: [StorageEntry] = []
+        for i in 0..<40 { entries.append(StorageEntry(key: "ns/a/logical/m/\(i)", value: Array(repeating: 1, count: i))) }
+        for i in 0..<7 { entries.append(StorageEntry(key: "ns/a/sys/token/id/\(i)", value: [2, 2])) }
+        entries.append(StorageEntry(key: "ns/a/sys/token/idx", value: [3]))   // not under "sys/token/id/"
+        entries.append(StorageEntry(key: "ns/ab/logical/m/x", value: [4]))    // a sibling prefix
+        entries.append(StorageEntry(key: "ns/a/\u{00E9}t\u{00E9}", value: [5, 5, 5]))
+        try await s.putAll(entries)
+        try await memory.putAll(entries)
+        let within = ["ns/a/logical/", "ns/a/sys/token/id/", "ns/a/sys/expire/id/"]
+        let one = try await s.statistics(prefix: "ns/a/", counting: within)
+        let reference = try await memory.statistics(prefix: "ns/a/", counting: within)
+        #expect(one.count == 49 && one.within == [40, 7, 0])
+        #expect(one.count == reference.count && one.bytes == reference.bytes && one.within == reference.within)
+        #expect(one.bytes == (0..<40).reduce(0, +) + 14 + 1 + 3)
+        await s.close()
+    }
+
     @Test func cachingOverSQLite() async throws {
         let dir = FileManager.default.temporaryDirectory.appendingPathComponent("coffer-test-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: dir) }

@@ -24,6 +24,7 @@ Environment (all optional):
   NS_IDLE_WAIT      seconds to wait after provisioning before reading RSS (default 40)
   NS_IDLE_TIMEOUT   Coffer `namespace_idle_timeout` (default "30s", NS_IDLE_WAIT/2 when the wait
                     is under 40 s; "" to leave it out)
+  NS_COFFER_EXTRA   more lines for the Coffer config (`\n` between them), e.g. `usage_flush_interval = "1h"`
   NS_COFFER_LOG_LEVEL  Coffer log level (default info; debug: eviction lines are counted, but
                     request logging slows provisioning by ~25%)
   NS_KEEP_TMP       1: keep the temp dir (server logs, databases) for a post-mortem
@@ -241,6 +242,7 @@ class CofferServer(Server):
 
     def write_config(self):
         extra = f'namespace_idle_timeout = "{self.idle_timeout}"\n' if self.idle_timeout else ""
+        extra += os.environ.get("NS_COFFER_EXTRA", "").replace("\\n", "\n")
         with open(os.path.join(self.dir, "config.hcl"), "w") as f:
             f.write(f"""storage "sqlite" {{
   path = "{self.dir}/coffer.db"

@@ -22,10 +22,15 @@ extension Core {
     static func usagePrefix(_ path: String) -> String { "sys/usage/n/" + path + ".h/" }
 
     /// Physical key prefix of a namespace's rows ("" for the root, whose children live under `ns/`).
+    /// Found from the namespace's record in its parent, without loading the namespace: the
+    /// usage flush measures every namespace that served requests, and loading each again kept
+    /// a burst of new tenants in memory for another idle period.
     func physicalPrefix(of path: String) async throws -> String? {
         if path.isEmpty { return "" }
-        guard let ns = try await namespace(path: path) else { return nil }
-        return "ns/\(ns.id)/"
+        if let ns = loaded.withLock({ $0[path] }) { return "ns/\(ns.id)/" }
+        let (parentPath, name) = try split("", path)
+        guard let parent = try await namespace(path: parentPath), let record = try await parent.child(name) else { return nil }
+        return "ns/\(record.id)/"
     }
 
     /// The gauges of a namespace now: stored objects (rows of its engines), stored bytes

@@ -171,17 +171,15 @@ public final class NamespaceCore: Sendable {
     static let authTable = "core/auth"
     static let builtinTable = "core/builtin-mounts"
 
-    /// Writes a new namespace's initial records (token salt, default policy, built-in mount
-    /// entries) all at once, so they share one commit; `load` then only reads.
-    /// Returns what it wrote, so the namespace can be assembled without reading it back.
+    /// Writes a new namespace's initial records (token salt, built-in mount entries) in one
+    /// write, so they share one commit; `load` then only reads. The stock `default` policy
+    /// is not written (`PolicyStore.stockDefault`). Returns what it wrote, so the namespace
+    /// can be assembled without reading it back.
     static func initialize(storage: any LogicalStorage) async throws -> InitialState {
         let state = InitialState(salt: Random.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()])
-        // One write: the salt, the built-in mount table and the stock default policy (which
-        // needs no parse check).
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: state.salt),
             StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
-            StorageEntry(key: "sys/policy/default", value: PolicyStore.record(name: "default", text: Policy.defaultPolicyText).serialized()),
         ])
         return state
     }
@@ -228,7 +226,6 @@ public final class NamespaceCore: Sendable {
                 return nil
             })
         let policies = PolicyStore(view: root.sub("sys/policy/"))
-        if initial == nil { try await policies.setupDefaults() }
         let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts(builtins: initial?.builtins)
         if initial == nil {

@@ -12,17 +12,19 @@ public final class PolicyStore: Sendable {
 
     static func normalize(_ name: String) -> String { name.lowercased() }
 
-    public func setupDefaults() async throws {
-        if try await view.get("default") == nil {
-            try await write(name: "default", text: Policy.defaultPolicyText)
-        }
-    }
+    /// The stock `default` policy, parsed once per process. A namespace stores `default` only
+    /// once it is changed; until then it reads as this (Vault creates it in every namespace,
+    /// and it can be updated but not deleted). New tenants then write no policy row: the
+    /// stock text was ~1.3 KB of every namespace's rows.
+    static let stockDefault = try! Policy.parse(name: "default", text: Policy.defaultPolicyText)
 
     public func get(_ name: String) async throws -> Policy? {
         let name = Self.normalize(name)
         if name == "root" { return Policy(name: "root", text: "", rules: []) }
         if let p = parsed.withLock({ $0[name] }) { return p }
-        guard let rec = try await view.getJSON(name), let text = rec["policy"]?.stringValue else { return nil }
+        guard let rec = try await view.getJSON(name), let text = rec["policy"]?.stringValue else {
+            return name == "default" ? Self.stockDefault : nil
+        }
         let p = try Policy.parse(name: name, text: text)
         parsed.withLock { $0[name] = p }
         return p
@@ -57,7 +59,7 @@ public final class PolicyStore: Sendable {
 
     public func list() async throws -> [String] {
         var names = try await view.list(prefix: "").filter { !$0.hasSuffix("/") }
-        names.append("root")
+        names += ["root", "default"]
         return Array(Set(names)).sorted()
     }
 

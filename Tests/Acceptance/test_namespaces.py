@@ -260,3 +260,31 @@ def test_child_token_made_by_an_ancestor_token_dies_with_it(dev_server, root_cli
     orphan = ns_client(dev_server, parent, name).auth.token.create_orphan(policies=["default"], ttl="30m")["auth"]["client_token"]
     root_client.auth.token.revoke(parent)
     assert ns_client(dev_server, orphan, name).auth.token.lookup_self()["data"]["orphan"] is True
+
+
+def test_default_policy_of_a_new_namespace(dev_server, root_client):
+    """A new namespace has Vault's stock `default` policy (not stored until changed): listed,
+    readable, in force for its tokens, updatable (then the update is what applies) and never
+    deletable; another namespace keeps the stock one."""
+    a, b = (unique(p).replace("-", "")[:20] for p in ("pa", "pb"))
+    root_client.sys.create_namespace(path=a)
+    root_client.sys.create_namespace(path=b)
+    admin = ns_client(dev_server, "root", a)
+    assert "default" in admin.sys.list_policies()["data"]["policies"]
+    stock = admin.sys.read_policy(name="default")["data"]["rules"]
+    assert 'path "auth/token/lookup-self"' in stock
+    tok = admin.auth.token.create(policies=["default"], ttl="1h")["auth"]["client_token"]
+    caps = requests.post(f"{dev_server.url}/v1/sys/capabilities-self", json={"paths": ["auth/token/lookup-self", "secret/data/x"]},
+                         headers={"X-Vault-Token": tok, "X-Vault-Namespace": a}).json()
+    assert caps["auth/token/lookup-self"] == ["read"] and caps["secret/data/x"] == ["deny"]
+
+    changed = 'path "secret/data/*" { capabilities = ["read"] }\npath "sys/capabilities-self" { capabilities = ["update"] }'
+    admin.sys.create_or_update_policy(name="default", policy=changed)
+    assert admin.sys.read_policy(name="default")["data"]["rules"] == changed
+    caps = requests.post(f"{dev_server.url}/v1/sys/capabilities-self", json={"paths": ["auth/token/lookup-self", "secret/data/x"]},
+                         headers={"X-Vault-Token": tok, "X-Vault-Namespace": a}).json()
+    assert caps["secret/data/x"] == ["read"] and caps["auth/token/lookup-self"] == ["deny"]
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        admin.sys.delete_policy(name="default")
+    assert admin.sys.list_policies()["data"]["policies"].count("default") == 1
+    assert ns_client(dev_server, "root", b).sys.read_policy(name="default")["data"]["rules"] == stock

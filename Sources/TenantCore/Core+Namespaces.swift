@@ -108,7 +108,7 @@ extension Core {
         for _ in 0..<8 {
             let generation = recordGeneration.load(ordering: .acquiring)
             guard let record = try await parent.child(name) else { return nil }
-            let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(record.id)/"))
+            let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: record.id)))
             nsBarrier.install(record.keyring)
             let ns = try await NamespaceCore.load(
                 path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
@@ -242,13 +242,13 @@ extension Core {
             req.path = rel
             var response = try await handleResolved(req, ns: ns)
             if !rateHeaders.isEmpty { response.headers.merge(rateHeaders) { a, _ in a } }
-            usage.record(namespace: ns.path, class: kind, outcome: .ok, bytesIn: request.bytesIn)
+            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .ok, bytesIn: request.bytesIn)
             return response
         } catch let e as CofferError where e.code == .standbyWrite {
             // Not served here: the Gateway forwards it, and the active node counts it.
             throw e
         } catch let e as CofferError {
-            usage.record(namespace: ns.path, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
+            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
             if e.code == .rateLimited, quotaConfig.enableAuditLogging, audit.hasDevices {
                 // `enable_rate_limit_audit_logging`: refused requests reach the audit devices too.
                 var info = AuditRequestInfo(
@@ -259,7 +259,7 @@ extension Core {
             }
             throw e
         } catch {
-            usage.record(namespace: ns.path, class: kind, outcome: .error, bytesIn: request.bytesIn)
+            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .error, bytesIn: request.bytesIn)
             throw error
         }
     }
@@ -348,7 +348,7 @@ extension Core {
         while try await !reserveID(id) { id = NamespacePath.newID() }
         defer { _ = creatingIDs.withLock { $0.remove(id) } }
         let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: .generate(), createdAt: Date())
-        let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: "ns/\(id)/"))
+        let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: id)))
         nsBarrier.install(record.keyring)
         // Every write of a creation at once: with concurrent creations they share group commits.
         let initial = try await withThrowingTaskGroup(of: NamespaceCore.InitialState?.self) { group in
@@ -429,7 +429,7 @@ extension Core {
         }
         if let record {
             await victim?.teardownBackends()
-            try await PrefixedStorage(physical, prefix: "ns/\(record.id)/").deleteAll()
+            try await PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: record.id)).deleteAll()
         }
     }
 
@@ -585,25 +585,26 @@ extension Core {
         (try? await namespaceLoadLock.withLock {
             let now = ContinuousClock.now
             var evicted = 0
-            // Deepest first; a namespace stays while a descendant stays (one pass, no n² scan).
-            let paths = loaded.withLock { Array($0.keys) }.sorted { $0.count > $1.count }
+            // A namespace stays while it is busy or a descendant stays; the ancestors of every
+            // busy namespace are exactly those, so two linear passes (no sort of tens of
+            // thousands of paths) decide.
+            let paths = loaded.withLock { Array($0.keys) }
             let activityNow = activity.withLock { $0 }
-            var keptBelow: Set<Substring> = []
-            var gone: [String] = []
+            var busy: [String] = []
+            var idlePaths: [String] = []
             for path in paths {
                 let use = activityNow[path]
-                let busy = use.map { $0.inFlight > 0 || now - $0.lastUsed < idle } ?? false
-                if busy || keptBelow.contains(Substring(path)) {
-                    // Mark every ancestor as having a loaded descendant.
-                    var end = path.index(before: path.endIndex)
-                    while let slash = path[..<end].lastIndex(of: "/") {
-                        keptBelow.insert(path[...slash])
-                        end = slash
-                    }
-                    continue
-                }
-                gone.append(path)
+                if use.map({ $0.inFlight > 0 || now - $0.lastUsed < idle }) ?? false { busy.append(path) } else { idlePaths.append(path) }
             }
+            var keptBelow: Set<Substring> = []
+            for path in busy {
+                var end = path.index(before: path.endIndex)
+                while let slash = path[..<end].lastIndex(of: "/") {
+                    guard keptBelow.insert(path[...slash]).inserted else { break }  // the rest are marked
+                    end = slash
+                }
+            }
+            let gone = idlePaths.filter { !keptBelow.contains(Substring($0)) }
             let dropped = loaded.withLock { l in gone.compactMap { l.removeValue(forKey: $0) } }
             for ns in dropped { await ns.teardownBackends() }
             activity.withLock { a in

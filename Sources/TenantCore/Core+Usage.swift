@@ -27,17 +27,20 @@ extension Core {
     /// a burst of new tenants in memory for another idle period.
     func physicalPrefix(of path: String) async throws -> String? {
         if path.isEmpty { return "" }
-        if let ns = loaded.withLock({ $0[path] }) { return "ns/\(ns.id)/" }
+        if let ns = loaded.withLock({ $0[path] }) { return ns.storagePrefix }
         let (parentPath, name) = try split("", path)
         guard let parent = try await namespace(path: parentPath), let record = try await parent.child(name) else { return nil }
-        return "ns/\(record.id)/"
+        return NamespacePath.storagePrefix(id: record.id)
     }
 
     /// The gauges of a namespace now: stored objects (rows of its engines), stored bytes
     /// (all its rows, ciphertext), live tokens, live leases.
-    func measureGauges(_ path: String) async throws -> UsageCounters {
+    func measureGauges(_ path: String, prefix known: String? = nil) async throws -> UsageCounters {
         var g = UsageCounters()
-        guard let stats = physical as? any StorageStatistics, let prefix = try await physicalPrefix(of: path) else { return g }
+        guard let stats = physical as? any StorageStatistics else { return g }
+        var found = known
+        if found == nil { found = try await physicalPrefix(of: path) }
+        guard let prefix = found else { return g }
         let counted = [prefix + "logical/", prefix + "sys/token/id/", prefix + LeaseManager.idPrefix]
         if prefix.isEmpty {
             // The root's own rows: every top-level range but the children's `ns/`.
@@ -64,7 +67,7 @@ extension Core {
     public func flushUsage() async throws {
         guard !isSealed else { return }
         try await usageFlushLock.withLock {
-            let pending = usage.drain()
+            let (pending, prefixes) = usage.drainWithPrefixes()
             if pending.isEmpty { return }
             var left = pending
             defer { if !left.isEmpty { usage.restore(left) } }
@@ -75,7 +78,7 @@ extension Core {
                     guard next < work.count else { return }
                     let (path, hours) = work[next]
                     next += 1
-                    group.addTask { try await self.flushUsage(path: path, hours: hours); return path }
+                    group.addTask { try await self.flushUsage(path: path, hours: hours, prefix: prefixes[path]); return path }
                 }
                 for _ in 0..<16 { launch() }
                 while let done = try await group.next() {
@@ -86,14 +89,14 @@ extension Core {
         }
     }
 
-    func flushUsage(path: String, hours: [String: UsageCounters]) async throws {
+    func flushUsage(path: String, hours: [String: UsageCounters], prefix: String? = nil) async throws {
         let latest = hours.keys.max()
         // Gauges: measured once per namespace and hour (range scans are not free at 100k tenants).
         let measure = latest.map { hour in usageGauged.withLock { g -> Bool in
             if g.hour != hour { g = (hour, []) }
             return g.paths.insert(path).inserted
         } } ?? false
-        let gauges = measure ? try await measureGauges(path) : UsageCounters()
+        let gauges = measure ? try await measureGauges(path, prefix: prefix) : UsageCounters()
         for (hour, counters) in hours {
             let key = Self.usagePrefix(path) + hour
             var stored = try await barrier.getCodable(UsageCounters.self, key) ?? UsageCounters()

@@ -125,6 +125,8 @@ public final class NamespaceCore: Sendable {
     public let path: String
     /// Vault-style short id; "root" for the root namespace.
     public let id: String
+    /// Physical key prefix of its rows ("" for the root, whose children live under `ns/`).
+    public let storagePrefix: String
     let storage: any LogicalStorage
     let catalog: EngineCatalog
     let configuration: CoreConfiguration
@@ -244,6 +246,7 @@ public final class NamespaceCore: Sendable {
     init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
         self.path = path
         self.id = id
+        self.storagePrefix = path.isEmpty ? "" : NamespacePath.storagePrefix(id: id)
         self.storage = storage
         self.catalog = catalog
         self.configuration = configuration

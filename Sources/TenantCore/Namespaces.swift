@@ -111,6 +111,9 @@ public enum NamespacePath {
         return String(digits) + TokenID.random(3)
     }
 
+    /// Where a namespace's rows live in physical storage.
+    public static func storagePrefix(id: String) -> String { "ns/" + id + "/" }
+
     /// Base62 digits in ASCII order, so string order is numeric order.
     static let sortableDigits = Array("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 }

@@ -10,7 +10,7 @@ public enum RequestClass: String, CaseIterable, Sendable, Codable {
 
 /// One namespace's usage in one hour (or an aggregate of hours): counters add up; the
 /// gauges (stored objects and bytes, tokens, leases) keep the latest value measured.
-public struct UsageCounters: Codable, Sendable, Equatable {
+public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
     public var requests: [String: Int] = [:]
     public var throttled = 0
     public var errors = 0
@@ -22,6 +22,36 @@ public struct UsageCounters: Codable, Sendable, Equatable {
     public var leases: Int?
 
     public init() {}
+
+    /// Written for every namespace that served requests, at every usage flush.
+    public var storedJSON: JSONValue {
+        var o: [String: JSONValue] = [
+            "requests": .object(requests.mapValues { .int(Int64($0)) }), "throttled": .int(Int64(throttled)),
+            "errors": .int(Int64(errors)), "bytesIn": .int(Int64(bytesIn)), "bytesOut": .int(Int64(bytesOut)),
+        ]
+        if let storedObjects { o["storedObjects"] = .int(Int64(storedObjects)) }
+        if let storedBytes { o["storedBytes"] = .int(Int64(storedBytes)) }
+        if let tokens { o["tokens"] = .int(Int64(tokens)) }
+        if let leases { o["leases"] = .int(Int64(leases)) }
+        return .object(o)
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        guard case .object(let counts) = try f.value("requests") else { throw CofferError.internalError("stored record: bad usage counters") }
+        requests = try counts.mapValues { v in
+            guard case .int(let n) = v, let i = Int(exactly: n) else { throw CofferError.internalError("stored record: bad usage counters") }
+            return i
+        }
+        throttled = try f.int("throttled")
+        errors = try f.int("errors")
+        bytesIn = try f.int("bytesIn")
+        bytesOut = try f.int("bytesOut")
+        storedObjects = f.has("storedObjects") ? try f.int("storedObjects") : nil
+        storedBytes = f.has("storedBytes") ? try f.int("storedBytes") : nil
+        tokens = f.has("tokens") ? try f.int("tokens") : nil
+        leases = f.has("leases") ? try f.int("leases") : nil
+    }
 
     public var requestsTotal: Int { requests.values.reduce(0, +) }
 
@@ -50,6 +80,9 @@ public final class UsageMeter: Sendable {
         var pending: [String: [String: UsageCounters]] = [:]
         /// Requests since start, per namespace and class (Prometheus, top N).
         var totals: [String: [RequestClass: Int]] = [:]
+        /// Physical key prefix of each namespace in `pending`, as the request that counted
+        /// saw it: the flush measures gauges there without looking the namespace up.
+        var storagePrefixes: [String: String] = [:]
     }
 
     let state = Mutex(State())
@@ -80,11 +113,12 @@ public final class UsageMeter: Sendable {
     }
 
     /// Counts one request of namespace `path` ("" = root).
-    public func record(namespace path: String, class kind: RequestClass?, outcome: Outcome, bytesIn: Int, now: Date = Date()) {
+    public func record(namespace path: String, storagePrefix: String? = nil, class kind: RequestClass?, outcome: Outcome, bytesIn: Int, now: Date = Date()) {
         let hour = Self.hourKey(now)
         state.withLock { s in
             s.pending[path, default: [:]][hour, default: UsageCounters()].apply(kind, outcome, bytesIn)
             if let kind { s.totals[path, default: [:]][kind, default: 0] += 1 }
+            if let storagePrefix, s.storagePrefixes[path] == nil { s.storagePrefixes[path] = storagePrefix }
         }
     }
 
@@ -95,11 +129,15 @@ public final class UsageMeter: Sendable {
     }
 
     /// Takes everything not yet flushed.
-    func drain() -> [String: [String: UsageCounters]] {
+    func drain() -> [String: [String: UsageCounters]] { drainWithPrefixes().pending }
+
+    /// Takes everything not yet flushed, with the storage prefixes the requests saw.
+    func drainWithPrefixes() -> (pending: [String: [String: UsageCounters]], prefixes: [String: String]) {
         state.withLock { s in
-            let p = s.pending
+            let taken = (s.pending, s.storagePrefixes)
             s.pending = [:]
-            return p
+            s.storagePrefixes = [:]
+            return taken
         }
     }
 

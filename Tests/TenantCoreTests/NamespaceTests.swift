@@ -167,6 +167,12 @@ import TenantCore
         let r = try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.tokens["acme/team/"]), namespace: "acme/team/")
         #expect(r.data?["data"]?["is"] == "acme/team/")
         #expect(w.core.loadedNamespaceCount == 2)
+        // An idle parent stays while a child is in use; then both go.
+        try await Task.sleep(for: .milliseconds(300))
+        _ = try await w.core.handle(CoreRequest(operation: .read, path: "secret/data/who", clientToken: w.tokens["acme/team/"]), namespace: "acme/team/")
+        #expect(await w.core.evictIdle(olderThan: .milliseconds(200)) == 0)
+        #expect(w.core.loadedNamespaceCount == 2)
+        #expect(await w.core.evictIdle(olderThan: .zero) == 2)
     }
 
     /// Creations and first loads run concurrently (no global lock): every creation lands

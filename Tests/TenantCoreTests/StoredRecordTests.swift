@@ -66,6 +66,17 @@ import Testing
         #expect(zip(list, listBack).allSatisfy { Self.same($0, $1) } && listBack.count == list.count)
     }
 
+    @Test func usageCountersReadBothWays() throws {
+        var full = UsageCounters()
+        full.requests = ["read": 3, "write": 9_000_000_000]
+        (full.throttled, full.errors, full.bytesIn, full.bytesOut) = (1, 2, 300, 4000)
+        (full.storedObjects, full.storedBytes, full.tokens, full.leases) = (5, 6000, 7, 0)
+        for c in [full, UsageCounters()] {
+            #expect(try UsageCounters(storedJSON: JSONValue.parse(Array(StoredJSON.encoder.encode(c)))) == c)
+            #expect(try StoredJSON.decoder.decode(UsageCounters.self, from: Data(c.storedJSON.serialized())) == c)
+        }
+    }
+
     @Test func damagedRecordsAreRefused() async throws {
         let barrier = Barrier(physical: MemoryStorage())
         barrier.install(Keyring.generate())

@@ -71,25 +71,42 @@ extension Core {
             if pending.isEmpty { return }
             var left = pending
             defer { if !left.isEmpty { usage.restore(left) } }
+            // Chunks of namespaces, each stored with one write: a burst of new tenants makes
+            // tens of thousands of buckets per flush.
             let work = Array(pending)
+            let chunks = stride(from: 0, to: work.count, by: Self.usageFlushChunk).map {
+                Array(work[$0..<min($0 + Self.usageFlushChunk, work.count)])
+            }
             var next = 0
-            try await withThrowingTaskGroup(of: String.self) { group in
+            try await withThrowingTaskGroup(of: [String].self) { group in
                 func launch() {
-                    guard next < work.count else { return }
-                    let (path, hours) = work[next]
+                    guard next < chunks.count else { return }
+                    let chunk = chunks[next]
                     next += 1
-                    group.addTask { try await self.flushUsage(path: path, hours: hours, prefix: prefixes[path]); return path }
+                    group.addTask { try await self.flushUsage(chunk, prefixes: prefixes) }
                 }
                 for _ in 0..<16 { launch() }
                 while let done = try await group.next() {
-                    left[done] = nil
+                    for path in done { left[path] = nil }
                     launch()
                 }
             }
         }
     }
 
-    func flushUsage(path: String, hours: [String: UsageCounters], prefix: String? = nil) async throws {
+    static let usageFlushChunk = 64
+
+    /// Reads, adds and writes the buckets of a chunk of namespaces; returns their paths.
+    func flushUsage(_ chunk: [(key: String, value: [String: UsageCounters])], prefixes: [String: String]) async throws -> [String] {
+        var entries: [StorageEntry] = []
+        for (path, hours) in chunk {
+            entries += try await usageEntries(path: path, hours: hours, prefix: prefixes[path])
+        }
+        try await barrier.putAll(entries)
+        return chunk.map(\.key)
+    }
+
+    func usageEntries(path: String, hours: [String: UsageCounters], prefix: String?) async throws -> [StorageEntry] {
         let latest = hours.keys.max()
         // Gauges: measured once per namespace and hour (range scans are not free at 100k tenants).
         let measure = latest.map { hour in usageGauged.withLock { g -> Bool in
@@ -97,13 +114,15 @@ extension Core {
             return g.paths.insert(path).inserted
         } } ?? false
         let gauges = measure ? try await measureGauges(path, prefix: prefix) : UsageCounters()
+        var entries: [StorageEntry] = []
         for (hour, counters) in hours {
             let key = Self.usagePrefix(path) + hour
             var stored = try await barrier.getCodable(UsageCounters.self, key) ?? UsageCounters()
             stored.add(counters)
             if hour == latest { stored.add(gauges) }
-            try await barrier.putCodable(key, stored)
+            entries.append(StorageEntry(key: key, value: stored.storedJSON.serialized()))
         }
+        return entries
     }
 
     /// Every namespace path at or below `path` that has usage, stored or pending.

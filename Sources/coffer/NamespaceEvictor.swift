@@ -11,9 +11,9 @@ struct NamespaceEvictor: Service {
     let idle: Duration
     let logger: Logger
 
-    /// Evictions after which freed memory is handed back to the system: a burst of new
-    /// tenants leaves their namespaces' memory in malloc's free lists once they go idle, and
-    /// the process would keep its peak size.
+    /// Evictions after which freed memory is handed back to the system (when they are also at
+    /// least half of what was loaded): a burst of new tenants leaves their namespaces' memory
+    /// in malloc's free lists once they go idle, and the process would keep its peak size.
     static let trimAfter = 256
 
     func run() async throws {
@@ -25,7 +25,10 @@ struct NamespaceEvictor: Service {
                 let evicted = await core.evictIdle(olderThan: idle)
                 guard evicted > 0 else { continue }
                 let metadata: Logger.Metadata = ["count": "\(evicted)", "loaded": "\(core.loadedNamespaceCount)"]
-                if evicted >= Self.trimAfter, let took = await MallocTrim.run() {
+                // Only when most of what was loaded went (a burst ending): under steady churn
+                // the freed memory is about to be reused, and trimming would only add page faults.
+                let loadedNow = core.loadedNamespaceCount
+                if evicted >= Self.trimAfter, evicted >= loadedNow, let took = await MallocTrim.run() {
                     // Rare (a burst of tenants going idle) and worth seeing: what the trim cost.
                     logger.info("idle namespaces evicted, free memory returned to the system",
                                 metadata: metadata.merging(["malloc_trim_ms": "\(String(format: "%.1f", took * 1000))"]) { a, _ in a })

@@ -64,17 +64,32 @@ public enum RFC3339 {
 
 /// Bytes from the system CSPRNG (getrandom), eight per call rather than one.
 public enum SecureRandom {
+    /// The kernel CSPRNG: one `getrandom(2)` call for the whole buffer (the standard
+    /// library's generator makes one per 8 bytes; a namespace creation drew ~20 of them).
     public static func bytes(_ n: Int) -> [UInt8] {
-        var g = SystemRandomNumberGenerator()
         var out = [UInt8](repeating: 0, count: n)
-        var i = 0
-        while i < n {
+        var filled = 0
+        if let getrandom = Self.getrandom {
+            out.withUnsafeMutableBytes { buf in
+                while filled < n {
+                    let got = getrandom(buf.baseAddress! + filled, n - filled, 0)
+                    if got <= 0 { break }  // EINTR or no syscall: the generator below finishes
+                    filled += got
+                }
+            }
+        }
+        var g = SystemRandomNumberGenerator()
+        while filled < n {
             let word = g.next()
-            for shift in 0..<min(8, n - i) { out[i + shift] = UInt8(truncatingIfNeeded: word >> (8 * UInt64(shift))) }
-            i += 8
+            for shift in 0..<min(8, n - filled) { out[filled + shift] = UInt8(truncatingIfNeeded: word >> (8 * UInt64(shift))) }
+            filled += 8
         }
         return out
     }
+
+    typealias GetRandom = @convention(c) (UnsafeMutableRawPointer?, Int, UInt32) -> Int
+    /// glibc's `getrandom` (not in Swift's Glibc module).
+    static let getrandom: GetRandom? = dlsym(nil, "getrandom").map { unsafeBitCast($0, to: GetRandom.self) }
 }
 
 /// Request identifiers shaped like UUIDs: a random per-process prefix and a counter, so

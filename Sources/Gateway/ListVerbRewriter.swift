@@ -152,13 +152,11 @@ public final class ListVerbRewriter: ChannelInboundHandler, RemovableChannelHand
         guard let first = raw.first else { return endOfHeaders() }
         if first == 13 && raw.count == 1 { return endOfHeaders() }
         guard first | 0x20 == UInt8(ascii: "c") || first | 0x20 == UInt8(ascii: "t") else { return }
-        var line = Array(raw)
-        if line.last == 13 { line.removeLast() }
-        if Self.hasPrefixIgnoringCase(line, Self.contentLengthName) {
-            let value = String(decoding: line[Self.contentLengthName.count...], as: UTF8.self).trimmingCharacters(in: .whitespaces)
+        if Self.hasPrefixIgnoringCase(raw, Self.contentLengthName) {
+            let value = String(decoding: raw.dropFirst(Self.contentLengthName.count), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             contentLength = Int(value) ?? 0
-        } else if Self.hasPrefixIgnoringCase(line, Self.transferEncodingName) {
-            let value = String(decoding: line[Self.transferEncodingName.count...], as: UTF8.self).lowercased()
+        } else if Self.hasPrefixIgnoringCase(raw, Self.transferEncodingName) {
+            let value = String(decoding: raw.dropFirst(Self.transferEncodingName.count), as: UTF8.self).lowercased()
             if value.contains("chunked") { chunked = true }
         }
     }

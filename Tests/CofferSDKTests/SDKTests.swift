@@ -94,3 +94,22 @@ import Testing
         #expect(Array(a)[14] == "4")
     }
 }
+
+@Suite struct SecureRandomTests {
+    /// Whole buffers from one system call: every length is filled (not left zero) and draws
+    /// differ.
+    @Test(arguments: [1, 7, 8, 9, 32, 255, 256, 257, 4096])
+    func fillsEveryByte(length: Int) {
+        let a = SecureRandom.bytes(length), b = SecureRandom.bytes(length)
+        #expect(a.count == length && b.count == length)
+        if length >= 8 {
+            #expect(a != b)
+            // A zeroed tail would mean a short read left unfilled.
+            #expect(a.suffix(8).contains { $0 != 0 } || b.suffix(8).contains { $0 != 0 })
+        }
+        if length == 4096 {
+            // 16 values of every byte on average: all 256 present is near-certain.
+            #expect(Set(a).count > 240)
+        }
+    }
+}

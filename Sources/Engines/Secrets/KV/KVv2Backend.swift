@@ -97,7 +97,7 @@ struct KVConfig: Codable, Sendable {
 ///
 /// Layout: `config`, `metadata/<key>` (lists like the key space), and
 /// `versions/<sha256(key)>/<n>` holding `{"data": ...}`.
-public struct KVv2Backend: LogicalBackend {
+public struct KVv2Backend: SharedRoutesBackend {
     let config: BackendConfiguration
     var storage: StorageView { config.storage }
 
@@ -105,30 +105,51 @@ public struct KVv2Backend: LogicalBackend {
 
     static let versionsField = Field("versions", .any)
 
-    public var routes: [Route] {
+    public var routes: [Route] { Self.sharedRoutes }
+
+    /// The instance the shared routes act on (set by `serving`).
+    @TaskLocal static var current: KVv2Backend?
+
+    public func serving<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        try await Self.$current.withValue(self) { try await body() }
+    }
+
+    static func instance() throws -> KVv2Backend {
+        guard let kv = current else { throw CofferError.internalError("KV v2 route called outside its mount") }
+        return kv
+    }
+
+    /// One table for every KV v2 mount of the process.
+    static let sharedRoutes: [Route] = {
         let path = Field("path", .string)
+        let exists: @Sendable (LogicalRequest) async throws -> Bool = { try await instance().metadata($0.fields.string("path")) != nil }
         return [
             Route("config", fields: [Field("max_versions", .int), Field("cas_required", .bool), Field("delete_version_after", .duration)],
-                  operations: [.read: readConfig, .update: writeConfig], summary: "Configure the KV mount."),
+                  operations: [.read: { try await instance().readConfig($0) }, .update: { try await instance().writeConfig($0) }],
+                  summary: "Configure the KV mount."),
             Route("data/*path", fields: [path, Field("version", .int), Field("data", .map), Field("options", .map)],
-                  operations: [.read: readData, .create: writeData, .update: writeData, .patch: patchData, .delete: deleteLatest],
-                  existenceCheck: { try await metadata($0.fields.string("path")) != nil },
+                  operations: [.read: { try await instance().readData($0) }, .create: { try await instance().writeData($0) },
+                               .update: { try await instance().writeData($0) }, .patch: { try await instance().patchData($0) },
+                               .delete: { try await instance().deleteLatest($0) }],
+                  existenceCheck: exists,
                   summary: "Read, write, patch or soft-delete the latest version of a secret."),
             Route("metadata/*path", fields: [path, Field("max_versions", .int), Field("cas_required", .bool),
                                              Field("delete_version_after", .duration), Field("custom_metadata", .keyValuePairs)],
-                  operations: [.read: readMetadata, .create: writeMetadata, .update: writeMetadata, .patch: patchMetadata, .delete: deleteMetadata, .list: list],
-                  existenceCheck: { try await metadata($0.fields.string("path")) != nil },
+                  operations: [.read: { try await instance().readMetadata($0) }, .create: { try await instance().writeMetadata($0) },
+                               .update: { try await instance().writeMetadata($0) }, .patch: { try await instance().patchMetadata($0) },
+                               .delete: { try await instance().deleteMetadata($0) }, .list: { try await instance().list($0) }],
+                  existenceCheck: exists,
                   summary: "Read, write, list or delete the metadata of a secret."),
-            Route("delete/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .delete) }],
+            Route("delete/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .delete) }],
                   summary: "Soft-delete versions of a secret."),
-            Route("undelete/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .undelete) }],
+            Route("undelete/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .undelete) }],
                   summary: "Restore soft-deleted versions of a secret."),
-            Route("destroy/*path", fields: [path, Self.versionsField], operations: [.update: { try await changeVersions($0, .destroy) }],
+            Route("destroy/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .destroy) }],
                   summary: "Permanently remove versions of a secret."),
-            Route("subkeys/*path", fields: [path, Field("version", .int), Field("depth", .int)], operations: [.read: subkeys],
+            Route("subkeys/*path", fields: [path, Field("version", .int), Field("depth", .int)], operations: [.read: { try await instance().subkeys($0) }],
                   summary: "The structure of a secret without its values."),
         ]
-    }
+    }()
 
     // MARK: storage helpers
 

@@ -62,10 +62,9 @@ public enum RFC3339 {
     }
 }
 
-/// Bytes from the system CSPRNG (getrandom), eight per call rather than one.
+/// Bytes from the kernel CSPRNG: one `getrandom(2)` call for the whole buffer (the standard
+/// library's generator makes one per 8 bytes; a namespace creation drew ~20 of them).
 public enum SecureRandom {
-    /// The kernel CSPRNG: one `getrandom(2)` call for the whole buffer (the standard
-    /// library's generator makes one per 8 bytes; a namespace creation drew ~20 of them).
     public static func bytes(_ n: Int) -> [UInt8] {
         var out = [UInt8](repeating: 0, count: n)
         var filled = 0

@@ -260,6 +260,14 @@ public struct StoredFields {
         }
     }
 
+    public func ints(_ key: String) throws -> [String: Int] {
+        guard case .object(let o)? = fields[key] else { throw Self.mismatch("object", key) }
+        return try o.mapValues { v in
+            guard case .int(let n) = v, let i = Int(exactly: n) else { throw Self.mismatch("integer values", key) }
+            return i
+        }
+    }
+
     public func strings(_ key: String) throws -> [String: String] {
         guard case .object(let o)? = fields[key] else { throw Self.mismatch("object", key) }
         return try o.mapValues { v in

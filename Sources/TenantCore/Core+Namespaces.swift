@@ -113,18 +113,23 @@ extension Core {
             let ns = try await NamespaceCore.load(
                 path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
                 configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
-            let installed = loaded.withLock { l -> NamespaceCore? in
-                if let existing = l[childPath] { return existing }
-                guard recordGeneration.load(ordering: .acquiring) == generation else { return nil }
-                l[childPath] = ns
-                return ns
-            }
-            if let installed {
-                activity.withLock { u in if u[childPath] == nil { u[childPath] = Activity() } }
-                return installed
-            }
+            if let installed = install(ns, at: childPath, readAt: generation) { return installed }
         }
         throw CofferError(.unavailable, "namespace \"\(childPath)\" changed while loading; retry")
+    }
+
+    /// Makes `ns` the loaded namespace at `path`, unless one is loaded there already (that one
+    /// is returned) or a record changed since `generation` was read (nil: the caller's view
+    /// may be stale, `recordChanged`).
+    private func install(_ ns: NamespaceCore, at path: String, readAt generation: UInt64) -> NamespaceCore? {
+        let installed = loaded.withLock { l -> NamespaceCore? in
+            if let existing = l[path] { return existing }
+            guard recordGeneration.load(ordering: .acquiring) == generation else { return nil }
+            l[path] = ns
+            return ns
+        }
+        if installed != nil { activity.withLock { u in if u[path] == nil { u[path] = Activity() } } }
+        return installed
     }
 
     /// Called after a child record changed in storage: loads that read the old one start over.
@@ -366,13 +371,8 @@ extension Core {
         let ns = try await NamespaceCore.load(
             path: path, namespaceID: id, storage: nsBarrier, catalog: catalog, configuration: configuration,
             hooks: hooks(forPath: path), logger: logger, initial: initial)
-        let installed = loaded.withLock { l -> Bool in
-            // A delete or change of a record since (`recordChanged`): left to a normal load.
-            guard l[path] == nil, recordGeneration.load(ordering: .acquiring) == generation else { return false }
-            l[path] = ns
-            return true
-        }
-        if installed { activity.withLock { u in if u[path] == nil { u[path] = Activity() } } }
+        // Not installed after a delete or change of a record since: left to a normal load.
+        _ = install(ns, at: path, readAt: generation)
         logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
         return record
     }

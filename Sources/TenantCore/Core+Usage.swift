@@ -38,8 +38,8 @@ extension Core {
     func measureGauges(_ path: String, prefix known: String? = nil) async throws -> UsageCounters {
         var g = UsageCounters()
         guard let stats = physical as? any StorageStatistics else { return g }
-        var found = known
-        if found == nil { found = try await physicalPrefix(of: path) }
+        let found: String?
+        if let known { found = known } else { found = try await physicalPrefix(of: path) }
         guard let prefix = found else { return g }
         let counted = [prefix + "logical/", prefix + "sys/token/id/", prefix + LeaseManager.idPrefix]
         if prefix.isEmpty {

@@ -123,7 +123,7 @@ public struct CoreConfiguration: Sendable {
 public final class NamespaceCore: Sendable {
     /// Full path with a trailing slash; "" for the root namespace.
     public let path: String
-    /// Vault-style short id; "root" for the root namespace.
+    /// Its id (`NamespacePath.newID`); "root" for the root namespace.
     public let id: String
     /// Physical key prefix of its rows ("" for the root, whose children live under `ns/`).
     public let storagePrefix: String

@@ -38,11 +38,7 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
 
     public init(storedJSON: JSONValue) throws {
         let f = try StoredFields(storedJSON)
-        guard case .object(let counts) = try f.value("requests") else { throw CofferError.internalError("stored record: bad usage counters") }
-        requests = try counts.mapValues { v in
-            guard case .int(let n) = v, let i = Int(exactly: n) else { throw CofferError.internalError("stored record: bad usage counters") }
-            return i
-        }
+        requests = try f.ints("requests")
         throttled = try f.int("throttled")
         errors = try f.int("errors")
         bytesIn = try f.int("bytesIn")
@@ -247,6 +243,24 @@ extension StorageStatistics {
     }
 }
 
+/// A storage wrapper whose statistics are those of the storage it wraps (none when that one
+/// cannot size ranges).
+public protocol StorageStatisticsForwarding: StorageStatistics {
+    var inner: any Storage { get }
+}
+
+extension StorageStatisticsForwarding {
+    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
+        return try await inner.statistics(prefix: prefix)
+    }
+
+    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
+        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
+        return try await inner.statistics(prefix: prefix, counting: within)
+    }
+}
+
 extension MemoryStorage: StorageStatistics {
     public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
         state.withLock { s in
@@ -260,29 +274,9 @@ extension MemoryStorage: StorageStatistics {
     }
 }
 
-extension CachingStorage: StorageStatistics {
-    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
-        return try await inner.statistics(prefix: prefix)
-    }
+extension CachingStorage: StorageStatisticsForwarding {}
 
-    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
-        return try await inner.statistics(prefix: prefix, counting: within)
-    }
-}
-
-extension MetricsStorage: StorageStatistics {
-    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
-        return try await inner.statistics(prefix: prefix)
-    }
-
-    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
-        return try await inner.statistics(prefix: prefix, counting: within)
-    }
-}
+extension MetricsStorage: StorageStatisticsForwarding {}
 
 extension SQLiteStorage: StorageStatistics {
     public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {

@@ -48,14 +48,4 @@ public final class WriteGate: Storage {
     }
 }
 
-extension WriteGate: StorageStatistics {
-    public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0) }
-        return try await inner.statistics(prefix: prefix)
-    }
-
-    public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
-        guard let inner = inner as? any StorageStatistics else { return (0, 0, within.map { _ in 0 }) }
-        return try await inner.statistics(prefix: prefix, counting: within)
-    }
-}
+extension WriteGate: StorageStatisticsForwarding {}

@@ -24,10 +24,10 @@ struct NamespaceEvictor: Service {
                 if Task.isCancelled { break }
                 let evicted = await core.evictIdle(olderThan: idle)
                 guard evicted > 0 else { continue }
-                let metadata: Logger.Metadata = ["count": "\(evicted)", "loaded": "\(core.loadedNamespaceCount)"]
+                let loadedNow = core.loadedNamespaceCount
+                let metadata: Logger.Metadata = ["count": "\(evicted)", "loaded": "\(loadedNow)"]
                 // Only when most of what was loaded went (a burst ending): under steady churn
                 // the freed memory is about to be reused, and trimming would only add page faults.
-                let loadedNow = core.loadedNamespaceCount
                 if evicted >= Self.trimAfter, evicted >= loadedNow, let took = await MallocTrim.run() {
                     // Rare (a burst of tenants going idle) and worth seeing: what the trim cost.
                     logger.info("idle namespaces evicted, free memory returned to the system",
@@ -42,8 +42,8 @@ struct NamespaceEvictor: Service {
 
 /// glibc's `malloc_trim(0)` (not in Swift's Glibc module): returns the free pages of every
 /// malloc arena to the system. It takes each arena's lock in turn, so it runs on a thread of
-/// its own rather than on the task pool; measured at 10–40 ms after evicting tens of
-/// thousands of namespaces (PERFORMANCE.md).
+/// its own rather than on the task pool; measured at 30–206 ms after evicting 12–31k
+/// namespaces (PERFORMANCE.md).
 enum MallocTrim {
     typealias Function = @convention(c) (Int) -> Int32
     static let function: Function? = dlsym(nil, "malloc_trim").map { unsafeBitCast($0, to: Function.self) }

@@ -247,6 +247,7 @@ class CofferServer(Server):
             f.write(f"""storage "sqlite" {{
   path = "{self.dir}/coffer.db"
 }}
+allow_plaintext_api = true
 listener "tcp" {{
   address     = "127.0.0.1:{self.port}"
   tls_disable = true

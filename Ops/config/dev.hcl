@@ -2,6 +2,9 @@
 # which also initializes, unseals and mounts KV v2 at secret/.
 storage "inmem" {}
 
+# Plain HTTP API (tls_disable below) outside --dev must be asked for explicitly.
+allow_plaintext_api = true
+
 listener "tcp" {
   address     = "127.0.0.1:8200"
   tls_disable = true

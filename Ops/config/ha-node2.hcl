@@ -27,6 +27,9 @@ storage "etcd" {
   # tls_key_file  = "/etc/coffer/etcd-client-key.pem"
 }
 
+# Plain HTTP API (tls_disable below) outside --dev must be asked for explicitly.
+allow_plaintext_api = true
+
 listener "tcp" {
   address         = "127.0.0.1:8210"
   # Node-to-node listener (mutual TLS with certificates from a cluster CA that Coffer creates

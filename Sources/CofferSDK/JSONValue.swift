@@ -22,12 +22,15 @@ public enum JSONValue: Sendable, Hashable {
         default: return nil
         }
     }
-    /// A number (an integer, a float, or a string holding one, as Vault's float fields accept).
+    /// A finite number (an integer, a float, or a string holding one, as Vault's float
+    /// fields accept); "inf", "nan" and out-of-range strings are not numbers.
     public var doubleValue: Double? {
         switch self {
         case .int(let i): return Double(i)
-        case .double(let d): return d
-        case .string(let s): return Double(s.trimmingCharacters(in: .whitespaces))
+        case .double(let d): return d.isFinite ? d : nil
+        case .string(let s):
+            guard let d = Double(s.trimmingCharacters(in: .whitespaces)), d.isFinite else { return nil }
+            return d
         default: return nil
         }
     }
@@ -297,7 +300,8 @@ struct JSONParser {
         }
         let text = String(decoding: bytes[start..<i], as: UTF8.self)
         if isInt, let v = Int64(text) { return .int(v) }
-        guard let d = Double(text) else { throw fail("invalid number") }
+        // Out of a double's range (1e400) is refused rather than read as infinity.
+        guard let d = Double(text), d.isFinite else { throw fail("invalid number") }
         return .double(d)
     }
 

@@ -16,6 +16,9 @@ public struct RequestToken: Sendable {
     public var entityID: String
     /// The raw token, only handed to `auth/token/` (lookup-self, revoke-self...).
     public var clientToken: String?
+    /// Whether the token holds `sudo` on the request's path (or is a root token): what
+    /// Vault requires for privileged options such as a token's `period` or `id`.
+    public var hasSudo = false
     public var isRoot: Bool { policies.contains("root") }
 
     public init(accessor: String, policies: [String], displayName: String, namespacePath: String = "", entityID: String = "", clientToken: String? = nil) {

@@ -232,7 +232,11 @@ extension Route {
         guard let (r, c) = find(request.path, in: routes), let check = r.existenceCheck else { return nil }
         var req = request
         req.captures = c
-        req.fields = try validate(r.fields, data: request.data, captures: c)
+        // The existence check runs before authorization (it decides create vs update), so
+        // it sees the path captures only: the body is validated after the ACL allowed the
+        // request, and an unauthorised caller never reaches field conversion.
+        req.data = [:]
+        req.fields = try validate(r.fields.filter { c[$0.name] != nil }, data: [:], captures: c)
         return try await check(req)
     }
 
@@ -303,17 +307,22 @@ extension Route {
             switch raw {
             case .string: return raw
             case .int(let i): return .string(String(i))
-            case .double(let d): return .string(d.rounded() == d ? String(Int64(d)) : String(d))
+            case .double(let d):
+                if let i = Checked.int64(exactly: d) { return .string(String(i)) }
+                guard d.isFinite else { throw bad("string") }
+                return .string(String(d))
             case .bool(let b): return .string(b ? "true" : "false")
             default: throw bad("string")
             }
         case .int:
             switch raw {
             case .int: return raw
-            case .double(let d) where d.rounded() == d && abs(d) < 9e18: return .int(Int64(d))
+            case .double(let d):
+                guard let i = Checked.int64(exactly: d) else { throw bad("integer") }
+                return .int(i)
             case .string(let s):
                 if s.isEmpty { return .int(0) }
-                guard let i = Int64(s) else { throw bad("integer") }
+                guard let i = Int64(s.trimmingCharacters(in: .whitespaces)) else { throw bad("integer") }
                 return .int(i)
             default: throw bad("integer")
             }
@@ -330,9 +339,14 @@ extension Route {
             default: throw bad("bool")
             }
         case .duration:
+            let invalid = CofferError.invalid("error converting input for field \"\(field)\": invalid duration")
             switch raw {
-            case .int(let i) where i >= 0: return .int(i)
-            case .double(let d) where d >= 0 && d < 9e15: return .int(Int64(d))
+            case .int(let i):
+                guard i >= 0, i <= Checked.maxDurationSeconds else { throw invalid }
+                return .int(i)
+            case .double(let d):
+                guard d >= 0, let i = Checked.int64(truncating: d), i <= Checked.maxDurationSeconds else { throw invalid }
+                return .int(i)
             case .string(let s):
                 guard let secs = Duration.parseSeconds(s) else {
                     throw CofferError.invalid("error converting input for field \"\(field)\": invalid duration \"\(s.prefix(64))\"")
@@ -393,7 +407,7 @@ public enum Duration {
     public static func parseSeconds(_ text: String) -> Int64? {
         let s = text.trimmingCharacters(in: .whitespaces)
         if s.isEmpty { return 0 }
-        if let i = Int64(s) { return i >= 0 ? i : nil }
+        if let i = Int64(s) { return i >= 0 && i <= Checked.maxDurationSeconds ? i : nil }
         var total: Double = 0
         var rest = Substring(s)
         guard !rest.hasPrefix("-") else { return nil }
@@ -418,7 +432,7 @@ public enum Duration {
             }
             total += n * mult
         }
-        guard total < 9e15 else { return nil }
+        guard total.isFinite, total <= Double(Checked.maxDurationSeconds) else { return nil }
         return Int64(total)
     }
 

@@ -156,6 +156,8 @@ public struct VaultResponder: HTTPResponder {
         }
         var path = Self.percentDecode(pathPart.dropFirst(4))
         while path.hasPrefix("/") { path.removeFirst() }
+        // One spelling per path, for every stage after this one (DESIGN §8).
+        try RequestPath.check(path)
         var params = query.isEmpty ? [:] : Self.parseQuery(query)
 
         let method = request.method
@@ -209,6 +211,8 @@ public struct VaultResponder: HTTPResponder {
         if path == "sys/internal/specs/openapi" && operation != .help {
             guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
             info.mountType = "system"
+            // It names the root namespace's mounts: not for callers without a token.
+            guard try await core.isLiveToken(token) else { throw CofferError.denied() }
             return Self.json(.ok, OpenAPIDocument.build(try core.root(), version: core.configuration.version))
         }
         if path == "sys/metrics" && operation != .help {

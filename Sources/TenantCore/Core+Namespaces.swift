@@ -236,6 +236,7 @@ extension Core {
     /// The Vault request path end to end: namespace, token (from its own namespace, which
     /// must be this one or an ancestor), ACL in the token's namespace, dispatch.
     public func handle(_ request: CoreRequest, namespace header: String?) async throws -> LogicalResponse {
+        try RequestPath.check(request.path)
         let (ns, rel) = try await resolve(header: header, path: request.path)
         request.trace?.namespace.withLock { $0 = ns.path }
         if !ns.path.isEmpty { beginUse(ns.path) }
@@ -310,6 +311,19 @@ extension Core {
         return try await ns.handle(req, tokenNamespace: tokenNS === ns ? nil : tokenNS)
     }
 
+    /// Whether `raw` is a live token of any namespace (for endpoints that only need a
+    /// caller, such as the OpenAPI document). Spends no use of the token.
+    public func isLiveToken(_ raw: String?) async throws -> Bool {
+        guard let raw, !raw.isEmpty else { return false }
+        var owner = try root()
+        if let id = TokenID.namespaceID(of: raw) {
+            guard let path = try await namespacePath(id: id), let ns = try await namespace(path: path) else { return false }
+            owner = ns
+        }
+        guard let e = try await owner.tokens.lookup(token: raw) else { return false }
+        return e.numUses >= 0
+    }
+
     /// Namespace id → path, for tokens and accessors that carry an id suffix.
     func namespacePath(id: String) async throws -> String? {
         guard NamespacePath.isValidName(Substring(id)) else { return nil }
@@ -325,7 +339,9 @@ extension Core {
         }
         var segs = rel.split(separator: "/").map(String.init)
         let name = segs.removeLast()
-        if parentPath.isEmpty && segs.isEmpty && NamespacePath.reserved.contains(name) {
+        // Reserved at every depth: `acme/sys/` would shadow acme's own `sys/` (and the stock
+        // default policy's grants on `cubbyhole/`).
+        if NamespacePath.reserved.contains(name) {
             throw CofferError.invalid("\"\(name)\" is a reserved path and cannot be a namespace")
         }
         return (parentPath + segs.map { $0 + "/" }.joined(), name)

@@ -72,6 +72,12 @@ public final class Core: Sendable {
         leases.links.withLock {
             $0 = (
                 resolve: { [weak self] path in try await self?.namespace(path: path) },
+                resolveID: { [weak self] id in
+                    guard let self else { return nil }
+                    if id == "root" { return try self.root() }
+                    guard let path = try await self.namespacePath(id: id) else { return nil }
+                    return try await self.namespace(path: path)
+                },
                 registry: { [weak self] in
                     guard let self else { throw CofferError(.sealed, "Vault is sealed") }
                     return try self.root().rootView

@@ -135,6 +135,10 @@ public final class LeaseManager: Sendable {
         var registeredNamespaces: Set<String> = []
         /// Lease-count quota reservations of requests in flight, by quota key.
         var pending: [String: Int] = [:]
+        /// Token expiries of the buckets loaded so far (`Leases+TokenExpiry.swift`).
+        var tokenHeap = MinHeap<TokenDue>()
+        /// The last hour bucket loaded into `tokenHeap` (-1: none yet).
+        var tokenHorizon: Int64 = -1
     }
 
     let state = Mutex(State())
@@ -142,9 +146,10 @@ public final class LeaseManager: Sendable {
     let logger: Logger
     typealias Resolver = @Sendable (String) async throws -> NamespaceCore?
     typealias Registry = @Sendable () async throws -> StorageView
-    /// How to reach namespaces (by full path, loading them) and the root namespace's storage
-    /// (the registry of namespaces with leases); set by the core after its init.
-    let links = Mutex<(resolve: Resolver, registry: Registry, alive: @Sendable () -> Bool)?>(nil)
+    /// How to reach namespaces (by full path or by id, loading them) and the root
+    /// namespace's storage (the registry of namespaces with leases, the token expiry
+    /// schedule); set by the core after its init.
+    let links = Mutex<(resolve: Resolver, resolveID: Resolver, registry: Registry, alive: @Sendable () -> Bool)?>(nil)
 
     /// Whether the core that owns this manager still exists (tests make many cores).
     var coreAlive: Bool { links.withLock { $0 }?.alive() ?? false }
@@ -152,6 +157,11 @@ public final class LeaseManager: Sendable {
     func resolve(_ path: String) async throws -> NamespaceCore? {
         guard let l = links.withLock({ $0 }) else { throw CofferError(.sealed, "Vault is sealed") }
         return try await l.resolve(path)
+    }
+
+    func resolveID(_ id: String) async throws -> NamespaceCore? {
+        guard let l = links.withLock({ $0 }) else { throw CofferError(.sealed, "Vault is sealed") }
+        return try await l.resolveID(id)
     }
 
     func registry() async throws -> StorageView {
@@ -245,6 +255,7 @@ public final class LeaseManager: Sendable {
                 }
                 return s.heap.peek?.at
             }
+            let tokensExpired = await runTokenExpiry()
             if !due.isEmpty {
                 await withTaskGroup(of: Void.self) { group in
                     var inFlight = 0
@@ -259,7 +270,8 @@ public final class LeaseManager: Sendable {
                 }
                 continue
             }
-            let wait = min(max((next ?? now + 0.5) - now, 0.01), 0.5)
+            if tokensExpired { continue }
+            let wait = min(max(min(next ?? now + 0.5, nextTokenExpiry ?? now + 0.5) - now, 0.01), 0.5)
             try? await Task.sleep(for: .milliseconds(Int(wait * 1000)))
         }
     }

@@ -221,6 +221,7 @@ public final class NamespaceCore: Sendable {
             view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
             idSuffix: namespaceID.map { "." + $0 } ?? "",
             onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path),
+            onExpiry: scheduleExpiry(leases, namespaceID: namespaceID ?? "root"),
             storeAt: { other in
                 // Parent/child token links cross namespaces only along the tree.
                 if other != path, path.hasPrefix(other) { return try await hooks.tokenStore(other) }
@@ -235,6 +236,12 @@ public final class NamespaceCore: Sendable {
             try await ns.loadLeaseQuotas()
         }
         return ns
+    }
+
+    /// The token store's expiry hook: schedule the token's revocation.
+    static func scheduleExpiry(_ leases: LeaseManager?, namespaceID: String) -> (@Sendable (String, Int64) async throws -> Void)? {
+        guard let leases else { return nil }
+        return { hash, at in try await leases.scheduleTokenExpiry(namespaceID: namespaceID, tokenHash: hash, at: at) }
     }
 
     /// The token store's revocation hook: revoke the token's leases.
@@ -532,12 +539,17 @@ public final class NamespaceCore: Sendable {
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
             do {
                 try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
+                logical.token?.hasSudo = acl.isRoot || acl.capabilities(aclPath).contains(.sudo)
             } catch {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
                 throw error
             }
             if e.numUses > 0 {
-                let (_, last) = try await owner.tokens.useToken(e)
+                let (allowed, last) = try await owner.tokens.useToken(e)
+                guard allowed else {
+                    if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
+                    throw CofferError.denied()
+                }
                 if last { revokeAfter = e.idHash }
             }
         } else if logical.operation == .update {

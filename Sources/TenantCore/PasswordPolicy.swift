@@ -50,12 +50,16 @@ public struct PasswordPolicy: Sendable, Equatable {
             }
             let minChars = block.body.attribute("min-chars")?.intValue ?? 0
             guard minChars >= 0 else { throw CofferError.invalid("invalid password policy: min-chars cannot be negative") }
+            guard minChars <= Self.maxLength else {
+                throw CofferError.invalid("invalid password policy: min-chars must be at most \(Self.maxLength)")
+            }
             for attr in block.body.attributes where attr.name != "charset" && attr.name != "min-chars" {
                 throw CofferError.invalid("invalid password policy: unknown rule attribute \"\(attr.name.prefix(64))\"")
             }
             rules.append(Rule(charset: chars, minChars: Int(minChars)))
         }
         guard !rules.isEmpty else { throw CofferError.invalid("invalid password policy: at least one charset rule is required") }
+        // Each min-chars is at most maxLength, so the sum cannot overflow.
         let required = rules.reduce(0) { $0 + $1.minChars }
         guard required <= length else {
             throw CofferError.invalid("invalid password policy: the rules need \(required) characters but length is \(length)")

@@ -72,36 +72,39 @@ public struct PathRule: Sendable {
         self.isGlob = p.hasSuffix("*")
         self.stem = isGlob ? String(p.dropLast()) : p
         self.segments = stem.split(separator: "/", omittingEmptySubsequences: false)
-        self.plusCount = segments.filter { $0 == "+" }.count
-        var first = p.count
-        if let i = p.firstIndex(where: { $0 == "*" || $0 == "+" }) {
+        self.plusCount = segments.filter { $0.utf8.elementsEqual("+".utf8) }.count
+        var first = p.utf8.count
+        if let i = p.utf8.firstIndex(where: { $0 == UInt8(ascii: "*") || $0 == UInt8(ascii: "+") }) {
             // A '+' only counts as a wildcard when it is a whole segment.
-            first = p.distance(from: p.startIndex, to: i)
+            first = p.utf8.distance(from: p.utf8.startIndex, to: i)
         }
         self.firstWildcard = first
     }
 
     public var isExact: Bool { !isGlob && plusCount == 0 }
 
-    /// Does this rule cover `path`?
+    /// Does this rule cover `path`? Paths compare as bytes (UTF-8), as storage compares
+    /// keys: Swift's `==` and `hasPrefix` compare by canonical equivalence, so
+    /// `admin*` would miss `admin\u{301}` while storage files it below `admin`.
     public func matches(_ path: String) -> Bool {
-        if isExact { return path == stem }
-        if plusCount == 0 { return path.hasPrefix(stem) }
-        let parts = path.split(separator: "/", omittingEmptySubsequences: false)
+        if isExact { return path.utf8.elementsEqual(stem.utf8) }
+        if plusCount == 0 { return path.utf8.starts(with: stem.utf8) }
+        let parts = path.utf8.split(separator: UInt8(ascii: "/"), omittingEmptySubsequences: false)
         if isGlob {
             guard parts.count >= segments.count else { return false }
             for (i, seg) in segments.enumerated() {
+                if seg == "+" && i == segments.count - 1 { return true }
                 if i == segments.count - 1 {
-                    let rest = parts[i...].joined(separator: "/")
-                    if seg == "+" { return true }
-                    return rest.hasPrefix(seg)
+                    // The rest of the path from this segment on, as bytes.
+                    let rest = path.utf8[parts[i].startIndex...]
+                    return rest.starts(with: seg.utf8)
                 }
-                if seg != "+" && seg != parts[i] { return false }
+                if seg != "+" && !seg.utf8.elementsEqual(parts[i]) { return false }
             }
             return true
         }
         guard parts.count == segments.count else { return false }
-        for (seg, part) in zip(segments, parts) where seg != "+" && seg != part { return false }
+        for (seg, part) in zip(segments, parts) where seg != "+" && !seg.utf8.elementsEqual(part) { return false }
         return true
     }
 
@@ -110,7 +113,7 @@ public struct PathRule: Sendable {
         if firstWildcard != other.firstWildcard { return firstWildcard > other.firstWildcard }
         if isGlob != other.isGlob { return !isGlob }
         if plusCount != other.plusCount { return plusCount < other.plusCount }
-        if pattern.count != other.pattern.count { return pattern.count > other.pattern.count }
+        if pattern.utf8.count != other.pattern.utf8.count { return pattern.utf8.count > other.pattern.utf8.count }
         return pattern > other.pattern
     }
 }
@@ -245,7 +248,8 @@ public struct ACL: Sendable {
 
     /// The rule that governs `path`, if any.
     public func rule(for path: String) -> PathRule? {
-        if let r = exact[path] { return r }
+        // The dictionary finds canonically equal keys; only a byte-equal one is the rule.
+        if let r = exact[path], r.stem.utf8.elementsEqual(path.utf8) { return r }
         return wildcard.first { $0.matches(path) }
     }
 

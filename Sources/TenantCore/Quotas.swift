@@ -1,6 +1,7 @@
 import CofferSDK
 import Crypto
 import Foundation
+import Logging
 import Synchronization
 
 /// One token bucket to draw from: `rate` tokens per `interval` seconds, refilled
@@ -74,6 +75,16 @@ public struct RateLimitQuota: Codable, Sendable, Equatable {
         ]
     }
 
+    /// The largest `rate` a quota may have (requests per interval).
+    public static let maxRate: Double = 1_000_000_000
+
+    /// Whether every value is in the range a request may set.
+    var isValid: Bool {
+        rate.isFinite && rate > 0 && rate <= Self.maxRate
+            && interval > 0 && Int64(interval) <= Checked.maxDurationSeconds
+            && blockInterval >= 0 && Int64(blockInterval) <= Checked.maxDurationSeconds
+    }
+
     /// Higher is more specific: path quotas over mount quotas over namespace quotas, longer
     /// paths over shorter, a role over none (Vault's precedence).
     var specificity: Int { (targetsNamespace ? 0 : 1_000_000) + 2 * path.utf8.count + (role.isEmpty ? 0 : 1) }
@@ -114,7 +125,13 @@ extension NamespaceCore {
     public var rateLimitQuotas: [String: RateLimitQuota] { quotaTable.withLock { $0 } }
 
     func loadQuotas() async throws {
-        let table = try await rootView.getCodable([String: RateLimitQuota].self, Self.quotaTableKey) ?? [:]
+        var table = try await rootView.getCodable([String: RateLimitQuota].self, Self.quotaTableKey) ?? [:]
+        // A stored quota with values no request may set (written before they were checked)
+        // is left out with a log line, never trusted: it would fault every request here.
+        for (name, q) in table where !q.isValid {
+            logger.error("rate-limit quota ignored: stored values out of range", metadata: ["ns.path": "\(path)", "quota": "\(name.prefix(128))"])
+            table[name] = nil
+        }
         quotaTable.withLock { $0 = table }
     }
 
@@ -170,8 +187,11 @@ extension NamespaceCore {
             q.targetsNamespace = isNamespace
         }
         if fields.has("rate") || existing == nil {
-            guard let rate = fields["rate"]?.doubleValue, rate > 0, rate.isFinite else {
+            guard let rate = fields["rate"]?.doubleValue, rate > 0 else {
                 throw CofferError.invalid("rate must be positive")
+            }
+            guard rate <= RateLimitQuota.maxRate else {
+                throw CofferError.invalid("rate must be at most \(Int(RateLimitQuota.maxRate))")
             }
             q.rate = rate
         }
@@ -201,6 +221,7 @@ extension NamespaceCore {
         if q.role.isEmpty == false && q.targetsNamespace {
             throw CofferError.invalid("role can only be set on a quota whose path is an auth mount")
         }
+        guard q.isValid else { throw CofferError.invalid("interval and block_interval must be valid durations") }
         return q
     }
 }
@@ -254,7 +275,9 @@ extension Core {
                 for q in table.values where q.managed == managed {
                     let hit: Bool
                     if q.targetsNamespace {
-                        hit = q.inheritable ? nsBelow.hasPrefix(q.path) : nsBelow == q.path
+                        // A managed (tenant) quota covers the tenant's whole subtree: its
+                        // child namespaces are no way around it.
+                        hit = q.inheritable || q.managed ? nsBelow.hasPrefix(q.path) : nsBelow == q.path
                     } else {
                         hit = pathBelow.hasPrefix(q.path) && (q.role.isEmpty || q.role == role)
                     }
@@ -291,7 +314,7 @@ extension Core {
             default: group = request.remoteAddress ?? "-"
             }
             let bucket = RateBucket(
-                key: "\(level.id)/\(q.managed ? "m" : "q")/\(q.name)/\(group)", rate: max(1, Int(q.rate.rounded(.up))),
+                key: "\(level.id)/\(q.managed ? "m" : "q")/\(q.name)/\(group)", rate: max(1, Int(exactly: min(q.rate, RateLimitQuota.maxRate).rounded(.up)) ?? 1),
                 interval: Double(q.interval), blockInterval: Double(q.blockInterval))
             let verdict = try await limiter.take(bucket)
             if !verdict.allowed {

@@ -223,8 +223,10 @@ struct SystemBackend: LogicalBackend {
     static func ttl(_ v: JSONValue?, field: String) throws -> Int? {
         guard let v, !v.isNull else { return nil }
         switch v {
-        case .int(let i): return Int(i)
-        case .double(let d): return Int(d)
+        case .int(let i): return try Checked.duration(i, field: field)
+        case .double(let d):
+            guard let i = Checked.int64(truncating: d) else { throw CofferError.invalid("invalid \(field)") }
+            return try Checked.duration(i, field: field)
         case .string(let s):
             if s == "system" || s.isEmpty { return 0 }
             guard let secs = CofferSDK.Duration.parseSeconds(s) else { throw CofferError.invalid("invalid \(field): \"\(s.prefix(32))\"") }

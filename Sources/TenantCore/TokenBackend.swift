@@ -115,6 +115,8 @@ public struct TokenBackend: LogicalBackend {
         let f = req.fields
         let (_, parent, parentStore) = try await caller(req)
         let parentIsRoot = parent.policies.contains("root")
+        // Root, or sudo on this path: what Vault asks for orphans, custom ids and periods.
+        let privileged = parentIsRoot || req.token?.hasSudo == true
         // A token made here by a token of an ancestor namespace is that token's child too:
         // the ancestor's store indexes it, and revoking the parent revokes it here.
         let crossNamespace = parentStore !== store
@@ -130,12 +132,12 @@ public struct TokenBackend: LogicalBackend {
         }
         var wantOrphan = orphan || (role?.orphan ?? false)
         if f.bool("no_parent") {
-            guard parentIsRoot || req.token?.policies.contains("root") == true else {
+            guard privileged else {
                 throw CofferError.invalid("root or sudo privileges required to create orphan token")
             }
             wantOrphan = true
         }
-        if f.has("id") && !parentIsRoot {
+        if f.has("id") && !privileged {
             throw CofferError.invalid("root or sudo privileges required to specify token id")
         }
         var policies = f.has("policies") ? f.strings("policies") : parent.policies.filter { $0 != "default" }
@@ -147,6 +149,17 @@ public struct TokenBackend: LogicalBackend {
                 }
             } else if !role.allowedPolicies.isEmpty {
                 policies = role.allowedPolicies
+            }
+            if role.allowedPolicies.isEmpty {
+                // A role without allowed_policies grants only what the caller has, as Vault:
+                // the role is a template for the caller's own tokens, not an escalation.
+                if !f.has("policies") { policies.removeAll { role.disallowedPolicies.contains($0) } }
+                if !parentIsRoot {
+                    let allowed = Set(parent.policies)
+                    for p in policies where p != "default" && !allowed.contains(p) {
+                        throw CofferError.invalid("token policies (\(policies.sorted())) must be subset of the parent token's policies (\(parent.policies.sorted()))")
+                    }
+                }
             }
             for p in policies where role.disallowedPolicies.contains(p) {
                 throw CofferError.invalid("token policy \(p) is disallowed by this role")
@@ -171,6 +184,9 @@ public struct TokenBackend: LogicalBackend {
         var explicitMax = f.int("explicit_max_ttl")
         if let role, role.explicitMaxTTL > 0 { explicitMax = explicitMax == 0 ? role.explicitMaxTTL : min(explicitMax, role.explicitMaxTTL) }
         var period = f.int("period")
+        if period > 0 && !privileged && (role?.period ?? 0) == 0 {
+            throw CofferError.invalid("root or sudo privileges required to create periodic token")
+        }
         if let role, role.period > 0 { period = role.period }
         var ttl = f.has("ttl") ? f.int("ttl") : f.int("lease")
         if ttl == 0, let role, role.tokenTTL > 0 { ttl = role.tokenTTL }
@@ -261,6 +277,15 @@ public struct TokenBackend: LogicalBackend {
                 ttl = Int(max(0, hardEnd - now))
                 warnings.append("TTL of \"\(Duration.format(increment))\" exceeded the effective max_ttl of \"\(Duration.format(ttl))\"; TTL value is capped accordingly")
             }
+        }
+        // A child never outlives its parent (unless it is an orphan): its parent's expiry
+        // revokes it, so a renewal past it would only promise what will not be kept.
+        var parentStore: TokenStore? = store
+        if let other = e.parentNamespace { parentStore = try await store.storeAt(other) }
+        if !e.orphan, !e.parentHash.isEmpty, let parentStore,
+           let parent = try await parentStore.lookup(hash: e.parentHash), parent.expireTime != 0 {
+            let left = Int(max(0, parent.expireTime - now))
+            if ttl > left { ttl = left }
         }
         e.expireTime = now + Int64(ttl)
         e.lastRenewalTime = now

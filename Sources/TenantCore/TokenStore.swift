@@ -95,13 +95,18 @@ public final class TokenStore: Sendable {
     /// The token store of another namespace (an ancestor or a descendant of this one), for
     /// parent/child links across namespaces; nil when it does not exist (any more).
     let storeAt: @Sendable (String) async throws -> TokenStore?
+    /// Called when a token gets an expiry (creation, renewal), with its hash and the unix
+    /// time: the lease manager schedules its revocation (`Leases+TokenExpiry.swift`).
+    let onExpiry: (@Sendable (String, Int64) async throws -> Void)?
 
     public init(
         view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "",
         onRevoke: (@Sendable (String) async -> Void)? = nil,
+        onExpiry: (@Sendable (String, Int64) async throws -> Void)? = nil,
         storeAt: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }
     ) {
         self.onRevoke = onRevoke
+        self.onExpiry = onExpiry
         self.storeAt = storeAt
         self.idSuffix = idSuffix
         self.view = view
@@ -150,6 +155,7 @@ public final class TokenStore: Sendable {
             try await view.put("parent/\(entry.parentHash)/\(entry.idHash)", [])
         }
         cache.withLock { $0[entry.idHash] = entry }
+        if entry.expireTime != 0 { try await onExpiry?(entry.idHash, entry.expireTime) }
         return (token, entry)
     }
 
@@ -200,24 +206,32 @@ public final class TokenStore: Sendable {
     }
 
     public func update(_ entry: TokenEntry) async throws {
+        let before = cache.withLock { $0[entry.idHash]?.expireTime }
         try await view.putCodable("id/" + entry.idHash, entry)
         cache.withLock { $0[entry.idHash] = entry }
+        if entry.expireTime != 0 && entry.expireTime != before { try await onExpiry?(entry.idHash, entry.expireTime) }
     }
 
+    /// Spends the uses of limited-use tokens: one request at a time per token.
+    let useLock = KeyedLock()
+
     /// Counts one use of a limited-use token; the last use revokes it after the request.
-    /// Returns false when the token has no uses left.
+    /// Returns false when the token has no uses left. The check and the spend are one step
+    /// (per-token lock, the entry re-read from storage inside it), so N concurrent requests
+    /// with a k-use token get exactly k answers.
     public func useToken(_ entry: TokenEntry) async throws -> (allowed: Bool, lastUse: Bool) {
-        guard entry.numUses > 0 else { return (true, false) }
-        var e = entry
-        e.numUses -= 1
-        if e.numUses == 0 {
-            // Mark as used up (-1) so concurrent requests can't reuse it.
-            e.numUses = -1
+        guard entry.numUses != 0 else { return (true, false) }
+        return try await useLock.withLock(entry.idHash) {
+            guard var e = try await view.getCodable(TokenEntry.self, "id/" + entry.idHash), e.numUses > 0 else {
+                return (false, false)
+            }
+            e.numUses -= 1
+            // Used up: -1, so concurrent requests can't reuse it before it is revoked.
+            let last = e.numUses == 0
+            if last { e.numUses = -1 }
             try await update(e)
-            return (true, true)
+            return (true, last)
         }
-        try await update(e)
-        return (true, false)
     }
 
     /// Revokes a token and, recursively, every child token.

@@ -58,6 +58,17 @@ struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("Error: no listener configured\n".utf8))
             throw ExitCode(1)
         }
+        // DESIGN §8: outside dev mode the API is served over TLS, unless the operator says
+        // in the config that plain HTTP is meant (a TLS-terminating proxy on the same host).
+        if !dev && listener.tlsDisable && !file.allowPlaintextAPI {
+            FileHandle.standardError.write(Data("""
+                Error: the listener has tls_disable = true outside dev mode. Serve the API over TLS \
+                (tls_cert_file, tls_key_file), or add allow_plaintext_api = true to the config to run \
+                without TLS knowingly (tokens and secrets then cross the network in clear).
+
+                """.utf8))
+            throw ExitCode(1)
+        }
         let levelName = (logLevel ?? file.logLevel ?? "info").lowercased()
         guard let level = Logger.Level(rawValue: levelName == "warn" ? "warning" : levelName) else {
             FileHandle.standardError.write(Data("Error: unknown log level \"\(levelName)\"\n".utf8))
@@ -78,6 +89,9 @@ struct ServerCommand: AsyncParsableCommand {
         MetricsSystem.bootstrap(PrometheusMetricsFactory(registry: registry))
         let logger = Logger(label: "coffer")
         for w in file.warnings { logger.warning("\(w)") }
+        if !dev && listener.tlsDisable {
+            logger.warning("the API is served without TLS (tls_disable with allow_plaintext_api): tokens and secrets cross the network in clear")
+        }
 
         let physical: any Storage
         var etcdOptions: EtcdOptions?

@@ -23,13 +23,16 @@ struct ServerConfigFile {
     var usageFlushInterval = 60
     /// Namespaces with their own Prometheus series (the rest are summed as "other").
     var usageMetricsTopNamespaces = 20
+    /// `allow_plaintext_api = true`: a non-dev server may serve the API without TLS
+    /// (`tls_disable`), with a warning at start. Without it such a server refuses to start.
+    var allowPlaintextAPI = false
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
         "storage", "backend", "listener", "default_lease_ttl", "max_lease_ttl", "api_addr", "cluster_addr", "cluster_name",
         "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
         "seal", "ha_storage", "raw_storage_endpoint", "namespace_idle_timeout", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
-        "quota_store", "usage_flush_interval", "usage_metrics_top_namespaces",
+        "quota_store", "usage_flush_interval", "usage_metrics_top_namespaces", "allow_plaintext_api",
     ]
 
     static func load(path: String) throws -> ServerConfigFile {
@@ -97,6 +100,12 @@ struct ServerConfigFile {
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
         cfg.logFormat = body.attribute("log_format")?.stringValue
+        if let v = body.attribute("allow_plaintext_api") {
+            guard let b = v.boolValue ?? (v.stringValue == "true" ? true : v.stringValue == "false" ? false : nil) else {
+                throw CofferError.invalid("config: allow_plaintext_api must be true or false")
+            }
+            cfg.allowPlaintextAPI = b
+        }
         if let v = try duration(body.attribute("usage_flush_interval"), "usage_flush_interval") {
             guard (1...3600).contains(v) else { throw CofferError.invalid("config: usage_flush_interval must be between 1s and 1h") }
             cfg.usageFlushInterval = v

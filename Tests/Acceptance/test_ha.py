@@ -44,6 +44,7 @@ storage "etcd" {{
   ha_enabled   = "true"
   lock_timeout = "3s"
 }}
+allow_plaintext_api = true
 listener "tcp" {{
   address         = "127.0.0.1:{port}"
   cluster_address = "127.0.0.1:{cport}"

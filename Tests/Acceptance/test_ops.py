@@ -126,6 +126,7 @@ def _start_config(tmp: Path, extra_listener: str = "", top: str = "") -> ServerP
     cfg = tmp / "c.hcl"
     cfg.write_text(f"""
 storage "sqlite" {{ path = "{tmp / 'c.db'}" }}
+allow_plaintext_api = true
 listener "tcp" {{
   address = "127.0.0.1:{port}"
   tls_disable = true

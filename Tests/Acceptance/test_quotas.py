@@ -199,9 +199,9 @@ def redis_cli(addr, *args):
 
 def test_x_forwarded_for_only_from_trusted_proxies():
     tmp = _base_tmp()
-    trusted = config_server(tmp, 'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n'
+    trusted = config_server(tmp, 'allow_plaintext_api = true\nlistener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n'
                                  '  x_forwarded_for_authorized_addrs = "127.0.0.0/8"\n}\n', "coffer-xff")
-    untrusted = config_server(tmp, 'listener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n'
+    untrusted = config_server(tmp, 'allow_plaintext_api = true\nlistener "tcp" {\n  address = "127.0.0.1:0"\n  tls_disable = true\n'
                                    '  x_forwarded_for_authorized_addrs = "10.0.0.0/8"\n}\n', "coffer-noxff")
     try:
         for srv in (trusted, untrusted):

@@ -254,6 +254,7 @@ storage "etcd" {{
   address = "{ETCD_ADDR}"
   path    = "{prefix}"
 }}
+allow_plaintext_api = true
 listener "tcp" {{
   address     = "127.0.0.1:{port}"
   tls_disable = true

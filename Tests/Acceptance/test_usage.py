@@ -31,6 +31,7 @@ class Node:
 storage "sqlite" {{
   path = "{self.tmp}/coffer.db"
 }}
+allow_plaintext_api = true
 listener "tcp" {{
   address = "127.0.0.1:{port}"
   tls_disable = true

@@ -367,7 +367,14 @@ struct UsernameTemplate: Sendable {
             var args: [Value] = []
             for operand in c.operands.dropFirst() { args.append(try argument(operand)) }
             if let piped { args.append(piped) }
-            return try call(name, args)
+            // Every intermediate value is bounded, not just the rendered result: nested
+            // `replace ""`, `hex` and `base64` would otherwise grow it tenfold per call. With
+            // the template's own length bound, this bounds the work of an evaluation too.
+            let value = try call(name, args)
+            if case .string(let s) = value, s.utf8.count > UsernameTemplate.maxOutputLength {
+                throw TemplateError("\(name): result is longer than \(UsernameTemplate.maxOutputLength) bytes")
+            }
+            return value
         }
 
         func argument(_ o: Operand) throws(TemplateError) -> Value {
@@ -427,6 +434,13 @@ struct UsernameTemplate: Sendable {
             case "replace":
                 try arity(3)
                 let find = try string(0), with = try string(1), s = try string(2)
+                // The size of the result, checked before making it (inputs are bounded, so
+                // counting is cheap; the result of one call could be ~4,000 times larger).
+                let occurrences = find.isEmpty ? s.unicodeScalars.count + 1 : s.components(separatedBy: find).count - 1
+                let size = s.utf8.count - occurrences * find.utf8.count + occurrences * with.utf8.count
+                guard size <= UsernameTemplate.maxOutputLength else {
+                    throw TemplateError("replace: result is longer than \(UsernameTemplate.maxOutputLength) bytes")
+                }
                 guard !find.isEmpty else {
                     // Go's strings.ReplaceAll with an empty needle inserts between every rune.
                     var out = with

@@ -164,7 +164,15 @@ public struct VaultResponder: HTTPResponder {
         var operation: LogicalOperation
         switch method {
         case .get, .head:
-            operation = params["list"]?.stringValue.map { $0 == "true" || $0 == "1" } == true ? .list : .read
+            // `?list=` is parsed as Go's strconv.ParseBool, as Vault does (hvac sends "True").
+            operation = .read
+            if let s = params["list"]?.stringValue, !s.isEmpty {
+                switch s {
+                case "1", "t", "T", "TRUE", "true", "True": operation = .list
+                case "0", "f", "F", "FALSE", "false", "False": break
+                default: return Self.error(.badRequest, ["invalid value for \"list\": \"\(s.prefix(16))\""])
+                }
+            }
         case .post, .put: operation = .update
         case .patch: operation = .patch
         case .delete: operation = .delete
@@ -279,6 +287,10 @@ public struct VaultResponder: HTTPResponder {
         }
         if r.statusCode == 204 && r.data == nil && r.auth == nil && r.warnings.isEmpty {
             return Response(status: .noContent)
+        }
+        // Vault: a LIST with no keys is a 404, whatever the backend (an empty folder, no roles).
+        if operation == .list && r.warnings.isEmpty && (r.data?["keys"]?.arrayValue?.isEmpty ?? true) {
+            return Self.error(.notFound, [])
         }
         if r.data == nil && r.auth == nil && r.secret == nil && r.warnings.isEmpty {
             if operation == .read || operation == .list { return Self.error(.notFound, []) }

@@ -623,13 +623,46 @@ public final class NamespaceCore: Sendable {
         (error as? CofferError)?.message ?? "internal error"
     }
 
-    /// Checks that a token may perform `operation` on `path` (for endpoints the gateway
-    /// answers itself, like `sys/metrics`).
-    public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false) async throws {
+    /// Checks that a token may perform `operation` on `path`, for endpoints the gateway
+    /// answers itself (`sys/metrics`, `sys/step-down`, snapshots): like any request, it
+    /// spends one use of a limited-use token and reaches the audit devices (both entries
+    /// are written once authorized, before the gateway acts).
+    public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false, requestID: String = RandomID.uuid(), remoteAddress: String? = nil) async throws {
+        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        let sys = router.withLock { $0.mounts.first { $0.kind == .system } }
+        var info = audit.map { _ in
+            AuditRequestInfo(
+                id: requestID, operation: operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
+                mountType: "system", mountPoint: "sys/", mountAccessor: sys?.entry.accessor ?? "", clientToken: clientToken ?? "",
+                data: [:], remoteAddress: remoteAddress ?? "")
+        }
         guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+            if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
             throw CofferError.denied()
         }
-        try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
+        do {
+            try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
+        } catch {
+            if let audit, let info { await Self.auditRefusal(audit, info, error) }
+            throw error
+        }
+        if e.numUses > 0 {
+            let (allowed, last) = try await tokens.useToken(e)
+            guard allowed else {
+                if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
+                throw CofferError.denied()
+            }
+            if last { try? await tokens.revokeTree(hash: e.idHash) }
+        }
+        if let audit, var request = info {
+            request.clientTokenAccessor = e.accessor
+            request.auth = AuditAuth(
+                token: RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID),
+                clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+            info = request
+            try await audit.logRequest(request)
+            try await audit.logResponse(AuditResponseInfo(request: request))
+        }
     }
 
     /// Capabilities of a token on paths (sys/capabilities*).

@@ -104,8 +104,12 @@ public struct QuotaConfig: Codable, Sendable, Equatable {
         "sys/generate-root/update", "sys/health", "sys/seal-status", "sys/unseal",
     ]
 
-    func isExempt(_ path: String) -> Bool {
-        Self.absoluteExemptPaths.contains { path.hasPrefix($0) } || exemptPaths.contains { !$0.isEmpty && path.hasPrefix($0) }
+    /// `fullPath` is the request's path from the root namespace (`acme/secret/x`), `relative`
+    /// its path inside its namespace. Configured exempt paths are set in the root namespace
+    /// and name full paths: `secret/` exempts the root's `secret/` only, not every tenant's.
+    /// Vault's absolute exemptions (health, unseal, ...) hold in every namespace.
+    func isExempt(fullPath: String, relative: String) -> Bool {
+        Self.absoluteExemptPaths.contains { relative.hasPrefix($0) } || exemptPaths.contains { !$0.isEmpty && fullPath.hasPrefix($0) }
     }
 
     public var json: [String: JSONValue] {
@@ -300,7 +304,7 @@ extension Core {
     func enforceQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [String: String] {
         guard let limiter = rateLimiter.withLock({ $0 }) else { return [:] }
         let config = quotaConfig
-        if config.isExempt(ns.path + rel) || config.isExempt(rel) { return [:] }
+        if config.isExempt(fullPath: ns.path + rel, relative: rel) { return [:] }
         let quotas = try await applicableQuotas(ns: ns, rel: rel, request: request)
         if quotas.isEmpty { return [:] }
         var tightest: RateVerdict?

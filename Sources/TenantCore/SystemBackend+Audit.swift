@@ -45,7 +45,11 @@ extension SystemBackend {
     }
 
     func hashAudit(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let hash = try auditBroker().hash(path: req.fields.string("path"), input: req.fields.string("input"))
+        let broker = try auditBroker()
+        let path = try AuditBroker.normalize(req.fields.string("path"))
+        // Vault's words (400), which clients match: `unknown audit backend "name/"`.
+        guard broker.list()[path] != nil else { throw CofferError.invalid("unknown audit backend \"\(path)\"") }
+        let hash = try broker.hash(path: path, input: req.fields.string("input"))
         return LogicalResponse(data: ["hash": .string(hash)])
     }
 

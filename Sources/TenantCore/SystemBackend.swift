@@ -29,7 +29,7 @@ struct SystemBackend: LogicalBackend {
     }()
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
-    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
+    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
 
     static let mountFields: [Field] = [
         Field("path", .string), Field("type", .string), Field("description", .string), Field("config", .map),

@@ -49,6 +49,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def free_ports(n: int) -> list[int]:
+    """n distinct free TCP ports: all sockets stay bound until every port is chosen (two
+    free_port() calls in a row may answer the same port)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
 def unique(prefix: str = "plain") -> str:
     """A distinctive random value, easy to find in raw bytes: plain-<uuid>."""
     return f"{prefix}-{uuid.uuid4()}"

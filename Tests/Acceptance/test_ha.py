@@ -24,7 +24,7 @@ import hvac
 import pytest
 import requests
 
-from conftest import REPO_ROOT, ServerProcess, _base_tmp, coffer_bin, free_port
+from conftest import REPO_ROOT, ServerProcess, _base_tmp, coffer_bin, free_port, free_ports
 
 ETCD_ADDRS = os.environ.get("COFFER_TEST_ETCD_ADDRS", "")
 ETCD_DIR = os.environ.get("COFFER_TEST_ETCD_DIR", "")
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.skipif(not ETCD_ADDRS, reason="needs COFFER_TEST_ETCD_A
 
 class HANode(ServerProcess):
     def __init__(self, workdir: Path, name: str, prefix: str):
-        port, cport = free_port(), free_port()
+        port, cport = free_ports(2)
         self.cluster_port = cport
         cfg = workdir / f"{name}.hcl"
         cfg.write_text(f"""\

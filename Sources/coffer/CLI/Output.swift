@@ -201,7 +201,7 @@ enum Out {
     /// Prints a response the way `vault read`/`write` do: `-field`, `-format=json` or a table.
     /// `data` overrides the data shown (KV v2 nests it); `humanizeTTL` renders ttl fields as durations.
     static func secret(_ r: APIResponse, _ o: OutputOptions, data overrideData: JSONValue? = nil, humanizeTTL: Bool = false) throws {
-        let data = overrideData ?? r.data
+        let data = overrideData ?? r.data ?? (r.auth == nil ? topLevelFields(r) : nil)
         if let name = o.field {
             var value: JSONValue?
             if let auth = r.auth { value = authField(auth, name) }
@@ -243,6 +243,19 @@ enum Out {
             }
         }
         if !rows.isEmpty { print(keyValue(rows)) }
+    }
+
+    /// The keys of Vault's response envelope (what every logical response carries).
+    static let envelopeKeys: Set<String> = [
+        "request_id", "lease_id", "renewable", "lease_duration", "data", "wrap_info", "warnings", "auth", "mount_type",
+    ]
+
+    /// Vault's legacy `sys/` endpoints (`sys/leader`, `sys/health`, `sys/seal-status`, ...) answer
+    /// with their fields at the top level and no `data`: those fields, without the envelope's.
+    static func topLevelFields(_ r: APIResponse) -> JSONValue? {
+        guard var obj = r.json?.objectValue else { return nil }
+        for k in envelopeKeys { obj[k] = nil }
+        return obj.isEmpty ? nil : .object(obj)
     }
 
     /// Vault prints response warnings on stderr in table mode.

@@ -46,8 +46,9 @@ public struct KVv1Backend: LogicalBackend {
     func write(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let path = req.fields.string("path")
         try KVEngine.checkKey(path)
-        var data = req.data
-        data["path"] = nil
+        // The body as sent, as Vault stores it: the path comes from the URL (captures), so a
+        // key named "path" in the body is data like any other.
+        let data = req.data
         guard !data.isEmpty else { throw CofferError.invalid("missing data fields") }
         try await storage.putJSON(path, .object(data))
         return nil

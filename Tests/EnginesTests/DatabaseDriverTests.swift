@@ -104,6 +104,17 @@ import Testing
             #expect(s.scrub("  failed for pa ss/word and pa%20ss%2Fword near 'top-secret'  ", literals: ["top-secret", "ab"])
                 == "failed for [password] and [password] near '[redacted]'")
         }
+
+        /// #26 (low): a short password is scrubbed where a connection string holds it, not
+        /// letter by letter through the whole message.
+        @Test func scrubOfAShortPasswordKeepsTheMessageReadable() {
+            let s = DriverSecrets(["p"])
+            #expect(s.scrub("connection to server at \"127.0.0.1\", port 1 failed: Is the server accepting TCP/IP?")
+                == "connection to server at \"127.0.0.1\", port 1 failed: Is the server accepting TCP/IP?")
+            #expect(s.scrub("bad url postgresql://u:p@127.0.0.1/db") == "bad url postgresql://u:[password]@127.0.0.1/db")
+            #expect(s.scrub("conninfo host=x password=p user=u") == "conninfo host=x password=[password] user=u")
+            #expect(s.scrub("conninfo password='p'") == "conninfo password='[password]'")
+        }
     }
 
     // MARK: PostgreSQL

@@ -20,11 +20,31 @@ struct DriverSecrets: Sendable {
         values = all.sorted { $0.count > $1.count }
     }
 
+    /// Secrets this short are replaced only where a connection string or statement would
+    /// hold them, not everywhere: replacing every `p` of a message would both mangle it and,
+    /// by the gaps, show where the password's letters were.
+    static let freeMatchLength = 8
+
     /// `message` trimmed, each secret replaced by `[password]` and each literal of at
     /// least four characters by `[redacted]`.
     func scrub(_ message: String, literals: [String] = []) -> String {
         var m = message
-        for s in values { m = m.replacingOccurrences(of: s, with: "[password]") }
+        for s in values {
+            if s.count >= Self.freeMatchLength {
+                m = m.replacingOccurrences(of: s, with: "[password]")
+            } else {
+                // The fields of a connection string: `:secret@` (URL), `password=secret`,
+                // `password='secret'` and a quoted `"secret"` / `'secret'`.
+                for (before, after) in [(":", "@"), ("password=", " "), ("password=", ""), ("password='", "'"), ("'", "'"), ("\"", "\"")] {
+                    let whole = before + s + after
+                    if after.isEmpty {
+                        if m.hasSuffix(whole) { m = String(m.dropLast(whole.count)) + before + "[password]" }
+                    } else {
+                        m = m.replacingOccurrences(of: whole, with: before + "[password]" + after)
+                    }
+                }
+            }
+        }
         for l in Set(literals).filter({ $0.count >= 4 }).sorted(by: { $0.count > $1.count }) {
             m = m.replacingOccurrences(of: l, with: "[redacted]")
         }

@@ -35,7 +35,7 @@ struct CofferHTTPChannel: ServerChildChannel, HTTPChannelHandler {
             withPipeliningAssistance: false,
             withErrorHandling: false,
             withOutboundHeaderValidation: false)
-        _ = HTTPFramingGuard.self
+        try pipeline.addHandler(HTTPFramingGuard(limits: bodyLimits, witness: witness, logger: logger))
         try pipeline.addHandler(HTTP1ToHTTPServerCodec(secure: false))
     }
 

@@ -188,6 +188,10 @@ public struct BackendConfiguration: Sendable {
         throw CofferError.invalid("password policy \"\(name.prefix(128))\" not found")
     }
 
+    /// Where the engine may connect (unrestricted in the root namespace; the operator's
+    /// tenant policy elsewhere). Engines check every outbound host against it.
+    public var outbound = OutboundPolicy.unrestricted
+
     /// Whether this node runs background work now (false on an HA standby): timers such as
     /// static-role rotation check it before changing anything outside Coffer.
     public var runsBackgroundWork: @Sendable () -> Bool = { true }

@@ -109,6 +109,9 @@ public struct CoreConfiguration: Sendable {
     public var version: String
     /// Lease revocation retries and concurrency.
     public var leases = LeaseManager.Configuration()
+    /// Where engines of tenant (non-root) namespaces may connect: `database_allowed_hosts`
+    /// and `database_denied_cidrs` of the server configuration.
+    public var tenantOutbound: OutboundPolicy = (try? .tenant(allowed: [])) ?? .unrestricted
 
     public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
         self.defaultLeaseTTL = defaultLeaseTTL
@@ -326,6 +329,7 @@ public final class NamespaceCore: Sendable {
             defaultLeaseTTL: entry.config.defaultTTL(system: configuration.defaultLeaseTTL),
             maxLeaseTTL: entry.config.maxTTL(system: configuration.maxLeaseTTL),
             logger: logger)
+        config.outbound = path.isEmpty ? .unrestricted : configuration.tenantOutbound
         // Weak: the backend lives in this namespace's router.
         let hooks = self.hooks
         config.runsBackgroundWork = { !hooks.isStandby() }

@@ -118,9 +118,10 @@ struct ServerCommand: AsyncParsableCommand {
             FileHandle.standardError.write(Data("Error: unknown storage type \"\(file.storageType)\"\n".utf8))
             throw ExitCode(1)
         }
-        let coreConfig = CoreConfiguration(
+        var coreConfig = CoreConfiguration(
             defaultLeaseTTL: file.defaultLeaseTTL, maxLeaseTTL: file.maxLeaseTTL,
             clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
+        coreConfig.tenantOutbound = file.tenantOutbound
         // HA (etcd with ha_enabled): writes pass the gate only while this node is active.
         let gate = WriteGate(physical)
         let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)

@@ -26,6 +26,9 @@ struct ServerConfigFile {
     /// `allow_plaintext_api = true`: a non-dev server may serve the API without TLS
     /// (`tls_disable`), with a warning at start. Without it such a server refuses to start.
     var allowPlaintextAPI = false
+    /// `database_allowed_hosts` / `database_denied_cidrs`: where database connections of
+    /// tenant namespaces may go (`OutboundPolicy`).
+    var tenantOutbound: OutboundPolicy = (try? .tenant(allowed: [])) ?? .unrestricted
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
@@ -33,6 +36,7 @@ struct ServerConfigFile {
         "disable_mlock", "ui", "log_level", "log_format", "pid_file", "disable_cache", "plugin_directory", "telemetry",
         "seal", "ha_storage", "raw_storage_endpoint", "namespace_idle_timeout", "introspection_endpoint", "disable_clustering", "default_max_request_duration",
         "quota_store", "usage_flush_interval", "usage_metrics_top_namespaces", "allow_plaintext_api",
+        "database_allowed_hosts", "database_denied_cidrs",
     ]
 
     static func load(path: String) throws -> ServerConfigFile {
@@ -100,6 +104,21 @@ struct ServerConfigFile {
         cfg.clusterName = body.attribute("cluster_name")?.stringValue ?? ""
         cfg.logLevel = body.attribute("log_level")?.stringValue
         cfg.logFormat = body.attribute("log_format")?.stringValue
+        func stringList(_ name: String) throws -> [String]? {
+            guard let v = body.attribute(name) else { return nil }
+            if let s = v.stringValue { return s.split(separator: ",").map(String.init) }
+            guard let items = v.arrayValue?.map(\.stringValue), !items.contains(nil) else {
+                throw CofferError.invalid("config: \(name) must be a list of strings")
+            }
+            return items.compactMap { $0 }
+        }
+        let allowed = try stringList("database_allowed_hosts") ?? []
+        let denied = try stringList("database_denied_cidrs") ?? OutboundPolicy.defaultDeniedCIDRs
+        do {
+            cfg.tenantOutbound = try .tenant(allowed: allowed, denied: denied)
+        } catch let e as CofferError {
+            throw CofferError.invalid("config: database_denied_cidrs: \(e.message)")
+        }
         if let v = body.attribute("allow_plaintext_api") {
             guard let b = v.boolValue ?? (v.stringValue == "true" ? true : v.stringValue == "false" ? false : nil) else {
                 throw CofferError.invalid("config: allow_plaintext_api must be true or false")

@@ -282,3 +282,72 @@ def test_26_12_openapi_document_needs_a_token(dev_server):
     assert r.status_code == 403
     assert "secret/" not in r.text
     assert call(dev_server, "GET", "sys/internal/specs/openapi").status_code == 200
+
+
+# ------------------------------------------------- 10: tenant databases can't probe the node
+
+
+def _db_config(srv, mount, url, ns=None, verify=True):
+    return call(srv, "POST", f"{mount}/config/pg", ns=ns, body={
+        "plugin_name": "postgresql-database-plugin", "connection_url": url,
+        "username": "u", "password": "secret-pw-1", "verify_connection": verify, "allowed_roles": "*"})
+
+
+def test_26_10_tenant_database_connections_are_limited_to_allowed_hosts(dev_server):
+    tenant = name("t")
+    assert call(dev_server, "POST", f"sys/namespaces/{tenant}").status_code == 200
+    assert call(dev_server, "POST", "sys/mounts/db", ns=tenant, body={"type": "database"}).status_code == 204
+    refusals = set()
+    # Loopback (open and closed ports alike), link-local metadata, a unix socket: one answer.
+    for url in ["postgresql://{{username}}:{{password}}@127.0.0.1:%d/db" % dev_server.port,
+                "postgresql://{{username}}:{{password}}@127.0.0.1:1/db",
+                "postgresql://{{username}}:{{password}}@localhost:5432/db",
+                "postgresql://{{username}}:{{password}}@169.254.169.254:5432/db",
+                "postgresql://{{username}}:{{password}}@[::1]:5432/db",
+                "host=/var/run/postgresql user={{username}} password={{password}}",
+                "postgresql://{{username}}:{{password}}@127.0.0.1:1,10.1.2.3:5432/db"]:
+        r = _db_config(dev_server, "db", url, ns=tenant)
+        assert r.status_code == 400, (url, r.status_code, r.text)
+        refusals.add(r.json()["errors"][0])
+        assert "secret-pw-1" not in r.text
+    assert len(refusals) == 1 and "not allowed from this namespace" in refusals.pop()
+    # Saved without verification, the connection is still refused when it is used.
+    r = _db_config(dev_server, "db", "postgresql://{{username}}:{{password}}@127.0.0.1:1/db", ns=tenant, verify=False)
+    assert r.status_code == 204, r.text
+    r = call(dev_server, "POST", "db/rotate-root/pg", ns=tenant)
+    assert r.status_code == 400 and "not allowed from this namespace" in r.text, r.text
+    # The root namespace (the operator's) is not limited: a closed port is just unavailable.
+    assert call(dev_server, "POST", "sys/mounts/db26", body={"type": "database"}).status_code == 204
+    r = _db_config(dev_server, "db26", "postgresql://{{username}}:{{password}}@127.0.0.1:1/db")
+    assert r.status_code != 400 or "not allowed" not in r.text, r.text
+    alive(dev_server)
+
+
+def test_26_10_an_operator_allowed_host_is_reachable_from_a_tenant():
+    tmp = _base_tmp()
+    port = free_port()
+    cfg = tmp / "c.hcl"
+    cfg.write_text(f'storage "inmem" {{}}\nallow_plaintext_api = true\ndatabase_allowed_hosts = ["127.0.0.1"]\n'
+                   f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n')
+    srv = ServerProcess("coffer-dbhosts", [coffer_bin(), "server", "--config", str(cfg)], port, tmp).start()
+    try:
+        init = requests.put(f"{srv.url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30).json()
+        requests.put(f"{srv.url}/v1/sys/unseal", json={"key": init["keys"][0]}, timeout=30)
+        root = init["root_token"]
+        tenant = name("t")
+        assert call(srv, "POST", f"sys/namespaces/{tenant}", token=root).status_code == 200
+        assert call(srv, "POST", "sys/mounts/db", token=root, ns=tenant, body={"type": "database"}).status_code == 204
+        def cfg_with(url):
+            return call(srv, "POST", "db/config/pg", token=root, ns=tenant, body={
+                "plugin_name": "postgresql-database-plugin", "connection_url": url,
+                "username": "u", "password": "p", "verify_connection": True})
+        # Allowed: the connection is attempted (and fails: nothing listens on port 1), with one
+        # uniform text that does not say why.
+        r = cfg_with("postgresql://{{username}}:{{password}}@127.0.0.1:1/db")
+        assert "not allowed" not in r.text and "Connection refused" not in r.text, r.text
+        assert "cannot connect to the database" in r.text, r.text
+        # Anything not listed is refused.
+        r = cfg_with("postgresql://{{username}}:{{password}}@10.1.2.3:5432/db")
+        assert r.status_code == 400 and "not allowed from this namespace" in r.text, r.text
+    finally:
+        srv.dispose()

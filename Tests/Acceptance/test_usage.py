@@ -23,7 +23,7 @@ FLUSH = 1  # usage_flush_interval in these tests, seconds
 class Node:
     """A Coffer server on SQLite (initialised with one key share), restartable."""
 
-    def __init__(self):
+    def __init__(self, extra: str = ""):
         self.tmp = _base_tmp()
         port = free_port()
         cfg = self.tmp / "coffer.hcl"
@@ -38,6 +38,7 @@ listener "tcp" {{
 }}
 usage_flush_interval = "{FLUSH}s"
 usage_metrics_top_namespaces = 2
+{extra}
 ''')
         self.srv = ServerProcess("coffer-usage", [coffer_bin(), "server", "--config", str(cfg)], port, self.tmp).start()
         init = requests.put(f"{self.srv.url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30).json()

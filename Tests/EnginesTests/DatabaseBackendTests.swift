@@ -211,6 +211,7 @@ extension DatabaseBackendTests {
 /// A plugin whose server is down: every connection attempt fails as a refused TCP connect
 /// would. It lets the routes be exercised up to the point where a database is needed.
 struct OfflinePlugin: DatabasePlugin {
+    func targets(_ settings: DatabaseConnectionSettings) throws -> [DatabaseTarget] { [.tcp(host: "db.example")] }
     var name = "postgresql-database-plugin"
     var maxUsernameLength = 63
     var defaultUsernameTemplate = #"{{ printf "v-%s-%s-%s-%s" (.DisplayName | truncate 8) (.RoleName | truncate 8) (random 20) (unix_time) | truncate 63 }}"#
@@ -509,6 +510,7 @@ final class PoolCounters: Sendable {
 }
 
 struct CountingPlugin: DatabasePlugin {
+    func targets(_ settings: DatabaseConnectionSettings) throws -> [DatabaseTarget] { [.tcp(host: "db.example")] }
     let counters: PoolCounters
     var name: String { "counting" }
     var maxUsernameLength: Int { 63 }

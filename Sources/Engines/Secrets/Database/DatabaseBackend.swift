@@ -277,7 +277,7 @@ public final class DatabaseBackend: LeasingBackend {
     func pool(_ name: String, _ c: DatabaseConfigRecord) async throws -> DatabaseConnectionPool {
         if let p = await pools.pool(name, id: c.id) { return p }
         guard !tornDown.withLock({ $0 }) else { throw CofferError(.unavailable, "the database mount is shutting down") }
-        let candidate = DatabaseConnectionPool(plugin: try plugin(c.pluginName), settings: c.settings, limits: c.limits)
+        let candidate = DatabaseConnectionPool(plugin: try plugin(c.pluginName), settings: c.settings, limits: c.limits, outbound: config.outbound)
         let (pool, replaced) = await pools.install(name, id: c.id, candidate)
         if pool !== candidate { await candidate.close() }
         await replaced?.close()
@@ -366,7 +366,7 @@ public final class DatabaseBackend: LeasingBackend {
             c.verifyConnection = f.bool("verify_connection")
             c.id = RandomID.secureUUID()
 
-            let replacement = DatabaseConnectionPool(plugin: plugin, settings: c.settings, limits: c.limits)
+            let replacement = DatabaseConnectionPool(plugin: plugin, settings: c.settings, limits: c.limits, outbound: config.outbound)
             if c.verifyConnection {
                 do {
                     let alive = try await replacement.withConnection { $0.isAlive() }

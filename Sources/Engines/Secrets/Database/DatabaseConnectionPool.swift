@@ -69,9 +69,13 @@ actor DatabaseConnectionPool {
     private var nextWaiterID: UInt64 = 0
     private var closed = false
 
-    init(plugin: any DatabasePlugin, settings: DatabaseConnectionSettings, limits: Limits) {
+    /// Where connections may go (the namespace's `OutboundPolicy`), checked at every connect.
+    let outbound: OutboundPolicy
+
+    init(plugin: any DatabasePlugin, settings: DatabaseConnectionSettings, limits: Limits, outbound: OutboundPolicy = .unrestricted) {
         self.plugin = plugin
         self.settings = settings
+        self.outbound = outbound
         self.limits = Limits(maxOpen: max(1, limits.maxOpen), maxIdle: max(0, min(limits.maxIdle, limits.maxOpen)), maxLifetime: max(0, limits.maxLifetime))
     }
 
@@ -139,11 +143,18 @@ actor DatabaseConnectionPool {
             }
             if open < limits.maxOpen {
                 open += 1
-                let plugin = self.plugin, settings = self.settings
+                let plugin = self.plugin, settings = self.settings, outbound = self.outbound
                 let connection: PooledConnection
                 do {
                     connection = try await DatabaseThreads.run { () throws -> PooledConnection in
-                        PooledConnection(try plugin.connect(settings), opened: Date())
+                        try outbound.check(plugin.targets(settings))
+                        do {
+                            return PooledConnection(try plugin.connect(settings), opened: Date())
+                        } catch let e as DatabaseError where outbound.restricted && e.kind == .unavailable {
+                            // One text for every way a connection fails (refused, timed out,
+                            // no route, bad login), so a tenant cannot map the network.
+                            throw DatabaseError(kind: .unavailable, message: "cannot connect to the database (the connection failed, was refused or timed out, or the login was refused)")
+                        }
                     }
                 } catch {
                     open -= 1

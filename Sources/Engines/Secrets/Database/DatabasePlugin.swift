@@ -71,4 +71,30 @@ protocol DatabasePlugin: Sendable {
     /// Opens a connection (blocking). Throws `.configuration` for a URL the plugin cannot
     /// use and `.unavailable` when the server cannot be reached or refuses the login.
     func connect(_ settings: DatabaseConnectionSettings) throws -> any DatabaseConnection
+    /// Where `connect` would go: TCP hosts and unix socket paths (for the namespace's
+    /// `OutboundPolicy`). Throws `.configuration` for a URL the plugin cannot use.
+    func targets(_ settings: DatabaseConnectionSettings) throws -> [DatabaseTarget]
+}
+
+/// One place a plugin connects to.
+enum DatabaseTarget: Sendable, Equatable {
+    case tcp(host: String)
+    case unixSocket(path: String)
+}
+
+extension OutboundPolicy {
+    /// Checks every target of a connection; the refusal is a configuration error with the
+    /// policy's one text.
+    func check(_ targets: [DatabaseTarget]) throws {
+        do {
+            for t in targets {
+                switch t {
+                case .tcp(let host): try check(host: host)
+                case .unixSocket: try checkUnixSocket()
+                }
+            }
+        } catch let e as CofferError {
+            throw DatabaseError(kind: .configuration, message: e.message)
+        }
+    }
 }

@@ -22,6 +22,15 @@ struct MySQLPlugin: DatabasePlugin {
     func connect(_ settings: DatabaseConnectionSettings) throws -> any DatabaseConnection {
         try MySQLConnection(settings)
     }
+
+    func targets(_ settings: DatabaseConnectionSettings) throws -> [DatabaseTarget] {
+        let target = try MySQLConnectionTarget.parse(settings)
+        if let host = target.host {
+            // libmariadb reaches "localhost" through its unix socket.
+            return host.lowercased() == "localhost" ? [.unixSocket(path: target.socket ?? ""), .tcp(host: host)] : [.tcp(host: host)]
+        }
+        return [.unixSocket(path: target.socket ?? "")]
+    }
 }
 
 /// Where a MySQL connection goes, parsed from `connection_url` with the placeholders

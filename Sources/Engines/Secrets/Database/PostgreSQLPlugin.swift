@@ -61,6 +61,19 @@ struct PostgreSQLPlugin: DatabasePlugin {
 
     let defaultRotationStatements = [#"ALTER ROLE "{{name}}" WITH PASSWORD '{{password}}'"#]
 
+    func targets(_ settings: DatabaseConnectionSettings) throws -> [DatabaseTarget] {
+        let params = try PostgreSQLConnection.connectionParameters(settings)
+        func list(_ key: String) -> [String] {
+            (params.last { $0.key == key }?.value ?? "").split(separator: ",", omittingEmptySubsequences: false)
+                .map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        // libpq connects to `hostaddr` when given (`host` then only names the server for
+        // TLS); otherwise to each `host`: a path (or empty: the default socket) is a unix socket.
+        let addrs = list("hostaddr").filter { !$0.isEmpty }
+        if !addrs.isEmpty { return addrs.map { .tcp(host: $0) } }
+        return list("host").map { h in h.isEmpty || h.hasPrefix("/") || h.hasPrefix("@") ? .unixSocket(path: h) : .tcp(host: h) }
+    }
+
     func connect(_ settings: DatabaseConnectionSettings) throws -> any DatabaseConnection {
         try PostgreSQLConnection(settings)
     }
@@ -88,7 +101,7 @@ final class PostgreSQLConnection: DatabaseConnection, Sendable {
     private let clientTimeout: Duration
 
     init(_ settings: DatabaseConnectionSettings) throws {
-        let params = try Self.connectionParameters(settings)
+        let params = try PostgreSQLConnection.connectionParameters(settings)
         let timeout = max(settings.timeout, 1)
         let secrets = DriverSecrets([settings.password] + params.filter { $0.key == "password" }.map(\.value))
 

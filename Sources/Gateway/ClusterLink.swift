@@ -111,6 +111,27 @@ public final class ClusterLink: Sendable {
         }
     }
 
+    /// Where a standby tells the active node it is there (cluster listener only).
+    static let echoPath = "sys/internal/coffer/echo"
+
+    /// HA standby: tells the active node this node is alive (`sys/ha-status` lists it).
+    public func sendEcho(hostname: String) async {
+        guard core.haRole == .standby, let leader = core.haLeader, leader.nodeID != core.nodeID,
+              let config = core.haConfiguration else { return }
+        let echo = HANodeEcho(nodeID: core.nodeID, hostname: hostname, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress, version: core.configuration.version)
+        guard let payload = try? JSONEncoder().encode(echo) else { return }
+        do {
+            var request = HTTPClientRequest(url: Self.base(leader.clusterAddr) + "/v1/" + Self.echoPath)
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: payload))
+            let response = try await client().execute(request, timeout: .seconds(5))
+            _ = try await response.body.collect(upTo: 1 << 16)
+        } catch {
+            logger.debug("echo to the active node failed", metadata: ["error": "\(type(of: error))"])
+        }
+    }
+
     static func base(_ clusterAddr: String) -> String {
         var base = clusterAddr
         if !base.hasPrefix("https://") { base = "https://" + base.replacingOccurrences(of: "http://", with: "") }
@@ -187,5 +208,28 @@ public struct ClusterService: Service {
             },
             logger: logger)
         try await app.runService()
+    }
+}
+
+/// HA: while this node is a standby, it echoes to the active node every `interval`, so
+/// `sys/ha-status` there lists it (with the time of its last echo).
+public struct ClusterEchoService: Service {
+    let link: ClusterLink
+    let interval: Swift.Duration
+    let hostname: String
+
+    public init(link: ClusterLink, interval: Swift.Duration = .seconds(2), hostname: String = ProcessInfo.processInfo.hostName) {
+        self.link = link
+        self.interval = interval
+        self.hostname = hostname
+    }
+
+    public func run() async throws {
+        await cancelWhenGracefulShutdown {
+            while !Task.isCancelled {
+                await link.sendEcho(hostname: hostname)
+                try? await Task.sleep(for: interval)
+            }
+        }
     }
 }

@@ -18,6 +18,8 @@ public struct GatewayConfiguration: Sendable {
     public var cluster: ClusterLink?
     /// This responder serves the cluster listener: requests come forwarded from a standby.
     public var clusterListener = false
+    /// The address clients use for this node (`sys/ha-status` of a single node).
+    public var apiAddress = ""
 
     public init(maxRequestSize: Int = 32 * 1024 * 1024, unauthenticatedMetricsAccess: Bool = false, metricsExporter: @escaping @Sendable () async -> String = { "" }) {
         self.maxRequestSize = maxRequestSize

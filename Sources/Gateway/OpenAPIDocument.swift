@@ -84,6 +84,8 @@ enum OpenAPIDocument {
         ("/sys/unseal", ["post"], "Submit an unseal key share."),
         ("/sys/health", ["get"], "Health, with Vault's status codes."),
         ("/sys/leader", ["get"], "HA leader."),
+        ("/sys/ha-status", ["get"], "HA nodes: the active node and the standbys heard from recently."),
+        ("/sys/step-down", ["post"], "The active node steps down (sudo)."),
         ("/sys/metrics", ["get"], "Metrics (format=prometheus for the text format)."),
         ("/sys/internal/specs/openapi", ["get"], "This document."),
         ("/sys/storage/snapshot", ["get", "post"], "Download a storage snapshot (binary); upload one to restore it (root token)."),

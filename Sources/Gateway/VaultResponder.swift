@@ -228,12 +228,25 @@ public struct VaultResponder: HTTPResponder {
             return try await metricsEndpoint(token: token, operation: operation, params: params)
         }
 
+        if path == "sys/ha-status" && operation != .help {
+            info.mountType = "system"
+            return try await haStatus(request, context: context, operation: operation, token: token, requestID: requestID, body: rawBody)
+        }
+
         // Node-level endpoints that answer whether or not the core is sealed.
         if let r = try await nodeEndpoint(path: path, method: method, operation: operation, data: data, params: params, token: token) {
             return r
         }
 
         let remote = clientAddress(request, context)
+        if configuration.clusterListener && path == ClusterLink.echoPath && operation == .update {
+            // A standby is alive (its peer certificate is the authentication).
+            guard let echo = try? JSONDecoder().decode(HANodeEcho.self, from: Data(rawBody.readableBytesView)) else {
+                throw CofferError.invalid("invalid echo")
+            }
+            core.recordEcho(echo)
+            return Response(status: .noContent)
+        }
         if configuration.clusterListener && path == ClusterLink.usagePath && operation == .update {
             // A standby's usage counts (its peer certificate is the authentication).
             try core.mergeUsage(Array(rawBody.readableBytesView))
@@ -359,6 +372,36 @@ public struct VaultResponder: HTTPResponder {
                             body: ResponseBody(byteBuffer: ByteBuffer(string: text)))
         }
         return Self.json(.ok, PrometheusText.summary(text))
+    }
+
+    // MARK: sys/ha-status
+
+    /// `GET sys/ha-status`: the active node and the standbys that echoed to it recently
+    /// (Vault's shape: `nodes`, at the top level and in `data`). A standby forwards it, so
+    /// the answer is always the active node's view.
+    func haStatus(_ request: Request, context: Context, operation: LogicalOperation, token: String?, requestID: String, body: ByteBuffer) async throws -> Response {
+        guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
+        if core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
+        if core.haRole == .standby, !configuration.clusterListener, let link = configuration.cluster {
+            return try await link.forward(request, body: body, clientAddress: clientAddress(request, context))
+        }
+        try await core.root().authorize(clientToken: token, operation: .read, path: "sys/ha-status", requestID: requestID, remoteAddress: clientAddress(request, context))
+        let hostname = ProcessInfo.processInfo.hostName
+        var nodes: [JSONValue] = [[
+            "hostname": .string(hostname), "api_address": .string(core.haConfiguration?.apiAddress ?? configuration.apiAddress),
+            "cluster_address": .string(core.haConfiguration?.clusterAddress ?? ""), "active_node": true, "last_echo": .null,
+            "version": .string(core.configuration.version),
+        ]]
+        for s in core.recentStandbys() {
+            nodes.append([
+                "hostname": .string(s.hostname), "api_address": .string(s.apiAddr), "cluster_address": .string(s.clusterAddr),
+                "active_node": false, "last_echo": .string(RFC3339.format(Date(timeIntervalSince1970: s.lastEcho))),
+                "version": .string(s.version),
+            ])
+        }
+        var r = LogicalResponse(data: ["nodes": .array(nodes)])
+        r.dataAtTopLevel = true
+        return render(r, requestID: requestID, operation: .read, head: request.method == .head, mountType: "system")
     }
 
     // MARK: sys/ endpoints that work while sealed

@@ -54,8 +54,33 @@ public enum HARole: String, Sendable {
     case standby
 }
 
+/// A standby as the active node last heard from it (`sys/ha-status`).
+public struct HANodeEcho: Codable, Sendable, Equatable {
+    public var nodeID: String
+    public var hostname: String
+    public var apiAddr: String
+    public var clusterAddr: String
+    public var version: String
+    /// Unix seconds of the last echo (set by the active node on receipt).
+    public var lastEcho: Double = 0
+
+    public init(nodeID: String, hostname: String, apiAddr: String, clusterAddr: String, version: String) {
+        self.nodeID = nodeID
+        self.hostname = hostname
+        self.apiAddr = apiAddr
+        self.clusterAddr = clusterAddr
+        self.version = version
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case nodeID = "node_id", hostname, apiAddr = "api_address", clusterAddr = "cluster_address", version, lastEcho = "last_echo"
+    }
+}
+
 /// The node's HA state.
 struct HAState {
+    /// Active node: the standbys that echoed, by node id.
+    var echoes: [String: HANodeEcho] = [:]
     var config: HAConfiguration?
     var role = HARole.standalone
     var leader: LeaderAdvertisement?
@@ -83,6 +108,28 @@ extension Core {
     public var haRole: HARole { ha.withLock { $0.role } }
     /// The active node as last seen (this node when it is active).
     public var haLeader: LeaderAdvertisement? { ha.withLock { $0.leader } }
+
+    /// How long a standby stays listed in `sys/ha-status` after its last echo.
+    public static let echoValidity: Double = 15
+
+    /// Active node: a standby echoed (through the cluster link, which proved its certificate).
+    public func recordEcho(_ echo: HANodeEcho) {
+        var e = echo
+        e.lastEcho = Date().timeIntervalSince1970
+        ha.withLock { s in
+            guard s.role == .active, e.nodeID != nodeID else { return }
+            if s.echoes.count >= 1024 { s.echoes.removeAll() }
+            s.echoes[e.nodeID] = e
+        }
+    }
+
+    /// The standbys heard from within `echoValidity`, by API address.
+    public func recentStandbys(now: Double = Date().timeIntervalSince1970) -> [HANodeEcho] {
+        ha.withLock { s in
+            s.echoes = s.echoes.filter { now - $0.value.lastEcho <= Self.echoValidity }
+            return s.echoes.values.sorted { $0.apiAddr < $1.apiAddr }
+        }
+    }
     public var haConfiguration: HAConfiguration? { ha.withLock { $0.config } }
 
     /// Called at unseal, with the barrier open: a standby neither writes nor runs

@@ -180,6 +180,7 @@ struct ServerCommand: AsyncParsableCommand {
 
         var gateway = GatewayConfiguration(metricsExporter: { await exporter.render() })
         gateway.cluster = clusterLink
+        gateway.apiAddress = core.haConfiguration?.apiAddress ?? (file.apiAddr.isEmpty ? "\(listener.tlsDisable ? "http" : "https")://\(listener.host):\(listener.port)" : file.apiAddr)
         let app = try CofferServer.application(core: core, listener: listener, gateway: gateway, logger: logger) { port in
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])
         }
@@ -190,6 +191,7 @@ struct ServerCommand: AsyncParsableCommand {
             var clusterGateway = gateway
             clusterGateway.forwardedForAuthorized = []
             services.append(ClusterService(link: clusterLink, gateway: clusterGateway, logger: logger))
+            services.append(ClusterEchoService(link: clusterLink))
         }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()

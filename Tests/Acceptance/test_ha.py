@@ -171,6 +171,28 @@ def test_roles_health_and_leader(cluster):
     assert len(ids) == 1 and "" not in ids
 
 
+def test_ha_status_lists_the_active_node_and_the_standby(cluster):
+    """#16.6: Vault's `sys/ha-status`, from either node (a standby forwards it)."""
+    a, s = cluster.active(), cluster.standby()
+    hdr = {"X-Vault-Token": cluster.root}
+    assert requests.get(a.url + "/v1/sys/ha-status", timeout=10).status_code == 403
+    deadline = time.monotonic() + 20
+    while True:
+        body = requests.get(s.url + "/v1/sys/ha-status", headers=hdr, timeout=10).json()
+        if len(body["nodes"]) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    nodes = {n["api_address"]: n for n in body["nodes"]}
+    assert set(nodes) == {a.url, s.url}, body
+    assert nodes[a.url]["active_node"] is True and nodes[a.url]["last_echo"] is None
+    assert nodes[s.url]["active_node"] is False and nodes[s.url]["last_echo"]
+    assert body["data"]["nodes"] == body["nodes"]
+    assert nodes[s.url]["cluster_address"] == f"https://127.0.0.1:{s.cluster_port}"
+    # hvac's generic read sees the same nodes on the active node.
+    seen = cluster.client(a).read("sys/ha-status")
+    assert {n["api_address"] for n in seen["data"]["nodes"]} == {a.url, s.url}
+
+
 def test_writes_through_the_standby_are_forwarded_and_readable_on_both(cluster):
     a, s = cluster.active(), cluster.standby()
     cs, ca = cluster.client(s), cluster.client(a)

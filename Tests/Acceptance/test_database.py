@@ -431,3 +431,19 @@ def test_password_policy_shapes_issued_passwords(root_client, dev_server):
     root_client.sys.revoke_prefix(mount)
     assert api_call(dev_server, "DELETE", f"sys/policies/password/{name}").status_code == 204
     assert api_call(dev_server, "GET", f"sys/policies/password/{name}/generate").status_code == 400
+
+
+@needs_pg
+def test_pg_user_of_an_expired_token_is_dropped_at_the_tokens_expiry(dev_server, root_client):
+    """#26 (suspected, confirmed and fixed): a token's leases are revoked when the token
+    expires, whether or not it is ever presented again."""
+    mount, role = setup_pg_mount(root_client)
+    token = root_client.auth.token.create(policies=["root"], ttl="4s", renewable=False)["auth"]["client_token"]
+    short = hvac.Client(url=dev_server.url, token=token, timeout=30)
+    creds = short.secrets.database.generate_credentials(name=role, mount_point=mount)
+    user = creds["data"]["username"]
+    assert pg_role_exists(user) and creds["lease_duration"] > 60
+    # The token is never used again; its expiry alone must drop the user.
+    wait_until(lambda: not pg_role_exists(user), 20, "the PostgreSQL role of the expired token's lease to be dropped")
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        root_client.sys.read_lease(creds["lease_id"])

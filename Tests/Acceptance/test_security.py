@@ -351,3 +351,36 @@ def test_26_10_an_operator_allowed_host_is_reachable_from_a_tenant():
         assert r.status_code == 400 and "not allowed from this namespace" in r.text, r.text
     finally:
         srv.dispose()
+
+
+# ------------------------------------------------------------- suspected items, confirmed
+
+
+def test_gateway_endpoints_spend_token_uses_and_leases_listing_needs_sudo(dev_server):
+    """sys/metrics and sys/step-down spend a use like any request; LIST sys/leases/lookup/
+    and GET sys/leases need sudo, as in Vault."""
+    token, _ = token_with(dev_server, 'path "sys/metrics" { capabilities = ["read"] }', num_uses=1)
+    assert call(dev_server, "GET", "sys/metrics", token=token).status_code == 200
+    assert call(dev_server, "GET", "sys/metrics", token=token).status_code == 403
+    plain, _ = token_with(dev_server, 'path "sys/leases*" { capabilities = ["read", "list", "update"] }')
+    assert call(dev_server, "LIST", "sys/leases/lookup/", token=plain).status_code == 403
+    assert call(dev_server, "GET", "sys/leases", token=plain).status_code == 403
+    sudo, _ = token_with(dev_server, 'path "sys/leases*" { capabilities = ["read", "list", "update", "sudo"] }')
+    assert call(dev_server, "GET", "sys/leases", token=sudo).status_code == 200
+
+
+def test_root_exempt_paths_do_not_exempt_the_same_path_in_every_tenant(dev_server):
+    tenant = name("t")
+    assert call(dev_server, "POST", f"sys/namespaces/{tenant}").status_code == 200
+    q = name("q")
+    assert call(dev_server, "POST", f"sys/quotas/rate-limit/{q}", body={"rate": 2, "interval": "60s", "path": f"{tenant}/", "group_by": "none"}).status_code == 204
+    assert call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": ["sys/mounts"]}).status_code == 204
+    try:
+        codes = [call(dev_server, "GET", "sys/mounts", ns=tenant).status_code for _ in range(4)]
+        assert codes[-1] == 429, codes
+        # Exempting the tenant's own path by its full name does exempt it.
+        call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": [f"{tenant}/sys/mounts"]})
+        assert call(dev_server, "GET", "sys/mounts", ns=tenant).status_code == 200
+    finally:
+        call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": []})
+        call(dev_server, "DELETE", f"sys/quotas/rate-limit/{q}")

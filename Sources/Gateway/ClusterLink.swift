@@ -96,15 +96,7 @@ public final class ClusterLink: Sendable {
         guard core.haRole == .standby, let leader = core.haLeader, leader.nodeID != core.nodeID else { return }
         guard let payload = try? core.takeUsageForActive() else { return }
         do {
-            var request = HTTPClientRequest(url: Self.base(leader.clusterAddr) + "/v1/" + Self.usagePath)
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: payload))
-            let response = try await client().execute(request, timeout: .seconds(10))
-            _ = try await response.body.collect(upTo: 1 << 16)
-            guard response.status == .noContent || response.status == .ok else {
-                throw CofferError(.unavailable, "the active node refused the usage shipment (\(response.status.code))")
-            }
+            try await post(Self.usagePath, payload, to: leader, timeout: .seconds(10))
         } catch {
             try? core.mergeUsage(payload)
             logger.warning("usage could not be shipped to the active node; kept for the next attempt", metadata: ["error": "\(type(of: error))"])
@@ -121,14 +113,23 @@ public final class ClusterLink: Sendable {
         let echo = HANodeEcho(nodeID: core.nodeID, hostname: hostname, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress, version: core.configuration.version)
         guard let payload = try? JSONEncoder().encode(echo) else { return }
         do {
-            var request = HTTPClientRequest(url: Self.base(leader.clusterAddr) + "/v1/" + Self.echoPath)
-            request.method = .POST
-            request.headers.add(name: "Content-Type", value: "application/json")
-            request.body = .bytes(ByteBuffer(bytes: payload))
-            let response = try await client().execute(request, timeout: .seconds(5))
-            _ = try await response.body.collect(upTo: 1 << 16)
+            try await post(Self.echoPath, Array(payload), to: leader, timeout: .seconds(5))
         } catch {
             logger.debug("echo to the active node failed", metadata: ["error": "\(type(of: error))"])
+        }
+    }
+
+    /// POSTs a JSON body to one of the active node's cluster-only paths; throws unless it
+    /// answers 200 or 204.
+    func post(_ path: String, _ payload: [UInt8], to leader: LeaderAdvertisement, timeout: TimeAmount) async throws {
+        var request = HTTPClientRequest(url: Self.base(leader.clusterAddr) + "/v1/" + path)
+        request.method = .POST
+        request.headers.add(name: "Content-Type", value: "application/json")
+        request.body = .bytes(ByteBuffer(bytes: payload))
+        let response = try await client().execute(request, timeout: timeout)
+        _ = try await response.body.collect(upTo: 1 << 16)
+        guard response.status == .noContent || response.status == .ok else {
+            throw CofferError(.unavailable, "the active node refused \(path) (\(response.status.code))")
         }
     }
 

@@ -105,11 +105,13 @@ public struct QuotaConfig: Codable, Sendable, Equatable {
     ]
 
     /// `fullPath` is the request's path from the root namespace (`acme/secret/x`), `relative`
-    /// its path inside its namespace. Configured exempt paths are set in the root namespace
-    /// and name full paths: `secret/` exempts the root's `secret/` only, not every tenant's.
-    /// Vault's absolute exemptions (health, unseal, ...) hold in every namespace.
+    /// its path inside its namespace. As in Vault, an exempt path is matched against the
+    /// path inside the request's namespace (`sys/policies/` is exempt in every namespace);
+    /// a full path (`acme/sys/policies/`) exempts one namespace's only. Only the root
+    /// namespace's operator sets them.
     func isExempt(fullPath: String, relative: String) -> Bool {
-        Self.absoluteExemptPaths.contains { relative.hasPrefix($0) } || exemptPaths.contains { !$0.isEmpty && fullPath.hasPrefix($0) }
+        Self.absoluteExemptPaths.contains { relative.hasPrefix($0) }
+            || exemptPaths.contains { !$0.isEmpty && (fullPath.hasPrefix($0) || relative.hasPrefix($0)) }
     }
 
     public var json: [String: JSONValue] {

@@ -33,6 +33,21 @@ def token_with(srv, policy_hcl, ns=None, **extra):
     return r.json()["auth"]["client_token"], pol
 
 
+def started_config_server(label, storage, top=""):
+    """A non-dev server from a config (plain HTTP, opted in), initialized and unsealed:
+    answers (server, unseal key, root token)."""
+    tmp = _base_tmp()
+    port = free_port()
+    cfg = tmp / "c.hcl"
+    cfg.write_text(f'{storage}\nallow_plaintext_api = true\n{top}\n'
+                   f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n')
+    srv = ServerProcess(label, [coffer_bin(), "server", "--config", str(cfg)], port, tmp).start()
+    init = requests.put(f"{srv.url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30).json()
+    key, root = init["keys"][0], init["root_token"]
+    requests.put(f"{srv.url}/v1/sys/unseal", json={"key": key}, timeout=30)
+    return srv, key, root
+
+
 # ------------------------------------------------------------------ 1: one spelling per path
 
 
@@ -181,19 +196,11 @@ def test_26_6_period_needs_sudo_and_children_die_with_their_parent(dev_server):
     assert parent_accessor not in listed, "the parent was not revoked at its expiry"
 
 
-def test_26_6_expired_token_is_revoked_on_schedule_after_a_restart(tmp_path_factory):
+def test_26_6_expired_token_is_revoked_on_schedule_after_a_restart():
     """The schedule lives in storage: a token that expires while the server is down is
     revoked at the next start, without being presented."""
-    tmp = _base_tmp()
-    port = free_port()
-    cfg = tmp / "c.hcl"
-    cfg.write_text(f'storage "sqlite" {{ path = "{tmp / "c.db"}" }}\nallow_plaintext_api = true\n'
-                   f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n')
-    srv = ServerProcess("coffer-expiry", [coffer_bin(), "server", "--config", str(cfg)], port, tmp).start()
+    srv, key, root = started_config_server("coffer-expiry", f'storage "sqlite" {{ path = "{_base_tmp() / "c.db"}" }}')
     try:
-        init = requests.put(f"{srv.url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30).json()
-        key, root = init["keys"][0], init["root_token"]
-        requests.put(f"{srv.url}/v1/sys/unseal", json={"key": key}, timeout=30)
         r = call(srv, "POST", "auth/token/create", token=root, body={"policies": ["default"], "ttl": "3s"})
         accessor = r.json()["auth"]["accessor"]
         assert accessor in call(srv, "LIST", "auth/token/accessors", token=root).json()["data"]["keys"]
@@ -324,16 +331,8 @@ def test_26_10_tenant_database_connections_are_limited_to_allowed_hosts(dev_serv
 
 
 def test_26_10_an_operator_allowed_host_is_reachable_from_a_tenant():
-    tmp = _base_tmp()
-    port = free_port()
-    cfg = tmp / "c.hcl"
-    cfg.write_text(f'storage "inmem" {{}}\nallow_plaintext_api = true\ndatabase_allowed_hosts = ["127.0.0.1"]\n'
-                   f'listener "tcp" {{\n  address = "127.0.0.1:{port}"\n  tls_disable = true\n}}\n')
-    srv = ServerProcess("coffer-dbhosts", [coffer_bin(), "server", "--config", str(cfg)], port, tmp).start()
+    srv, _, root = started_config_server("coffer-dbhosts", 'storage "inmem" {}', 'database_allowed_hosts = ["127.0.0.1"]')
     try:
-        init = requests.put(f"{srv.url}/v1/sys/init", json={"secret_shares": 1, "secret_threshold": 1}, timeout=30).json()
-        requests.put(f"{srv.url}/v1/sys/unseal", json={"key": init["keys"][0]}, timeout=30)
-        root = init["root_token"]
         tenant = name("t")
         assert call(srv, "POST", f"sys/namespaces/{tenant}", token=root).status_code == 200
         assert call(srv, "POST", "sys/mounts/db", token=root, ns=tenant, body={"type": "database"}).status_code == 204
@@ -367,20 +366,3 @@ def test_gateway_endpoints_spend_token_uses_and_leases_listing_needs_sudo(dev_se
     assert call(dev_server, "GET", "sys/leases", token=plain).status_code == 403
     sudo, _ = token_with(dev_server, 'path "sys/leases*" { capabilities = ["read", "list", "update", "sudo"] }')
     assert call(dev_server, "GET", "sys/leases", token=sudo).status_code == 200
-
-
-def test_root_exempt_paths_do_not_exempt_the_same_path_in_every_tenant(dev_server):
-    tenant = name("t")
-    assert call(dev_server, "POST", f"sys/namespaces/{tenant}").status_code == 200
-    q = name("q")
-    assert call(dev_server, "POST", f"sys/quotas/rate-limit/{q}", body={"rate": 2, "interval": "60s", "path": f"{tenant}/", "group_by": "none"}).status_code == 204
-    assert call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": ["sys/mounts"]}).status_code == 204
-    try:
-        codes = [call(dev_server, "GET", "sys/mounts", ns=tenant).status_code for _ in range(4)]
-        assert codes[-1] == 429, codes
-        # Exempting the tenant's own path by its full name does exempt it.
-        call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": [f"{tenant}/sys/mounts"]})
-        assert call(dev_server, "GET", "sys/mounts", ns=tenant).status_code == 200
-    finally:
-        call(dev_server, "POST", "sys/quotas/config", body={"rate_limit_exempt_paths": []})
-        call(dev_server, "DELETE", f"sys/quotas/rate-limit/{q}")

@@ -235,10 +235,33 @@ struct SystemBackend: LogicalBackend {
         }
     }
 
+    /// Bounds of what a mount entry stores: every mount table is loaded with its namespace
+    /// and listed whole by `GET sys/mounts`, so a tenant admin must not be able to grow it
+    /// without limit.
+    static let maxDescriptionBytes = 16 * 1024
+    static let maxOptions = 64
+    static let maxOptionBytes = 1024
+
+    static func checkMountMetadata(description: String?, options: [String: String]?) throws {
+        if let description, description.utf8.count > maxDescriptionBytes {
+            throw CofferError.invalid("description is longer than \(maxDescriptionBytes) bytes")
+        }
+        guard let options else { return }
+        guard options.count <= maxOptions else { throw CofferError.invalid("at most \(maxOptions) options are allowed") }
+        for (k, v) in options where k.utf8.count > maxOptionBytes || v.utf8.count > maxOptionBytes {
+            throw CofferError.invalid("option names and values are limited to \(maxOptionBytes) bytes")
+        }
+    }
+
     func mountWrite(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {
         let f = req.fields
+        try Self.checkMountMetadata(description: f.optionalString("description"), options: f.has("options") ? f.stringMap("options") : nil)
         let (path, tune) = Self.splitTune(f.string("path"))
         if tune {
+            // Accepted (as Vault's tune fields) but not kept yet: at least refused when invalid.
+            if let v = f.optionalString("listing_visibility"), !["", "unauth", "hidden"].contains(v) {
+                throw CofferError.invalid("invalid listing_visibility \"\(v.prefix(32))\"")
+            }
             let dflt = try Self.ttl(f["default_lease_ttl"], field: "default_lease_ttl")
             let max = try Self.ttl(f["max_lease_ttl"], field: "max_lease_ttl")
             let description = f.optionalString("description")
@@ -259,6 +282,7 @@ struct SystemBackend: LogicalBackend {
                         }
                         e.options[k] = v
                     }
+                    try Self.checkMountMetadata(description: nil, options: e.options)
                 }
             }
             return nil

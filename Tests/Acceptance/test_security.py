@@ -366,3 +366,18 @@ def test_gateway_endpoints_spend_token_uses_and_leases_listing_needs_sudo(dev_se
     assert call(dev_server, "GET", "sys/leases", token=plain).status_code == 403
     sudo, _ = token_with(dev_server, 'path "sys/leases*" { capabilities = ["read", "list", "update", "sudo"] }')
     assert call(dev_server, "GET", "sys/leases", token=sudo).status_code == 200
+
+
+def test_mount_metadata_is_bounded(dev_server):
+    """A tenant admin cannot grow the mount table (loaded with every namespace) without
+    limit: description and options are bounded; listing_visibility is checked."""
+    mount = name("kv")
+    assert call(dev_server, "POST", f"sys/mounts/{mount}", body={"type": "kv", "description": "x" * 20000}).status_code == 400
+    assert call(dev_server, "POST", f"sys/mounts/{mount}", body={"type": "kv"}).status_code == 204
+    r = call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"description": "y" * (1 << 20)})
+    assert r.status_code == 400 and "longer than" in r.text, r.text
+    r = call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"options": {f"k{i}": "v" for i in range(100)}})
+    assert r.status_code == 400, r.text
+    assert call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"listing_visibility": "bogus"}).status_code == 400
+    assert call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"description": "fine", "listing_visibility": "hidden"}).status_code == 204
+    assert call(dev_server, "GET", f"sys/mounts/{mount}/tune").json()["data"]["description"] == "fine"

@@ -140,6 +140,12 @@ public struct TokenBackend: LogicalBackend {
         if f.has("id") && !privileged {
             throw CofferError.invalid("root or sudo privileges required to specify token id")
         }
+        // A custom id must be one a client can send back: lookups refuse tokens over 256
+        // bytes, and a header cannot carry control characters.
+        if let id = f.optionalString("id"), !id.isEmpty,
+           id.utf8.count > 200 || id.unicodeScalars.contains(where: { $0.value < 0x21 || $0.value == 0x7F || $0.value == 0xFFFD }) {
+            throw CofferError.invalid("custom token ID must be 1 to 200 bytes without spaces or control characters")
+        }
         var policies = f.has("policies") ? f.strings("policies") : parent.policies.filter { $0 != "default" }
         policies = Array(Set(policies.map { $0.trimmingCharacters(in: .whitespaces).lowercased() }.filter { !$0.isEmpty }))
         if let role {

@@ -381,3 +381,33 @@ def test_mount_metadata_is_bounded(dev_server):
     assert call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"listing_visibility": "bogus"}).status_code == 400
     assert call(dev_server, "POST", f"sys/mounts/{mount}/tune", body={"description": "fine", "listing_visibility": "hidden"}).status_code == 204
     assert call(dev_server, "GET", f"sys/mounts/{mount}/tune").json()["data"]["description"] == "fine"
+
+
+def test_custom_token_ids_must_be_usable(dev_server):
+    for bad in ["a\u0000b", "x" * 70000, "has space", "tab\there"]:
+        r = call(dev_server, "POST", "auth/token/create", body={"id": bad, "policies": ["default"]})
+        assert r.status_code == 400, (bad[:20], r.text)
+    good = name("id")
+    r = call(dev_server, "POST", "auth/token/create", body={"id": good, "policies": ["default"]})
+    assert r.status_code == 200 and r.json()["auth"]["client_token"] == good
+    assert call(dev_server, "GET", "auth/token/lookup-self", token=good).status_code == 200
+
+
+# ------------------------------------------------------ #16.1: the traps the fuzz run found
+
+
+@pytest.mark.parametrize("value", [2 ** 70, -(2 ** 70), 1e308, -1e308, 1.5e19])
+def test_16_1_a_huge_number_in_a_string_field_does_not_kill_the_server(dev_server, value):
+    """`POST sys/mounts/x {"type": "kv", "description": 2**70}` stopped the process (SIGILL)."""
+    mount = name("kv")
+    r = call(dev_server, "POST", f"sys/mounts/{mount}", body={"type": "kv", "description": value})
+    assert r.status_code == 204, r.text
+    alive(dev_server)
+    assert call(dev_server, "GET", f"sys/mounts/{mount}").status_code == 200
+
+
+def test_16_1_numbers_beyond_a_double_are_a_400(dev_server):
+    r = requests.post(f"{dev_server.url}/v1/sys/mounts/{name('kv')}", data='{"type": "kv", "description": 1e400}',
+                      headers={"X-Vault-Token": "root", "Content-Type": "application/json"}, timeout=10)
+    assert r.status_code == 400 and "number" in r.text, r.text
+    alive(dev_server)

@@ -144,16 +144,20 @@ public final class TokenStore: Sendable {
         if try await view.get("id/" + entry.idHash) != nil {
             throw CofferError.invalid("token with that id already exists")
         }
-        try await view.putCodable("id/" + entry.idHash, entry)
-        try await view.put("accessor/" + hash(entry.accessor), Array(entry.idHash.utf8))
+        // The entry, its accessor and its parent link are one write (one commit).
+        var rows = [
+            StorageEntry(key: "id/" + entry.idHash, value: Array(try StoredJSON.encoder.encode(entry))),
+            StorageEntry(key: "accessor/" + hash(entry.accessor), value: Array(entry.idHash.utf8)),
+        ]
         if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
             guard let parentStore = try await storeAt(parentNamespace) else {
                 throw CofferError.invalid("the parent token's namespace does not exist")
             }
             try await parentStore.linkChild(parentHash: entry.parentHash, childHash: entry.idHash, namespace: entry.namespacePath)
         } else if !entry.parentHash.isEmpty {
-            try await view.put("parent/\(entry.parentHash)/\(entry.idHash)", [])
+            rows.append(StorageEntry(key: "parent/\(entry.parentHash)/\(entry.idHash)", value: []))
         }
+        try await view.putAll(rows)
         cache.withLock { $0[entry.idHash] = entry }
         if entry.expireTime != 0 { try await onExpiry?(entry.idHash, entry.expireTime) }
         return (token, entry)

@@ -31,6 +31,11 @@ public struct OutboundPolicy: Sendable, Equatable {
         self.deniedRanges = deniedRanges
     }
 
+    /// The tenant policy without configuration: nothing allowed by name, the default
+    /// denied ranges. (They are constants that parse; the fallback denies every address.)
+    public static let defaultTenant: OutboundPolicy = (try? tenant(allowed: []))
+        ?? OutboundPolicy(restricted: true, allowedNames: [], allowedRanges: [], deniedRanges: [(try? AddressRange("0.0.0.0/0")), (try? AddressRange("::/0"))].compactMap { $0 })
+
     /// A tenant policy from the configuration's lists (host names, addresses, CIDRs).
     public static func tenant(allowed: [String], denied: [String] = defaultDeniedCIDRs) throws -> OutboundPolicy {
         var names = Set<String>()

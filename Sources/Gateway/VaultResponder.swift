@@ -388,7 +388,7 @@ public struct VaultResponder: HTTPResponder {
         try await core.root().authorize(clientToken: token, operation: .read, path: "sys/ha-status", requestID: requestID, remoteAddress: clientAddress(request, context))
         let hostname = ProcessInfo.processInfo.hostName
         var nodes: [JSONValue] = [[
-            "hostname": .string(hostname), "api_address": .string(core.haConfiguration?.apiAddress ?? configuration.apiAddress),
+            "hostname": .string(hostname), "api_address": .string(configuration.apiAddress),
             "cluster_address": .string(core.haConfiguration?.clusterAddress ?? ""), "active_node": true, "last_echo": .null,
             "version": .string(core.configuration.version),
         ]]

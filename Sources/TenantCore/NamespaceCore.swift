@@ -111,7 +111,7 @@ public struct CoreConfiguration: Sendable {
     public var leases = LeaseManager.Configuration()
     /// Where engines of tenant (non-root) namespaces may connect: `database_allowed_hosts`
     /// and `database_denied_cidrs` of the server configuration.
-    public var tenantOutbound: OutboundPolicy = (try? .tenant(allowed: [])) ?? .unrestricted
+    public var tenantOutbound = OutboundPolicy.defaultTenant
 
     public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
         self.defaultLeaseTTL = defaultLeaseTTL
@@ -542,20 +542,13 @@ public final class NamespaceCore: Sendable {
             let acl = try await owner.policies.acl(for: e.policies)
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
             do {
-                try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
-                logical.token?.hasSudo = acl.isRoot || acl.capabilities(aclPath).contains(.sudo)
+                let granted = try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
+                logical.token?.hasSudo = granted.contains(.sudo)
             } catch {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
                 throw error
             }
-            if e.numUses > 0 {
-                let (allowed, last) = try await owner.tokens.useToken(e)
-                guard allowed else {
-                    if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
-                    throw CofferError.denied()
-                }
-                if last { revokeAfter = e.idHash }
-            }
+            if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { revokeAfter = e.idHash }
         } else if logical.operation == .update {
             if let exists = try await inBackend(mount, owner: owner, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
         }
@@ -614,6 +607,19 @@ public final class NamespaceCore: Sendable {
         return response
     }
 
+    /// Spends one use of a limited-use token (no-op for unlimited ones); a token with no use
+    /// left is refused (403, audited). Answers whether this was its last use: the caller
+    /// revokes it once the request is done.
+    static func spendUse(of e: TokenEntry, in store: TokenStore, audit: AuditBroker?, _ info: AuditRequestInfo?) async throws -> Bool {
+        guard e.numUses > 0 else { return false }
+        let (allowed, last) = try await store.useToken(e)
+        guard allowed else {
+            if let audit, let info { await auditRefusal(audit, info, CofferError.denied()) }
+            throw CofferError.denied()
+        }
+        return last
+    }
+
     /// Refused before running (no token, denied): both entries carry the error, as in Vault.
     /// An audit failure here changes nothing: the request is refused either way.
     static func auditRefusal(_ audit: AuditBroker, _ request: AuditRequestInfo, _ error: any Error) async {
@@ -634,7 +640,7 @@ public final class NamespaceCore: Sendable {
     public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false, requestID: String = RandomID.uuid(), remoteAddress: String? = nil) async throws {
         let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
         let sys = router.withLock { $0.mounts.first { $0.kind == .system } }
-        var info = audit.map { _ in
+        let info = audit.map { _ in
             AuditRequestInfo(
                 id: requestID, operation: operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
                 mountType: "system", mountPoint: "sys/", mountAccessor: sys?.entry.accessor ?? "", clientToken: clientToken ?? "",
@@ -650,20 +656,12 @@ public final class NamespaceCore: Sendable {
             if let audit, let info { await Self.auditRefusal(audit, info, error) }
             throw error
         }
-        if e.numUses > 0 {
-            let (allowed, last) = try await tokens.useToken(e)
-            guard allowed else {
-                if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
-                throw CofferError.denied()
-            }
-            if last { try? await tokens.revokeTree(hash: e.idHash) }
-        }
+        if try await Self.spendUse(of: e, in: tokens, audit: audit, info) { try? await tokens.revokeTree(hash: e.idHash) }
         if let audit, var request = info {
             request.clientTokenAccessor = e.accessor
             request.auth = AuditAuth(
                 token: RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID),
                 clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
-            info = request
             try await audit.logRequest(request)
             try await audit.logResponse(AuditResponseInfo(request: request))
         }

@@ -259,14 +259,17 @@ public struct ACL: Sendable {
         return rule(for: path)?.capabilities ?? []
     }
 
-    /// Checks an operation; throws 403 when not allowed.
-    public func authorize(_ op: LogicalOperation, path: String, data: [String: JSONValue], needsSudo: Bool) throws {
-        if isRoot { return }
-        if op == .help { return }
+    /// Checks an operation; throws 403 when not allowed. Answers the capabilities granted
+    /// on `path` (all of them for a root token; none looked up for help), so a caller that
+    /// needs them (`sudo` for privileged token options) does not look the rule up again.
+    @discardableResult
+    public func authorize(_ op: LogicalOperation, path: String, data: [String: JSONValue], needsSudo: Bool) throws -> Capabilities {
+        if isRoot { return capabilities(path) }
+        if op == .help { return [] }
         guard let r = rule(for: path), !r.capabilities.contains(.deny) else { throw CofferError.denied() }
         guard r.capabilities.contains(Capabilities.required(for: op)) else { throw CofferError.denied() }
         if needsSudo && !r.capabilities.contains(.sudo) { throw CofferError.denied() }
-        guard op == .create || op == .update || op == .patch else { return }
+        guard op == .create || op == .update || op == .patch else { return r.capabilities }
         for req in r.requiredParameters where data[req] == nil { throw CofferError.denied() }
         if let denied = r.deniedParameters {
             for (k, v) in data {
@@ -281,6 +284,7 @@ public struct ACL: Sendable {
                 if !values.isEmpty && !values.contains(v) { throw CofferError.denied() }
             }
         }
+        return r.capabilities
     }
 }
 

@@ -28,7 +28,7 @@ struct ServerConfigFile {
     var allowPlaintextAPI = false
     /// `database_allowed_hosts` / `database_denied_cidrs`: where database connections of
     /// tenant namespaces may go (`OutboundPolicy`).
-    var tenantOutbound: OutboundPolicy = (try? .tenant(allowed: [])) ?? .unrestricted
+    var tenantOutbound = OutboundPolicy.defaultTenant
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [

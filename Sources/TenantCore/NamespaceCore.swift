@@ -517,7 +517,7 @@ public final class NamespaceCore: Sendable {
                 mountType: mount.entry.type, mountPoint: mount.routePath, mountAccessor: mount.entry.accessor,
                 clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
         }
-        var revokeAfter: String?
+        var spent: String?
         var tokenHash: String?
         if !unauthenticated {
             guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
@@ -548,10 +548,30 @@ public final class NamespaceCore: Sendable {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
                 throw error
             }
-            if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { revokeAfter = e.idHash }
+            if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
         } else if logical.operation == .update {
             if let exists = try await inBackend(mount, owner: owner, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
         }
+        guard let spent else {
+            return try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+        }
+        // A limited-use token: its last use revokes it once every request that spent a use is done.
+        do {
+            let response = try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            await owner.tokens.endUse(spent)
+            return response
+        } catch {
+            await owner.tokens.endUse(spent)
+            throw error
+        }
+    }
+
+    /// Runs an authorized request: lease quotas, the request's audit entry, the engine, the
+    /// lease of what it issued, the response's audit entry.
+    private func dispatch(
+        _ logical: LogicalRequest, mount: MountedBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?,
+        audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
+    ) async throws -> LogicalResponse {
         // A request that may create a lease takes room under the lease-count quotas first.
         let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
         var reserved: [String] = []
@@ -587,14 +607,12 @@ public final class NamespaceCore: Sendable {
                 }
             }
         } catch {
-            if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
             if let audit, var info = auditInfo {
                 info.error = Self.auditMessage(error)
                 try await audit.logResponse(AuditResponseInfo(request: info, error: Self.auditMessage(error)))
             }
             throw error
         }
-        if let h = revokeAfter { try? await owner.tokens.revokeTree(hash: h) }
         guard var response = result else {
             if logical.operation == .read || logical.operation == .list || logical.operation == .patch { throw CofferError(.notFound, "") }
             return LogicalResponse(statusCode: 204)
@@ -608,16 +626,15 @@ public final class NamespaceCore: Sendable {
     }
 
     /// Spends one use of a limited-use token (no-op for unlimited ones); a token with no use
-    /// left is refused (403, audited). Answers whether this was its last use: the caller
-    /// revokes it once the request is done.
+    /// left is refused (403, audited). Answers whether a use was spent: the caller then calls
+    /// `TokenStore.endUse` once the request is done, which revokes a used-up token.
     static func spendUse(of e: TokenEntry, in store: TokenStore, audit: AuditBroker?, _ info: AuditRequestInfo?) async throws -> Bool {
         guard e.numUses > 0 else { return false }
-        let (allowed, last) = try await store.useToken(e)
-        guard allowed else {
+        guard try await store.useToken(e) else {
             if let audit, let info { await auditRefusal(audit, info, CofferError.denied()) }
             throw CofferError.denied()
         }
-        return last
+        return true
     }
 
     /// Refused before running (no token, denied): both entries carry the error, as in Vault.
@@ -656,7 +673,7 @@ public final class NamespaceCore: Sendable {
             if let audit, let info { await Self.auditRefusal(audit, info, error) }
             throw error
         }
-        if try await Self.spendUse(of: e, in: tokens, audit: audit, info) { try? await tokens.revokeTree(hash: e.idHash) }
+        if try await Self.spendUse(of: e, in: tokens, audit: audit, info) { await tokens.endUse(e.idHash) }
         if let audit, var request = info {
             request.clientTokenAccessor = e.accessor
             request.auth = AuditAuth(

@@ -218,24 +218,45 @@ public final class TokenStore: Sendable {
 
     /// Spends the uses of limited-use tokens: one request at a time per token.
     let useLock = KeyedLock()
+    /// Requests running on a limited-use token's spent uses, and whether its last use is spent.
+    let usesInFlight = Mutex<[String: (requests: Int, usedUp: Bool)]>([:])
 
-    /// Counts one use of a limited-use token; the last use revokes it after the request.
-    /// Returns false when the token has no uses left. The check and the spend are one step
-    /// (per-token lock, the entry re-read from storage inside it), so N concurrent requests
-    /// with a k-use token get exactly k answers.
-    public func useToken(_ entry: TokenEntry) async throws -> (allowed: Bool, lastUse: Bool) {
-        guard entry.numUses != 0 else { return (true, false) }
+    /// Counts one use of a limited-use token. Returns false when the token has no uses left.
+    /// The check and the spend are one step (per-token lock, the entry re-read from storage
+    /// inside it), so N concurrent requests with a k-use token get exactly k answers. Every
+    /// true answer must be followed by `endUse` once the request is done.
+    public func useToken(_ entry: TokenEntry) async throws -> Bool {
+        guard entry.numUses != 0 else { return true }
         return try await useLock.withLock(entry.idHash) {
             guard var e = try await view.getCodable(TokenEntry.self, "id/" + entry.idHash), e.numUses > 0 else {
-                return (false, false)
+                return false
             }
             e.numUses -= 1
             // Used up: -1, so concurrent requests can't reuse it before it is revoked.
             let last = e.numUses == 0
             if last { e.numUses = -1 }
             try await update(e)
-            return (true, last)
+            usesInFlight.withLock { m in
+                var v = m[entry.idHash] ?? (0, false)
+                v.requests += 1
+                v.usedUp = v.usedUp || last
+                m[entry.idHash] = v
+            }
+            return true
         }
+    }
+
+    /// A request that spent a use is done: a used-up token is revoked once the last request
+    /// that spent one of its uses is done (they all see the token they were granted).
+    public func endUse(_ hash: String) async {
+        let revoke = usesInFlight.withLock { m -> Bool in
+            guard var v = m[hash] else { return false }
+            v.requests -= 1
+            if v.requests > 0 { m[hash] = v; return false }
+            m[hash] = nil
+            return v.usedUp
+        }
+        if revoke { try? await revokeTree(hash: hash) }
     }
 
     /// Revokes a token and, recursively, every child token.

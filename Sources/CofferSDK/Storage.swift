@@ -81,17 +81,59 @@ public protocol LogicalStorage: Sendable {
 }
 
 /// A `LogicalStorage` confined to one key prefix: an engine sees only its own records.
+///
+/// Read-check-write sections (a version counter, a check-and-set, a use count) run under
+/// `withLock`, `compareAndSet` or `update`: they are serialized per key across every view of
+/// the same namespace in this process. That is atomic for the cluster because only the
+/// active node writes (standbys forward writes, DESIGN §5) and a deposed node's writes are
+/// fenced below the barrier.
 public struct StorageView: LogicalStorage {
     public let underlying: any LogicalStorage
     public let prefix: String
+    /// The per-key locks shared by every view of one namespace (`lockScope`) in this process.
+    public let locks: KeyedLock
+    public let lockScope: String
 
-    public init(_ underlying: any LogicalStorage, prefix: String) {
+    public init(_ underlying: any LogicalStorage, prefix: String, locks: KeyedLock = KeyedLock(), lockScope: String = "") {
         self.underlying = underlying
         self.prefix = prefix
+        self.locks = locks
+        self.lockScope = lockScope
     }
 
-    /// A view of a sub-prefix of this view.
-    public func sub(_ prefix: String) -> StorageView { StorageView(underlying, prefix: self.prefix + prefix) }
+    /// A view of a sub-prefix of this view (same locks).
+    public func sub(_ prefix: String) -> StorageView {
+        StorageView(underlying, prefix: self.prefix + prefix, locks: locks, lockScope: lockScope)
+    }
+
+    /// Runs `body` holding the lock of `key` (a key of this view, which need not exist): one
+    /// caller at a time per key, in arrival order. Every writer of the records a section
+    /// reads must take the same key. Not reentrant: a section must not lock its own key again.
+    public func withLock<T: Sendable>(_ key: String, _ body: () async throws -> T) async throws -> T {
+        let full = try checked(key)
+        return try await locks.withLock(lockScope + "\u{0}" + full, body)
+    }
+
+    /// Replaces `key`'s value when it currently equals `expected` (`nil`: the key must not
+    /// exist); `new == nil` deletes. Answers whether the swap happened.
+    public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
+        try await withLock(key) {
+            guard try await get(key) == expected else { return false }
+            if let new { try await put(key, new) } else { try await delete(key) }
+            return true
+        }
+    }
+
+    /// Reads `key`, hands its value to `transform` and stores what it answers (`nil`
+    /// deletes), as one step; answers the stored value. An error from `transform` changes nothing.
+    @discardableResult
+    public func update(_ key: String, _ transform: @Sendable ([UInt8]?) throws -> [UInt8]?) async throws -> [UInt8]? {
+        try await withLock(key) {
+            let new = try transform(try await get(key))
+            if let new { try await put(key, new) } else { try await delete(key) }
+            return new
+        }
+    }
 
     func checked(_ key: String) throws -> String {
         // A view can never escape its prefix: relative segments are refused outright.

@@ -212,7 +212,7 @@ public final class NamespaceCore: Sendable {
     /// With `initial` (a namespace this process just created), nothing is read back: the
     /// state is exactly what `initialize` wrote.
     static func load(path: String, namespaceID: String?, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, initial: InitialState?) async throws -> NamespaceCore {
-        let root = StorageView(storage, prefix: "")
+        let root = StorageView(storage, prefix: "", locks: storageLocks, lockScope: namespaceID ?? "root")
         var salt: [UInt8]?
         if let initial { salt = initial.salt } else { salt = try await root.get("core/token-salt") }
         if salt == nil {
@@ -266,7 +266,11 @@ public final class NamespaceCore: Sendable {
         self.tokens = tokens
     }
 
-    var rootView: StorageView { StorageView(storage, prefix: "") }
+    var rootView: StorageView { StorageView(storage, prefix: "", locks: Self.storageLocks, lockScope: id) }
+
+    /// The per-key storage locks of every namespace of this process (scoped by namespace
+    /// id), so a namespace loaded again while an old instance still serves a request shares them.
+    static let storageLocks = KeyedLock()
 
     /// Stops every engine's background work (seal, eviction, deletion of the namespace).
     func teardownBackends() async {

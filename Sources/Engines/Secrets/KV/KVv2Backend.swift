@@ -201,15 +201,17 @@ public struct KVv2Backend: SharedRoutesBackend {
     }
 
     func writeConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        var c = try await kvConfig()
         let f = req.fields
         if f.has("max_versions") {
             guard f.int("max_versions") >= 0 else { throw CofferError.invalid("max_versions must be zero or positive") }
-            c.maxVersions = f.int("max_versions")
         }
-        if f.has("cas_required") { c.casRequired = f.bool("cas_required") }
-        if f.has("delete_version_after") { c.deleteVersionAfter = f.int("delete_version_after") }
-        try await storage.putCodable("config", c)
+        try await storage.withLock("config") {
+            var c = try await kvConfig()
+            if f.has("max_versions") { c.maxVersions = f.int("max_versions") }
+            if f.has("cas_required") { c.casRequired = f.bool("cas_required") }
+            if f.has("delete_version_after") { c.deleteVersionAfter = f.int("delete_version_after") }
+            try await storage.putCodable("config", c)
+        }
         return nil
     }
 
@@ -256,9 +258,17 @@ public struct KVv2Backend: SharedRoutesBackend {
         guard req.fields.has("data") else { throw CofferError.invalid("no data provided") }
         let data = req.fields.map("data")
         let options = req.fields.map("options")
-        return try await storeVersion(key: key, data: .object(data), cas: options["cas"])
+        return try await locked(key) { try await storeVersion(key: key, data: .object(data), cas: options["cas"]) }
     }
 
+    /// Runs a read-check-write section on one key: every change to a key's metadata (and so
+    /// to its versions) holds the key's lock, so concurrent writers each get their own
+    /// version and a check-and-set is decided against the version it replaces.
+    func locked<T: Sendable>(_ key: String, _ body: () async throws -> T) async throws -> T {
+        try await storage.withLock("metadata/" + key, body)
+    }
+
+    /// Writes a new version (the caller holds the key's lock).
     func storeVersion(key: String, data: JSONValue, cas: JSONValue?) async throws -> LogicalResponse {
         let c = try await kvConfig()
         let now = Date()
@@ -308,12 +318,16 @@ public struct KVv2Backend: SharedRoutesBackend {
         let key = req.fields.string("path")
         try KVEngine.checkKey(key)
         guard req.fields.has("data") else { throw CofferError.invalid("no data provided") }
-        guard let m = try await metadata(key), let v = m.versions[m.currentVersion], !Self.isDeleted(v), !v.destroyed,
-              let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(m.currentVersion)) else {
-            return nil
+        let patch = JSONValue.object(req.fields.map("data"))
+        let cas = req.fields.map("options")["cas"]
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            guard let m = try await metadata(key), let v = m.versions[m.currentVersion], !Self.isDeleted(v), !v.destroyed,
+                  let rec = try await storage.getJSON(Self.versionsPrefix(key) + String(m.currentVersion)) else {
+                return nil
+            }
+            let merged = Self.mergePatch(rec["data"] ?? .object([:]), patch)
+            return try await storeVersion(key: key, data: merged, cas: cas)
         }
-        let merged = Self.mergePatch(rec["data"] ?? .object([:]), .object(req.fields.map("data")))
-        return try await storeVersion(key: key, data: merged, cas: req.fields.map("options")["cas"])
     }
 
     /// RFC 7396 JSON merge patch.
@@ -328,14 +342,17 @@ public struct KVv2Backend: SharedRoutesBackend {
 
     func deleteLatest(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
-        guard var m = try await metadata(key), var v = m.versions[m.currentVersion] else { return nil }
-        if v.deletionTime == nil || !Self.isDeleted(v) {
-            v.deletionTime = Date()
-            m.versions[m.currentVersion] = v
-            m.updatedTime = Date()
-            try await storage.putJSON("metadata/" + key, m.json)
+        guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            guard var m = try await metadata(key), var v = m.versions[m.currentVersion] else { return nil }
+            if v.deletionTime == nil || !Self.isDeleted(v) {
+                v.deletionTime = Date()
+                m.versions[m.currentVersion] = v
+                m.updatedTime = Date()
+                try await storage.putJSON("metadata/" + key, m.json)
+            }
+            return nil
         }
-        return nil
     }
 
     enum VersionChange { case delete, undelete, destroy }
@@ -361,24 +378,27 @@ public struct KVv2Backend: SharedRoutesBackend {
         default: throw CofferError.invalid("versions must be a list of integers")
         }
         guard !versions.isEmpty else { throw CofferError.invalid("no version number provided") }
-        guard var m = try await metadata(key) else { return nil }
-        let now = Date()
-        for n in versions {
-            guard var v = m.versions[n] else { continue }
-            switch change {
-            case .delete:
-                if !v.destroyed && !Self.isDeleted(v) { v.deletionTime = now }
-            case .undelete:
-                if !v.destroyed { v.deletionTime = nil }
-            case .destroy:
-                v.destroyed = true
-                try await storage.delete(Self.versionsPrefix(key) + String(n))
+        let numbers = versions
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            guard var m = try await metadata(key) else { return nil }
+            let now = Date()
+            for n in numbers {
+                guard var v = m.versions[n] else { continue }
+                switch change {
+                case .delete:
+                    if !v.destroyed && !Self.isDeleted(v) { v.deletionTime = now }
+                case .undelete:
+                    if !v.destroyed { v.deletionTime = nil }
+                case .destroy:
+                    v.destroyed = true
+                    try await storage.delete(Self.versionsPrefix(key) + String(n))
+                }
+                m.versions[n] = v
             }
-            m.versions[n] = v
+            m.updatedTime = now
+            try await storage.putJSON("metadata/" + key, m.json)
+            return nil
         }
-        m.updatedTime = now
-        try await storage.putJSON("metadata/" + key, m.json)
-        return nil
     }
 
     // MARK: metadata
@@ -425,40 +445,51 @@ public struct KVv2Backend: SharedRoutesBackend {
     func writeMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
         try KVEngine.checkKey(key)
-        let now = Date()
-        var m = try await metadata(key) ?? KeyMetadata.empty(now)
-        try applyMetadata(req.fields, &m)
-        m.updatedTime = now
-        let pruned = prune(&m, max: effectiveMaxVersions(m, try await kvConfig()))
-        try await storage.putJSON("metadata/" + key, m.json)
-        try await deleteVersions(key: key, pruned)
-        return nil
+        let fields = req.fields
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            let now = Date()
+            var m = try await metadata(key) ?? KeyMetadata.empty(now)
+            try applyMetadata(fields, &m)
+            m.updatedTime = now
+            let pruned = prune(&m, max: effectiveMaxVersions(m, try await kvConfig()))
+            try await storage.putJSON("metadata/" + key, m.json)
+            try await deleteVersions(key: key, pruned)
+            return nil
+        }
     }
 
     func patchMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
-        guard var m = try await metadata(key) else { return nil }
-        var f = req.fields
-        if f.has("custom_metadata"), case .object(let patch)? = req.data["custom_metadata"] {
-            var cm = m.customMetadata
-            for (k, v) in patch {
-                if v.isNull { cm[k] = nil } else if let s = v.stringValue { cm[k] = s }
+        guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
+        let fields = req.fields
+        let patchData = req.data["custom_metadata"]
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            guard var m = try await metadata(key) else { return nil }
+            var f = fields
+            if f.has("custom_metadata"), case .object(let patch)? = patchData {
+                var cm = m.customMetadata
+                for (k, v) in patch {
+                    if v.isNull { cm[k] = nil } else if let s = v.stringValue { cm[k] = s }
+                }
+                f.values["custom_metadata"] = .object(cm.mapValues { .string($0) })
             }
-            f.values["custom_metadata"] = .object(cm.mapValues { .string($0) })
+            try applyMetadata(f, &m)
+            m.updatedTime = Date()
+            try await storage.putJSON("metadata/" + key, m.json)
+            // A patch answering nothing is a 404 (no such key); done, Vault answers 204.
+            return LogicalResponse(statusCode: 204)
         }
-        try applyMetadata(f, &m)
-        m.updatedTime = Date()
-        try await storage.putJSON("metadata/" + key, m.json)
-        return nil
     }
 
     func deleteMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
         try KVEngine.checkKey(key)
-        guard let m = try await metadata(key) else { return nil }
-        for n in m.versions.keys { try await storage.delete(Self.versionsPrefix(key) + String(n)) }
-        try await storage.delete("metadata/" + key)
-        return nil
+        return try await locked(key) { () async throws -> LogicalResponse? in
+            guard let m = try await metadata(key) else { return nil }
+            for n in m.versions.keys { try await storage.delete(Self.versionsPrefix(key) + String(n)) }
+            try await storage.delete("metadata/" + key)
+            return nil
+        }
     }
 
     func list(_ req: LogicalRequest) async throws -> LogicalResponse? {

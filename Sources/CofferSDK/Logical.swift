@@ -213,8 +213,9 @@ public struct BackendConfiguration: Sendable {
 /// routes, refuses unsupported operations (405), validates fields (400), then calls the
 /// route's handler. Engines see only their own `StorageView`.
 public protocol LogicalBackend: Sendable {
-    /// The routes, matched in order: the first pattern that matches wins.
-    var routes: [Route] { get }
+    /// The routes, matched in order: the first pattern that matches wins. One table per
+    /// type (a `static let`), shared by every instance: handlers get the instance as argument.
+    static var routes: [Route<Self>] { get }
     /// One paragraph of help for the whole backend.
     var backendHelp: String { get }
     /// Paths (relative, glob with trailing `*`) that need `sudo` besides the capability.

@@ -1,4 +1,3 @@
-import Synchronization
 import Foundation
 
 /// The type of a declared field; the dispatcher converts raw JSON to it once.
@@ -57,23 +56,58 @@ public struct FieldValues: Sendable {
     public subscript(name: String) -> JSONValue? { values[name] }
 }
 
-/// The handler of one operation on a route.
-public typealias RouteHandler = @Sendable (LogicalRequest) async throws -> LogicalResponse?
-
-/// One declared path of a backend.
+/// One declared path of a backend, generic over the backend type: its handlers receive the
+/// instance serving the call explicitly, so one table per type serves every mount of it
+/// (one per tenant that mounts it) without any task-local, and a handler can't run without
+/// its instance.
 ///
 /// Pattern syntax: literal segments, `:name` for exactly one non-empty segment, and a final
 /// `*name` for the rest of the path (possibly empty, may contain `/`). A trailing `/?`
 /// makes a trailing slash optional.
-public struct Route: Sendable {
-    public var pattern: String
-    public var fields: [Field]
-    public var operations: [LogicalOperation: RouteHandler]
+public struct Route<Backend: Sendable>: Sendable {
+    /// The handler of one operation.
+    public typealias Handler = @Sendable (Backend, LogicalRequest) async throws -> LogicalResponse?
     /// Decides create vs update for POST/PUT (true: the object exists → update).
-    public var existenceCheck: (@Sendable (LogicalRequest) async throws -> Bool)?
+    public typealias ExistenceCheck = @Sendable (Backend, LogicalRequest) async throws -> Bool
+
+    public var pattern: String { matcher.pattern }
+    public var fields: [Field]
+    public var operations: [LogicalOperation: Handler]
+    public var existenceCheck: ExistenceCheck?
     public var summary: String
     public var help: String
+    let matcher: RoutePattern
 
+    public init(_ pattern: String, fields: [Field] = [], operations: [LogicalOperation: Handler], existenceCheck: ExistenceCheck? = nil, summary: String = "", help: String = "") {
+        self.fields = fields
+        self.operations = operations
+        self.existenceCheck = existenceCheck
+        self.summary = summary
+        self.help = help
+        self.matcher = RoutePattern(pattern)
+    }
+
+    /// Matches a mount-relative path; returns the captures or nil.
+    public func match(_ path: String) -> [String: String]? { matcher.match(path) }
+
+    /// What OpenAPI and help need to know of the route, without its handlers.
+    public var description: RouteDescription {
+        RouteDescription(pattern: pattern, fields: fields, operations: Set(operations.keys), summary: summary, help: help)
+    }
+}
+
+/// A route's declaration without its handlers (OpenAPI, help).
+public struct RouteDescription: Sendable {
+    public var pattern: String
+    public var fields: [Field]
+    public var operations: Set<LogicalOperation>
+    public var summary: String
+    public var help: String
+}
+
+/// A compiled route pattern (see `Route`).
+struct RoutePattern: Sendable {
+    let pattern: String
     let segments: [Segment]
     let optionalTrailingSlash: Bool
 
@@ -83,13 +117,8 @@ public struct Route: Sendable {
         case rest(String)
     }
 
-    public init(_ pattern: String, fields: [Field] = [], operations: [LogicalOperation: RouteHandler], existenceCheck: (@Sendable (LogicalRequest) async throws -> Bool)? = nil, summary: String = "", help: String = "") {
+    init(_ pattern: String) {
         self.pattern = pattern
-        self.fields = fields
-        self.operations = operations
-        self.existenceCheck = existenceCheck
-        self.summary = summary
-        self.help = help
         var p = pattern
         var optional = false
         if p.hasSuffix("/?") {
@@ -104,9 +133,8 @@ public struct Route: Sendable {
         }
     }
 
-    /// Matches a mount-relative path; returns the captures or nil. Walks the path's bytes
-    /// segment by segment without splitting it.
-    public func match(_ fullPath: String) -> [String: String]? {
+    /// Walks the path's bytes segment by segment without splitting it.
+    func match(_ fullPath: String) -> [String: String]? {
         var path = Substring(fullPath)
         if optionalTrailingSlash, path.utf8.last == UInt8(ascii: "/") { path = path.dropLast() }
         var captures: [String: String] = [:]
@@ -140,110 +168,70 @@ public struct Route: Sendable {
     }
 }
 
-/// A backend with its route table computed once: what the core dispatches through.
-/// (`routes` is a computed property on most backends; building it per request was the
-/// hottest spot of the read path.)
-/// The table is built on first use: a namespace loaded for one KV request never builds
-/// its `sys/` table, which is most of the cost of loading one.
+/// A mounted backend as the core routes to it: the instance, and what the ACL needs before
+/// calling it (sudo paths, unauthenticated paths).
 public struct CompiledBackend: Sendable {
-    public let backend: any LogicalBackend
-    let table: RouteTable
+    /// The instance; nil for a mount whose instance is made per request (`sys/`, which acts
+    /// on the namespace and the calling token's namespace).
+    public let backend: (any LogicalBackend)?
     public let rootPaths: [String]
     public let unauthenticatedPaths: [String]
+    let describe: @Sendable () -> [RouteDescription]
 
-    public init(_ backend: any LogicalBackend) {
+    public init<B: LogicalBackend>(_ backend: B) {
         self.backend = backend
-        self.table = RouteTable()
         self.rootPaths = backend.rootPaths
         self.unauthenticatedPaths = backend.unauthenticatedPaths
+        self.describe = { B.routeDescriptions }
     }
 
-    public var routes: [Route] { table.routes(of: backend) }
-
-    /// Finds the route for a path.
-    public func route(for path: String) -> (Route, [String: String])? { Route.find(path, in: routes) }
-
-    /// Whether the object behind a create/update request exists (decides the ACL capability).
-    public func exists(_ request: LogicalRequest) async throws -> Bool? {
-        try await Route.serving(backend) { try await Route.exists(request, in: routes) }
+    /// A mount whose instance the core makes for each request.
+    public init<B: LogicalBackend>(declaring type: B.Type, rootPaths: [String], unauthenticatedPaths: [String] = []) {
+        self.backend = nil
+        self.rootPaths = rootPaths
+        self.unauthenticatedPaths = unauthenticatedPaths
+        self.describe = { B.routeDescriptions }
     }
 
-    /// Routes, validates and runs a request. Help on a path no route declares (the mount
-    /// itself) answers the backend's help.
-    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
-        if request.operation == .help, route(for: request.path) == nil {
-            let paths = routes.map { "    \($0.pattern)" + ($0.summary.isEmpty ? "" : "\n        \($0.summary)") }
-            return .raw(["help": .string(backend.backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
-        }
-        return try await Route.serving(backend) { try await Route.dispatch(request, in: routes) }
-    }
-}
-
-/// A backend whose route table is built once per type and shared by all its instances (one
-/// per mount, so one per tenant that mounts it): the handlers find the instance serving the
-/// call through a task-local that `serving` sets. A table per instance cost ~3% of the CPU
-/// of provisioning tenants with a KV mount each.
-public protocol SharedRoutesBackend: LogicalBackend {
-    /// Runs `body` with this instance as the one the shared routes act on.
-    func serving<T: Sendable>(_ body: () async throws -> T) async throws -> T
-}
-
-extension Route {
-    /// Runs `body` as a call into `backend` (setting its instance for shared routes).
-    static func serving<T: Sendable>(_ backend: any LogicalBackend, _ body: () async throws -> T) async throws -> T {
-        guard let shared = backend as? any SharedRoutesBackend else { return try await body() }
-        return try await shared.serving(body)
-    }
-}
-
-final class RouteTable: Sendable {
-    let built = Mutex<[Route]?>(nil)
-
-    func routes(of backend: any LogicalBackend) -> [Route] {
-        if let routes = built.withLock({ $0 }) { return routes }
-        let routes = backend.routes
-        return built.withLock { b in
-            if let b { return b }
-            b = routes
-            return routes
-        }
-    }
+    /// The declared routes (OpenAPI).
+    public var routes: [RouteDescription] { describe() }
 }
 
 extension LogicalBackend {
-    public func route(for path: String) -> (Route, [String: String])? { Route.find(path, in: routes) }
-    public func exists(_ request: LogicalRequest) async throws -> Bool? {
-        try await Route.serving(self) { try await Route.exists(request, in: routes) }
-    }
-    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
-        try await Route.serving(self) { try await Route.dispatch(request, in: routes) }
-    }
-}
+    /// The declarations of `routes`, without handlers.
+    public static var routeDescriptions: [RouteDescription] { routes.map(\.description) }
 
-extension Route {
-    static func find(_ path: String, in routes: [Route]) -> (Route, [String: String])? {
+    /// Finds the route for a path.
+    public static func route(for path: String) -> (Route<Self>, [String: String])? {
         for r in routes {
             if let c = r.match(path) { return (r, c) }
         }
         return nil
     }
 
-    static func exists(_ request: LogicalRequest, in routes: [Route]) async throws -> Bool? {
-        guard let (r, c) = find(request.path, in: routes), let check = r.existenceCheck else { return nil }
+    /// Whether the object behind a create/update request exists (decides the ACL capability);
+    /// nil when the route declares no check.
+    public func exists(_ request: LogicalRequest) async throws -> Bool? {
+        guard let (r, c) = Self.route(for: request.path), let check = r.existenceCheck else { return nil }
         var req = request
         req.captures = c
         // The existence check runs before authorization (it decides create vs update), so
         // it sees the path captures only: the body is validated after the ACL allowed the
         // request, and an unauthorised caller never reaches field conversion.
         req.data = [:]
-        req.fields = try validate(r.fields.filter { c[$0.name] != nil }, data: [:], captures: c)
-        return try await check(req)
+        req.fields = try FieldValues.validate(r.fields.filter { c[$0.name] != nil }, data: [:], captures: c)
+        return try await check(self, req)
     }
 
     /// The one dispatcher every backend shares: route, refuse unsupported operations (405),
-    /// validate fields (400), run the handler.
-    static func dispatch(_ request: LogicalRequest, in routes: [Route]) async throws -> LogicalResponse? {
-        guard let (r, c) = find(request.path, in: routes) else {
+    /// validate fields (400), run the handler. Help on a path no route declares (the mount
+    /// itself) answers the backend's help.
+    public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
+        guard let (r, c) = Self.route(for: request.path) else {
+            if request.operation == .help {
+                let paths = Self.routes.map { "    \($0.pattern)" + ($0.summary.isEmpty ? "" : "\n        \($0.summary)") }
+                return .raw(["help": .string(backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
+            }
             throw CofferError(.notFound, "unsupported path")
         }
         if request.operation == .help {
@@ -262,12 +250,12 @@ extension Route {
         var req = request
         req.operation = op
         req.captures = c
-        req.fields = try validate(r.fields, data: request.data, captures: c)
-        return try await handler(req)
+        req.fields = try FieldValues.validate(r.fields, data: request.data, captures: c)
+        return try await handler(self, req)
     }
 }
 
-extension Route {
+extension FieldValues {
     /// Validates raw data against declared fields: converts types, applies defaults,
     /// enforces required fields. Unknown keys are ignored, as in Vault.
     public static func validate(_ fields: [Field], data: [String: JSONValue], captures: [String: String]) throws -> FieldValues {

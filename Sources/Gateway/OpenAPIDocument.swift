@@ -37,7 +37,7 @@ enum OpenAPIDocument {
                     }
                     return .object(o)
                 }
-                for operation in route.operations.keys {
+                for operation in route.operations.sorted(by: { $0.rawValue < $1.rawValue }) {
                     switch operation {
                     case .read:
                         item["get"] = op("read", body: false)

@@ -527,7 +527,7 @@ extension Core {
         var made: [RateLimitQuota] = []
         for (i, item) in items.enumerated() {
             guard let object = item.objectValue else { throw CofferError.invalid("quotas[\(i)] must be an object") }
-            let fields = try Route.validate(SystemBackend.quotaFields, data: object, captures: [:])
+            let fields = try FieldValues.validate(SystemBackend.quotaFields, data: object, captures: [:])
             let name = fields.optionalString("name") ?? (i == 0 ? "tenant" : "tenant-\(i)")
             guard !made.contains(where: { $0.name == name }) else { throw CofferError.invalid("duplicate quota name \"\(name.prefix(64))\"") }
             made.append(try await ns.makeQuota(name: name, fields: fields, existing: nil, managed: true))

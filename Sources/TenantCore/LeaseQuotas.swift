@@ -142,11 +142,11 @@ extension SystemBackend {
         Field("role", .string), Field("inheritable", .bool),
     ]
 
-    var leaseQuotaRoutes: [Route] {
+    static var leaseQuotaRoutes: [Route<SystemBackend>] {
         [
-            Route("quotas/lease-count/?", operations: [.list: listLeaseQuotas], summary: "List lease-count quotas of this namespace."),
+            Route("quotas/lease-count/?", operations: [.list: { try await $0.listLeaseQuotas($1) }], summary: "List lease-count quotas of this namespace."),
             Route("quotas/lease-count/:name", fields: Self.leaseQuotaFields, operations: [
-                .read: readLeaseQuota, .update: writeLeaseQuota, .delete: deleteLeaseQuota,
+                .read: { try await $0.readLeaseQuota($1) }, .update: { try await $0.writeLeaseQuota($1) }, .delete: { try await $0.deleteLeaseQuota($1) },
             ], summary: "Create, read, update or delete a lease-count quota."),
         ]
     }

@@ -274,7 +274,7 @@ public final class NamespaceCore: Sendable {
 
     /// Stops every engine's background work (seal, eviction, deletion of the namespace).
     func teardownBackends() async {
-        for m in router.withLock({ $0.mounts }) { await m.backend.backend.teardown() }
+        for m in router.withLock({ $0.mounts }) { await m.backend.backend?.teardown() }
     }
 
     /// The engine of a mount that issues leases, if it is still mounted (same accessor).
@@ -283,13 +283,12 @@ public final class NamespaceCore: Sendable {
         return mount?.backend.backend as? any LeasingBackend
     }
 
-    /// Runs a call into a mount's backend; the shared `sys/` table learns its namespace (and
-    /// the namespace of the calling token, `owner`) here.
-    func inBackend<T>(_ mount: MountedBackend, owner: NamespaceCore, _ body: () async throws -> T) async throws -> T {
-        guard mount.kind == .system else { return try await body() }
-        return try await SystemBackend.$namespace.withValue(self) {
-            try await SystemBackend.$tokenNamespace.withValue(owner) { try await body() }
-        }
+    /// The instance that serves a request on `mount`: the mounted engine, or for `sys/` one
+    /// made for this call (this namespace, and `owner`, the namespace of the calling token).
+    func instance(of mount: MountedBackend, owner: NamespaceCore) throws -> any LogicalBackend {
+        if mount.kind == .system { return SystemBackend(ns: self, tokenNamespace: owner) }
+        guard let backend = mount.backend.backend else { throw CofferError.internalError("mount \(mount.routePath) has no backend") }
+        return backend
     }
 
     /// `fresh`: the built-in mount table of a namespace just created, which has no other mounts.
@@ -409,7 +408,7 @@ public final class NamespaceCore: Sendable {
                 defer { r.remove(routePath: routePath) }
                 return r.mounts.first { $0.routePath == routePath }
             }
-            await gone?.backend.backend.teardown()
+            await gone?.backend.backend?.teardown()
             let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
             try await rootView.sub(prefix).deleteTree()
         }
@@ -532,7 +531,7 @@ public final class NamespaceCore: Sendable {
             tokenHash = e.idHash
 
             if logical.operation == .update || logical.operation == .create {
-                if let exists = try await inBackend(mount, owner: owner) { try await mount.backend.exists(logical) } {
+                if let exists = try await instance(of: mount, owner: owner).exists(logical) {
                     logical.operation = exists ? .update : .create
                 } else {
                     logical.operation = .update
@@ -554,7 +553,7 @@ public final class NamespaceCore: Sendable {
             }
             if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
         } else if logical.operation == .update {
-            if let exists = try await inBackend(mount, owner: owner, { try await mount.backend.exists(logical) }) { logical.operation = exists ? .update : .create }
+            if let exists = try await instance(of: mount, owner: owner).exists(logical) { logical.operation = exists ? .update : .create }
         }
         guard let spent else {
             return try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
@@ -595,7 +594,7 @@ public final class NamespaceCore: Sendable {
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         do {
-            result = try await inBackend(mount, owner: owner) { try await mount.backend.handle(logical) }
+            result = try await instance(of: mount, owner: owner).handle(logical)
             if let leasing, let leases = hooks.leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(

@@ -108,13 +108,13 @@ extension NamespaceCore {
 
 /// `sys/policies/password[/:name[/generate]]`, Vault's shapes.
 extension SystemBackend {
-    var passwordPolicyRoutes: [Route] {
+    static var passwordPolicyRoutes: [Route<SystemBackend>] {
         [
-            Route("policies/password/?", operations: [.list: listPasswordPolicies], summary: "List password policies."),
-            Route("policies/password/:name/generate", fields: [Field("name", .string)], operations: [.read: generatePassword],
+            Route("policies/password/?", operations: [.list: { try await $0.listPasswordPolicies($1) }], summary: "List password policies."),
+            Route("policies/password/:name/generate", fields: [Field("name", .string)], operations: [.read: { try await $0.generatePassword($1) }],
                   summary: "Generate a password from a password policy."),
             Route("policies/password/:name", fields: [Field("name", .string), Field("policy", .string)], operations: [
-                .read: readPasswordPolicy, .update: writePasswordPolicy, .delete: deletePasswordPolicy,
+                .read: { try await $0.readPasswordPolicy($1) }, .update: { try await $0.writePasswordPolicy($1) }, .delete: { try await $0.deletePasswordPolicy($1) },
             ], summary: "Create, read, update or delete a password policy (HCL: length, rule \"charset\")."),
         ]
     }

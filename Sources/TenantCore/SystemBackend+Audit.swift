@@ -3,17 +3,17 @@ import CofferSDK
 /// `sys/audit`, `sys/audit/:path`, `sys/audit-hash/:path` (root namespace, sudo), Vault's shapes,
 /// plus `sys/audit-chain/:path` (Coffer): the device's hash-chain head, for `coffer audit verify --head`.
 extension SystemBackend {
-    var auditRoutes: [Route] {
+    static var auditRoutes: [Route<SystemBackend>] {
         [
-            Route("audit/?", operations: [.read: listAudit, .list: listAudit], summary: "List enabled audit devices."),
+            Route("audit/?", operations: [.read: { try await $0.listAudit($1) }, .list: { try await $0.listAudit($1) }], summary: "List enabled audit devices."),
             Route("audit/*path", fields: [
                 Field("path", .string), Field("type", .string), Field("description", .string),
                 Field("options", .keyValuePairs), Field("local", .bool),
-            ], operations: [.update: enableAudit, .delete: disableAudit], summary: "Enable or disable an audit device."),
+            ], operations: [.update: { try await $0.enableAudit($1) }, .delete: { try await $0.disableAudit($1) }], summary: "Enable or disable an audit device."),
             Route("audit-hash/*path", fields: [Field("path", .string), Field("input", .string, required: true)], operations: [
-                .update: hashAudit,
+                .update: { try await $0.hashAudit($1) },
             ], summary: "HMAC of an input with an audit device's salt, to find it in that device's log."),
-            Route("audit-chain/*path", fields: [Field("path", .string)], operations: [.read: auditChainHead],
+            Route("audit-chain/*path", fields: [Field("path", .string)], operations: [.read: { try await $0.auditChainHead($1) }],
                   summary: "The hash-chain head (seq:hash) of an audit device."),
         ]
     }

@@ -7,15 +7,15 @@ extension SystemBackend {
         Field("lease_id", .string), Field("url_lease_id", .string), Field("increment", .duration), Field("sync", .bool, default: true),
     ]
 
-    var leaseRoutes: [Route] {
-        let renew: RouteHandler = { try await renewLease($0) }
-        let revoke: RouteHandler = { try await revokeLease($0) }
+    static var leaseRoutes: [Route<SystemBackend>] {
+        let renew: Route<SystemBackend>.Handler = { try await $0.renewLease($1) }
+        let revoke: Route<SystemBackend>.Handler = { try await $0.revokeLease($1) }
         return [
-            Route("leases", fields: [Field("limit", .int, default: 10_000), Field("type", .string)], operations: [.read: listIrrevocable],
+            Route("leases", fields: [Field("limit", .int, default: 10_000), Field("type", .string)], operations: [.read: { try await $0.listIrrevocable($1) }],
                   summary: "Irrevocable leases of this namespace (revocation failed too often)."),
-            Route("leases/lookup", fields: Self.leaseFields, operations: [.update: lookupLease], summary: "Look up a lease."),
-            Route("leases/lookup/?", operations: [.list: { try await listLeases($0, prefix: "") }], summary: "List lease prefixes."),
-            Route("leases/lookup/*prefix", fields: [Field("prefix", .string)], operations: [.list: { try await listLeases($0, prefix: $0.fields.string("prefix")) }],
+            Route("leases/lookup", fields: Self.leaseFields, operations: [.update: { try await $0.lookupLease($1) }], summary: "Look up a lease."),
+            Route("leases/lookup/?", operations: [.list: { try await $0.listLeases($1, prefix: "") }], summary: "List lease prefixes."),
+            Route("leases/lookup/*prefix", fields: [Field("prefix", .string)], operations: [.list: { try await $0.listLeases($1, prefix: $1.fields.string("prefix")) }],
                   summary: "List leases below a prefix."),
             Route("leases/renew", fields: Self.leaseFields, operations: [.update: renew], summary: "Renew a lease."),
             Route("leases/renew/*url_lease_id", fields: Self.leaseFields, operations: [.update: renew], summary: "Renew a lease."),
@@ -26,16 +26,16 @@ extension SystemBackend {
             Route("revoke", fields: Self.leaseFields, operations: [.update: revoke], summary: "Revoke a lease (older path)."),
             Route("revoke/*url_lease_id", fields: Self.leaseFields, operations: [.update: revoke], summary: "Revoke a lease (older path)."),
             Route("leases/revoke-prefix/*prefix", fields: [Field("prefix", .string), Field("sync", .bool, default: true)],
-                  operations: [.update: { try await revokePrefix($0, force: false) }], summary: "Revoke every lease below a prefix (sudo)."),
+                  operations: [.update: { try await $0.revokePrefix($1, force: false) }], summary: "Revoke every lease below a prefix (sudo)."),
             Route("revoke-prefix/*prefix", fields: [Field("prefix", .string), Field("sync", .bool, default: true)],
-                  operations: [.update: { try await revokePrefix($0, force: false) }], summary: "Revoke every lease below a prefix (older path)."),
+                  operations: [.update: { try await $0.revokePrefix($1, force: false) }], summary: "Revoke every lease below a prefix (older path)."),
             Route("leases/revoke-force/*prefix", fields: [Field("prefix", .string)],
-                  operations: [.update: { try await revokePrefix($0, force: true) }],
+                  operations: [.update: { try await $0.revokePrefix($1, force: true) }],
                   summary: "Delete every lease below a prefix without asking the engine to revoke it (sudo)."),
             Route("revoke-force/*prefix", fields: [Field("prefix", .string)],
-                  operations: [.update: { try await revokePrefix($0, force: true) }], summary: "Force-revoke (older path)."),
-            Route("leases/tidy", operations: [.update: tidyLeases], summary: "Clean up dangling lease indexes and leases of revoked tokens."),
-            Route("leases/count", fields: [Field("type", .string), Field("include_child_namespaces", .bool)], operations: [.read: countLeases],
+                  operations: [.update: { try await $0.revokePrefix($1, force: true) }], summary: "Force-revoke (older path)."),
+            Route("leases/tidy", operations: [.update: { try await $0.tidyLeases($1) }], summary: "Clean up dangling lease indexes and leases of revoked tokens."),
+            Route("leases/count", fields: [Field("type", .string), Field("include_child_namespaces", .bool)], operations: [.read: { try await $0.countLeases($1) }],
                   summary: "Number of leases of this namespace."),
         ]
     }

@@ -9,20 +9,20 @@ extension SystemBackend {
         Field("inheritable", .bool), Field("additive", .bool), Field("group_by", .string),
     ]
 
-    var quotaRoutes: [Route] {
+    static var quotaRoutes: [Route<SystemBackend>] {
         [
             Route("quotas/config", fields: [
                 Field("rate_limit_exempt_paths", .commaStringSlice), Field("enable_rate_limit_response_headers", .bool),
                 Field("enable_rate_limit_audit_logging", .bool),
-            ], operations: [.read: readQuotaConfig, .update: writeQuotaConfig], summary: "Rate-limit quota settings (root namespace)."),
+            ], operations: [.read: { try await $0.readQuotaConfig($1) }, .update: { try await $0.writeQuotaConfig($1) }], summary: "Rate-limit quota settings (root namespace)."),
             Route("usage", fields: [
                 Field("namespace", .string), Field("start", .string), Field("end", .string),
                 Field("granularity", .string, default: "day"), Field("format", .string, default: "json"),
                 Field("include_descendants", .bool, default: true),
-            ], operations: [.read: readUsage], summary: "Usage of this namespace (and its descendants) for billing: hourly buckets by hour, day or month, JSON or CSV."),
-            Route("quotas/rate-limit/?", operations: [.list: listQuotas], summary: "List rate-limit quotas of this namespace."),
+            ], operations: [.read: { try await $0.readUsage($1) }], summary: "Usage of this namespace (and its descendants) for billing: hourly buckets by hour, day or month, JSON or CSV."),
+            Route("quotas/rate-limit/?", operations: [.list: { try await $0.listQuotas($1) }], summary: "List rate-limit quotas of this namespace."),
             Route("quotas/rate-limit/:name", fields: Self.quotaFields, operations: [
-                .read: readQuota, .update: writeQuota, .delete: deleteQuota,
+                .read: { try await $0.readQuota($1) }, .update: { try await $0.writeQuota($1) }, .delete: { try await $0.deleteQuota($1) },
             ], summary: "Create, read, update or delete a rate-limit quota."),
         ]
     }

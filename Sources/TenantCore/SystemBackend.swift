@@ -5,31 +5,22 @@ import Synchronization
 /// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
 /// (Seal, unseal, init, health and leader are node-level and answered before routing.)
 ///
-/// One route table serves every namespace: building it (about fifty routes, their fields and
-/// handlers) for each namespace cost a quarter of a millisecond and tens of kilobytes per
-/// loaded namespace. Its handlers find their namespace in `SystemBackend.namespace`, which
-/// `NamespaceCore` sets around every call into its `sys/` mount (`inBackend`).
+/// One route table serves every namespace (building it, about fifty routes, for each
+/// namespace cost a quarter of a millisecond and tens of kilobytes per loaded namespace).
+/// The core makes an instance for each request (`NamespaceCore.instance(of:owner:)`): the
+/// namespace called and the calling token's namespace, so no handler runs without them.
 struct SystemBackend: LogicalBackend {
-    /// The namespace whose `sys/` is being called (set by `NamespaceCore.inBackend`).
-    @TaskLocal static var namespace: NamespaceCore?
-    /// The namespace of the calling token: `namespace` itself or an ancestor of it.
-    @TaskLocal static var tokenNamespace: NamespaceCore?
+    /// The namespace whose `sys/` is being called.
+    let ns: NamespaceCore
+    /// The namespace of the calling token: `ns` itself or an ancestor of it.
+    let tokenNamespace: NamespaceCore
 
-    var ns: NamespaceCore {
-        guard let ns = Self.namespace else { preconditionFailure("sys/ handler called outside NamespaceCore.inBackend") }
-        return ns
-    }
-
-    /// The shared table, built at first use outside any namespace, so a route that reached
-    /// for `ns` while the table is built would fail at once instead of capturing one.
-    static let compiled: CompiledBackend = {
-        let compiled = CompiledBackend(SystemBackend())
-        $namespace.withValue(nil) { _ = compiled.routes }
-        return compiled
-    }()
+    /// What the `sys/` mount of every namespace routes through (its instance is per request).
+    static let compiled = CompiledBackend(declaring: SystemBackend.self, rootPaths: rootPathList)
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
-    var rootPaths: [String] { ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"] }
+    var rootPaths: [String] { Self.rootPathList }
+    static let rootPathList = ["auth/*", "remount", "rotate", "seal", "raw", "raw/*", "audit", "audit/*", "audit-hash/*", "audit-chain/*", "leases", "leases/lookup/*", "leases/revoke-prefix/*", "leases/revoke-force/*", "revoke-prefix/*", "revoke-force/*", "storage/*"]
 
     static let mountFields: [Field] = [
         Field("path", .string), Field("type", .string), Field("description", .string), Field("config", .map),
@@ -43,65 +34,63 @@ struct SystemBackend: LogicalBackend {
         Field("passthrough_request_headers", .commaStringSlice), Field("allowed_response_headers", .commaStringSlice),
     ]
 
-    var routes: [Route] {
-        [
-            Route("mounts", operations: [.read: { _ in listMounts(.secret) }], summary: "List secret engines."),
-            Route("mounts/*path", fields: Self.mountFields + Self.tuneFields, operations: [
-                .read: { try await mountRead($0, kind: .secret) },
-                .update: { try await mountWrite($0, kind: .secret) },
-                .delete: { try await mountDelete($0, kind: .secret) },
-            ], summary: "Enable, disable, read or tune a secret engine."),
-            Route("auth", operations: [.read: { _ in listMounts(.auth) }], summary: "List auth methods."),
-            Route("auth/*path", fields: Self.mountFields + Self.tuneFields, operations: [
-                .read: { try await mountRead($0, kind: .auth) },
-                .update: { try await mountWrite($0, kind: .auth) },
-                .delete: { try await mountDelete($0, kind: .auth) },
-            ], summary: "Enable, disable, read or tune an auth method."),
-            Route("remount", fields: [Field("from", .string, required: true), Field("to", .string, required: true)], operations: [.update: remount], summary: "Move a mount."),
-            Route("policy", operations: [.read: listPoliciesLegacy, .list: listPolicies], summary: "List policies."),
-            Route("policy/:name", fields: [Field("name", .string), Field("rules", .string), Field("policy", .string)], operations: [
-                .read: readPolicyLegacy, .update: writePolicy, .delete: deletePolicy,
-            ], summary: "Read, write or delete an ACL policy."),
-            Route("policies/acl/?", operations: [.list: listPolicies, .read: listPolicies], summary: "List ACL policies."),
-            Route("policies/acl/:name", fields: [Field("name", .string), Field("policy", .string)], operations: [
-                .read: readPolicy, .update: writePolicy, .delete: deletePolicy,
-            ], summary: "Read, write or delete an ACL policy."),
-            Route("capabilities", fields: [Field("token", .string), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilities], summary: "Capabilities of a token on paths."),
-            Route("capabilities-self", fields: [Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesSelf], summary: "Capabilities of the calling token."),
-            Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: capabilitiesAccessor], summary: "Capabilities of a token by accessor."),
-            Route("namespaces/?", operations: [.list: listNamespaces], summary: "List child namespaces."),
-            Route("namespaces/api-lock/lock/*path", fields: [Field("path", .string)], operations: [
-                .update: { req in LogicalResponse(data: ["unlock_key": .string(try await ns.hooks.lock(req.fields.string("path")))]) },
-            ], summary: "Lock the API of this namespace or a descendant; returns the unlock key."),
-            Route("namespaces/api-lock/lock", operations: [
-                .update: { _ in LogicalResponse(data: ["unlock_key": .string(try await ns.hooks.lock(""))]) },
-            ], summary: "Lock the API of this namespace; returns the unlock key."),
-            Route("namespaces/api-lock/unlock/*path", fields: [Field("path", .string), Field("unlock_key", .string)], operations: [
-                .update: { req in
-                    try await ns.hooks.unlock(req.fields.string("path"), req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
-                    return nil
-                },
-            ], summary: "Unlock the API of this namespace or a descendant (unlock key or root token)."),
-            Route("namespaces/api-lock/unlock", fields: [Field("unlock_key", .string)], operations: [
-                .update: { req in
-                    try await ns.hooks.unlock("", req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
-                    return nil
-                },
-            ], summary: "Unlock the API of this namespace (unlock key or root token)."),
-            Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
-                .read: readNamespace, .update: createNamespace, .patch: patchNamespace, .delete: deleteNamespace,
-            ], summary: "Create, read, update or delete a child namespace."),
-            Route("tenants/?", operations: [.list: listTenants], summary: "List tenants (root namespace only)."),
-            Route("tenants/:name", fields: [
-                Field("name", .string, required: true), Field("custom_metadata", .keyValuePairs),
-                Field("admin_policy", .string), Field("quotas", .any),
-            ], operations: [.read: readTenant, .update: provisionTenant, .delete: deprovisionTenant],
-                  summary: "Provision, read or deprovision a tenant: namespace, admin policy and admin token in one call."),
-            Route("rotate", operations: [.update: { _ in try await ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
-            Route("key-status", operations: [.read: { _ in LogicalResponse(data: try await ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
-            Route("seal", operations: [.update: { _ in try await ns.hooks.seal(); return nil }], summary: "Seal the server."),
-        ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes
-    }
+    static let routes: [Route<SystemBackend>] = [
+        Route("mounts", operations: [.read: { b, _ in b.listMounts(.secret) }], summary: "List secret engines."),
+        Route("mounts/*path", fields: Self.mountFields + Self.tuneFields, operations: [
+            .read: { try await $0.mountRead($1, kind: .secret) },
+            .update: { try await $0.mountWrite($1, kind: .secret) },
+            .delete: { try await $0.mountDelete($1, kind: .secret) },
+        ], summary: "Enable, disable, read or tune a secret engine."),
+        Route("auth", operations: [.read: { b, _ in b.listMounts(.auth) }], summary: "List auth methods."),
+        Route("auth/*path", fields: Self.mountFields + Self.tuneFields, operations: [
+            .read: { try await $0.mountRead($1, kind: .auth) },
+            .update: { try await $0.mountWrite($1, kind: .auth) },
+            .delete: { try await $0.mountDelete($1, kind: .auth) },
+        ], summary: "Enable, disable, read or tune an auth method."),
+        Route("remount", fields: [Field("from", .string, required: true), Field("to", .string, required: true)], operations: [.update: { try await $0.remount($1) }], summary: "Move a mount."),
+        Route("policy", operations: [.read: { try await $0.listPoliciesLegacy($1) }, .list: { try await $0.listPolicies($1) }], summary: "List policies."),
+        Route("policy/:name", fields: [Field("name", .string), Field("rules", .string), Field("policy", .string)], operations: [
+            .read: { try await $0.readPolicyLegacy($1) }, .update: { try await $0.writePolicy($1) }, .delete: { try await $0.deletePolicy($1) },
+        ], summary: "Read, write or delete an ACL policy."),
+        Route("policies/acl/?", operations: [.list: { try await $0.listPolicies($1) }, .read: { try await $0.listPolicies($1) }], summary: "List ACL policies."),
+        Route("policies/acl/:name", fields: [Field("name", .string), Field("policy", .string)], operations: [
+            .read: { try await $0.readPolicy($1) }, .update: { try await $0.writePolicy($1) }, .delete: { try await $0.deletePolicy($1) },
+        ], summary: "Read, write or delete an ACL policy."),
+        Route("capabilities", fields: [Field("token", .string), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: { try await $0.capabilities($1) }], summary: "Capabilities of a token on paths."),
+        Route("capabilities-self", fields: [Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: { try await $0.capabilitiesSelf($1) }], summary: "Capabilities of the calling token."),
+        Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: { try await $0.capabilitiesAccessor($1) }], summary: "Capabilities of a token by accessor."),
+        Route("namespaces/?", operations: [.list: { try await $0.listNamespaces($1) }], summary: "List child namespaces."),
+        Route("namespaces/api-lock/lock/*path", fields: [Field("path", .string)], operations: [
+            .update: { b, req in LogicalResponse(data: ["unlock_key": .string(try await b.ns.hooks.lock(req.fields.string("path")))]) },
+        ], summary: "Lock the API of this namespace or a descendant; returns the unlock key."),
+        Route("namespaces/api-lock/lock", operations: [
+            .update: { b, _ in LogicalResponse(data: ["unlock_key": .string(try await b.ns.hooks.lock(""))]) },
+        ], summary: "Lock the API of this namespace; returns the unlock key."),
+        Route("namespaces/api-lock/unlock/*path", fields: [Field("path", .string), Field("unlock_key", .string)], operations: [
+            .update: { b, req in
+                try await b.ns.hooks.unlock(req.fields.string("path"), req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                return nil
+            },
+        ], summary: "Unlock the API of this namespace or a descendant (unlock key or root token)."),
+        Route("namespaces/api-lock/unlock", fields: [Field("unlock_key", .string)], operations: [
+            .update: { b, req in
+                try await b.ns.hooks.unlock("", req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                return nil
+            },
+        ], summary: "Unlock the API of this namespace (unlock key or root token)."),
+        Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
+            .read: { try await $0.readNamespace($1) }, .update: { try await $0.createNamespace($1) }, .patch: { try await $0.patchNamespace($1) }, .delete: { try await $0.deleteNamespace($1) },
+        ], summary: "Create, read, update or delete a child namespace."),
+        Route("tenants/?", operations: [.list: { try await $0.listTenants($1) }], summary: "List tenants (root namespace only)."),
+        Route("tenants/:name", fields: [
+            Field("name", .string, required: true), Field("custom_metadata", .keyValuePairs),
+            Field("admin_policy", .string), Field("quotas", .any),
+        ], operations: [.read: { try await $0.readTenant($1) }, .update: { try await $0.provisionTenant($1) }, .delete: { try await $0.deprovisionTenant($1) }],
+              summary: "Provision, read or deprovision a tenant: namespace, admin policy and admin token in one call."),
+        Route("rotate", operations: [.update: { b, _ in try await b.ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
+        Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
+        Route("seal", operations: [.update: { b, _ in try await b.ns.hooks.seal(); return nil }], summary: "Seal the server."),
+    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes
 
     // MARK: tenants
 
@@ -383,7 +372,8 @@ struct SystemBackend: LogicalBackend {
     /// prefixed with this namespace's path relative to the token's.
     func callerCapabilities(policies: [String], paths: [String]) async throws -> [String: [String]] {
         let ns = self.ns
-        guard let owner = Self.tokenNamespace, owner !== ns, ns.path.hasPrefix(owner.path) else {
+        let owner = tokenNamespace
+        guard owner !== ns, ns.path.hasPrefix(owner.path) else {
             return try await ns.capabilities(policies: policies, paths: paths)
         }
         let relative = String(ns.path.dropFirst(owner.path.count))

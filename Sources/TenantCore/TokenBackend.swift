@@ -66,37 +66,35 @@ public struct TokenBackend: LogicalBackend {
         Field("role_name", .string), Field("lease", .duration), Field("entity_alias", .string),
     ]
 
-    public var routes: [Route] {
-        [
-            Route("create", fields: Self.createFields, operations: [.update: { try await create($0, orphan: false, roleName: nil) }],
-                  summary: "Create a token; a child of the calling token."),
-            Route("create-orphan", fields: Self.createFields, operations: [.update: { try await create($0, orphan: true, roleName: nil) }],
-                  summary: "Create a token with no parent."),
-            Route("create/:role_name", fields: Self.createFields, operations: [.update: { try await create($0, orphan: false, roleName: $0.fields.string("role_name")) }],
-                  summary: "Create a token from a role."),
-            Route("lookup", fields: [Field("token", .string)], operations: [.update: lookup, .read: lookup], summary: "Look up a token."),
-            Route("lookup-self", operations: [.read: lookupSelf, .update: lookupSelf], summary: "Look up the calling token."),
-            Route("lookup-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: lookupAccessor], summary: "Look up a token by accessor."),
-            Route("renew", fields: [Field("token", .string, required: true), Field("increment", .duration)], operations: [.update: renew], summary: "Renew a token."),
-            Route("renew-self", fields: [Field("increment", .duration)], operations: [.update: renewSelf], summary: "Renew the calling token."),
-            Route("renew-accessor", fields: [Field("accessor", .string, required: true), Field("increment", .duration)], operations: [.update: renewAccessor], summary: "Renew a token by accessor."),
-            Route("revoke", fields: [Field("token", .string, required: true)], operations: [.update: revoke], summary: "Revoke a token and its children."),
-            Route("revoke-self", operations: [.update: revokeSelf], summary: "Revoke the calling token and its children."),
-            Route("revoke-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: revokeAccessor], summary: "Revoke a token by accessor."),
-            Route("revoke-orphan", fields: [Field("token", .string, required: true)], operations: [.update: revokeOrphan], summary: "Revoke a token, orphaning its children."),
-            Route("accessors/?", operations: [.list: listAccessors], summary: "List token accessors."),
-            Route("roles/?", operations: [.list: listRoles], summary: "List token roles."),
-            Route("roles/:role_name", fields: [
-                Field("role_name", .string, required: true), Field("allowed_policies", .commaStringSlice),
-                Field("disallowed_policies", .commaStringSlice), Field("orphan", .bool), Field("period", .duration),
-                Field("token_period", .duration), Field("renewable", .bool, default: true), Field("explicit_max_ttl", .duration),
-                Field("token_explicit_max_ttl", .duration), Field("path_suffix", .string), Field("token_type", .string),
-                Field("token_ttl", .duration), Field("token_max_ttl", .duration),
-            ], operations: [.read: readRole, .create: writeRole, .update: writeRole, .delete: deleteRole],
-                  existenceCheck: { try await roles.get($0.fields.string("role_name")) != nil }, summary: "Manage token roles."),
-            Route("tidy", operations: [.update: { _ in LogicalResponse(warnings: ["Tidy operation successfully started."]) }], summary: "Clean up the token store."),
-        ]
-    }
+    public static let routes: [Route<TokenBackend>] = [
+        Route("create", fields: Self.createFields, operations: [.update: { try await $0.create($1, orphan: false, roleName: nil) }],
+              summary: "Create a token; a child of the calling token."),
+        Route("create-orphan", fields: Self.createFields, operations: [.update: { try await $0.create($1, orphan: true, roleName: nil) }],
+              summary: "Create a token with no parent."),
+        Route("create/:role_name", fields: Self.createFields, operations: [.update: { try await $0.create($1, orphan: false, roleName: $1.fields.string("role_name")) }],
+              summary: "Create a token from a role."),
+        Route("lookup", fields: [Field("token", .string)], operations: [.update: { try await $0.lookup($1) }, .read: { try await $0.lookup($1) }], summary: "Look up a token."),
+        Route("lookup-self", operations: [.read: { try await $0.lookupSelf($1) }, .update: { try await $0.lookupSelf($1) }], summary: "Look up the calling token."),
+        Route("lookup-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: { try await $0.lookupAccessor($1) }], summary: "Look up a token by accessor."),
+        Route("renew", fields: [Field("token", .string, required: true), Field("increment", .duration)], operations: [.update: { try await $0.renew($1) }], summary: "Renew a token."),
+        Route("renew-self", fields: [Field("increment", .duration)], operations: [.update: { try await $0.renewSelf($1) }], summary: "Renew the calling token."),
+        Route("renew-accessor", fields: [Field("accessor", .string, required: true), Field("increment", .duration)], operations: [.update: { try await $0.renewAccessor($1) }], summary: "Renew a token by accessor."),
+        Route("revoke", fields: [Field("token", .string, required: true)], operations: [.update: { try await $0.revoke($1) }], summary: "Revoke a token and its children."),
+        Route("revoke-self", operations: [.update: { try await $0.revokeSelf($1) }], summary: "Revoke the calling token and its children."),
+        Route("revoke-accessor", fields: [Field("accessor", .string, required: true)], operations: [.update: { try await $0.revokeAccessor($1) }], summary: "Revoke a token by accessor."),
+        Route("revoke-orphan", fields: [Field("token", .string, required: true)], operations: [.update: { try await $0.revokeOrphan($1) }], summary: "Revoke a token, orphaning its children."),
+        Route("accessors/?", operations: [.list: { try await $0.listAccessors($1) }], summary: "List token accessors."),
+        Route("roles/?", operations: [.list: { try await $0.listRoles($1) }], summary: "List token roles."),
+        Route("roles/:role_name", fields: [
+            Field("role_name", .string, required: true), Field("allowed_policies", .commaStringSlice),
+            Field("disallowed_policies", .commaStringSlice), Field("orphan", .bool), Field("period", .duration),
+            Field("token_period", .duration), Field("renewable", .bool, default: true), Field("explicit_max_ttl", .duration),
+            Field("token_explicit_max_ttl", .duration), Field("path_suffix", .string), Field("token_type", .string),
+            Field("token_ttl", .duration), Field("token_max_ttl", .duration),
+        ], operations: [.read: { try await $0.readRole($1) }, .create: { try await $0.writeRole($1) }, .update: { try await $0.writeRole($1) }, .delete: { try await $0.deleteRole($1) }],
+              existenceCheck: { try await $0.roles.get($1.fields.string("role_name")) != nil }, summary: "Manage token roles."),
+        Route("tidy", operations: [.update: { _, _ in LogicalResponse(warnings: ["Tidy operation successfully started."]) }], summary: "Clean up the token store."),
+    ]
 
     /// The calling token, its entry, and the store it lives in (this namespace's, or an
     /// ancestor's when a parent-namespace token works here).

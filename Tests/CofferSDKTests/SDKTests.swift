@@ -41,34 +41,34 @@ import Testing
 }
 
 @Suite struct RouteTests {
-    static let handler: RouteHandler = { _ in nil }
+    static let handler: Route<Int>.Handler = { _, _ in nil }
 
     @Test func patterns() {
-        let r = Route("roles/:name", operations: [.read: Self.handler])
+        let r = Route<Int>("roles/:name", operations: [.read: Self.handler])
         #expect(r.match("roles/web") == ["name": "web"])
         #expect(r.match("roles/") == nil)
         #expect(r.match("roles/a/b") == nil)
-        let rest = Route("data/*path", operations: [.read: Self.handler])
+        let rest = Route<Int>("data/*path", operations: [.read: Self.handler])
         #expect(rest.match("data/a/b/c") == ["path": "a/b/c"])
         #expect(rest.match("data/") == ["path": ""])
         #expect(rest.match("other/x") == nil)
-        let opt = Route("roles/?", operations: [.list: Self.handler])
+        let opt = Route<Int>("roles/?", operations: [.list: Self.handler])
         #expect(opt.match("roles") == [:])
         #expect(opt.match("roles/") == [:])
     }
 
     @Test func validation() throws {
         let fields = [Field("ttl", .duration), Field("n", .int, default: 5), Field("name", .string, required: true), Field("list", .commaStringSlice), Field("flag", .bool)]
-        let v = try Route.validate(fields, data: ["ttl": "1h", "name": "x", "list": "a, b", "flag": "true"], captures: [:])
+        let v = try FieldValues.validate(fields, data: ["ttl": "1h", "name": "x", "list": "a, b", "flag": "true"], captures: [:])
         #expect(v.int("ttl") == 3600)
         #expect(v.int("n") == 5)
         #expect(!v.has("n"))
         #expect(v.strings("list") == ["a", "b"])
         #expect(v.bool("flag"))
-        #expect(throws: CofferError.self) { try Route.validate(fields, data: [:], captures: [:]) }
-        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "n": "abc"], captures: [:]) }
-        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": ["a"]], captures: [:]) }
-        #expect(throws: CofferError.self) { try Route.validate(fields, data: ["name": "x", "ttl": "forever"], captures: [:]) }
+        #expect(throws: CofferError.self) { try FieldValues.validate(fields, data: [:], captures: [:]) }
+        #expect(throws: CofferError.self) { try FieldValues.validate(fields, data: ["name": "x", "n": "abc"], captures: [:]) }
+        #expect(throws: CofferError.self) { try FieldValues.validate(fields, data: ["name": ["a"]], captures: [:]) }
+        #expect(throws: CofferError.self) { try FieldValues.validate(fields, data: ["name": "x", "ttl": "forever"], captures: [:]) }
     }
 }
 

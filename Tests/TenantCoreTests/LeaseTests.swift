@@ -13,14 +13,14 @@ final class LedgerBackend: LeasingBackend {
     let revoked = Mutex<[String]>([])
     let failures = Mutex(0)
 
-    var routes: [Route] {
-        [Route("issue/:name", fields: [Field("name", .string), Field("ttl", .int, default: 60)], operations: [
-            .read: { req in
+    static let routes: [Route<LedgerBackend>] = [
+        Route("issue/:name", fields: [Field("name", .string), Field("ttl", .int, default: 60)], operations: [
+            .read: { _, req in
                 LogicalResponse(data: ["name": .string(req.fields.string("name"))],
                                 secret: SecretLease(ttl: req.fields.int("ttl"), maxTTL: 120, renewable: true, internalData: ["name": .string(req.fields.string("name"))]))
             },
-        ])]
-    }
+        ]),
+    ]
 
     func revokeLease(_ lease: LeaseInfo) async throws {
         let fail = failures.withLock { f in

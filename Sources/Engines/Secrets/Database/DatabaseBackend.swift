@@ -158,13 +158,13 @@ public final class DatabaseBackend: LeasingBackend {
         "The database backend generates database credentials dynamically (roles, creds) and rotates the passwords of existing database users (static roles)."
     }
 
-    public var routes: [Route] {
+    public static let routes: [Route<DatabaseBackend>] = {
         let name = Field("name", .string, description: "Name of the object.")
         return [
-            Route("config/?", operations: [.list: listConfigs], summary: "List the configured database connections."),
+            Route("config/?", operations: [.list: { try await $0.listConfigs($1) }], summary: "List the configured database connections."),
             Route("config/:name", fields: [
                 name,
-                Field("plugin_name", .string, description: "The database plugin: \(plugins.keys.sorted().joined(separator: ", ")))."),
+                Field("plugin_name", .string, description: "The database plugin: \(DatabaseEngine.builtinPlugins.map(\.name).sorted().joined(separator: ", "))."),
                 Field("plugin_version", .string),
                 Field("connection_url", .string, description: "Connection string; may hold {{username}} and {{password}}."),
                 Field("username", .string), Field("password", .string),
@@ -174,40 +174,40 @@ public final class DatabaseBackend: LeasingBackend {
                 Field("max_connection_lifetime", .duration),
                 Field("password_policy", .string), Field("username_template", .string),
                 Field("root_rotation_statements", .any),
-            ], operations: [.read: readConfig, .create: writeConfig, .update: writeConfig, .delete: deleteConfig],
-            existenceCheck: { [storage] in try await storage.get("config/" + $0.fields.string("name")) != nil },
+            ], operations: [.read: { try await $0.readConfig($1) }, .create: { try await $0.writeConfig($1) }, .update: { try await $0.writeConfig($1) }, .delete: { try await $0.deleteConfig($1) }],
+            existenceCheck: { b, req in try await b.storage.get("config/" + req.fields.string("name")) != nil },
             summary: "Configure a connection to a database.",
             help: "Reads never return the password; connection_url is returned with any embedded password redacted."),
-            Route("reset/:name", fields: [name], operations: [.update: resetConnection],
+            Route("reset/:name", fields: [name], operations: [.update: { try await $0.resetConnection($1) }],
                   summary: "Close and reopen the connections of a database connection."),
-            Route("rotate-root/:name", fields: [name], operations: [.update: rotateRoot],
+            Route("rotate-root/:name", fields: [name], operations: [.update: { try await $0.rotateRoot($1) }],
                   summary: "Rotate the password of the connection's own user; the new password is never returned."),
-            Route("roles/?", operations: [.list: { [storage] _ in Self.listResponse(try await storage.list(prefix: "role/")) }],
+            Route("roles/?", operations: [.list: { b, _ in DatabaseBackend.listResponse(try await b.storage.list(prefix: "role/")) }],
                   summary: "List the dynamic roles."),
             Route("roles/:name", fields: [
                 name, Field("db_name", .string), Field("creation_statements", .any), Field("revocation_statements", .any),
                 Field("rollback_statements", .any), Field("renew_statements", .any),
                 Field("default_ttl", .duration), Field("max_ttl", .duration),
                 Field("credential_type", .string), Field("credential_config", .any),
-            ], operations: [.read: readRole, .create: writeRole, .update: writeRole, .delete: deleteRole],
-            existenceCheck: { [storage] in try await storage.get("role/" + $0.fields.string("name")) != nil },
+            ], operations: [.read: { try await $0.readRole($1) }, .create: { try await $0.writeRole($1) }, .update: { try await $0.writeRole($1) }, .delete: { try await $0.deleteRole($1) }],
+            existenceCheck: { b, req in try await b.storage.get("role/" + req.fields.string("name")) != nil },
             summary: "Manage the dynamic roles."),
-            Route("creds/:name", fields: [name], operations: [.read: createCredentials],
+            Route("creds/:name", fields: [name], operations: [.read: { try await $0.createCredentials($1) }],
                   summary: "Create a database user for a role, leased."),
-            Route("static-roles/?", operations: [.list: { [storage] _ in Self.listResponse(try await storage.list(prefix: "static-role/")) }],
+            Route("static-roles/?", operations: [.list: { b, _ in DatabaseBackend.listResponse(try await b.storage.list(prefix: "static-role/")) }],
                   summary: "List the static roles."),
             Route("static-roles/:name", fields: [
                 name, Field("db_name", .string), Field("username", .string), Field("rotation_period", .duration),
                 Field("rotation_statements", .any), Field("credential_type", .string), Field("credential_config", .any),
-            ], operations: [.read: readStaticRole, .create: writeStaticRole, .update: writeStaticRole, .delete: deleteStaticRole],
-            existenceCheck: { [storage] in try await storage.get("static-role/" + $0.fields.string("name")) != nil },
+            ], operations: [.read: { try await $0.readStaticRole($1) }, .create: { try await $0.writeStaticRole($1) }, .update: { try await $0.writeStaticRole($1) }, .delete: { try await $0.deleteStaticRole($1) }],
+            existenceCheck: { b, req in try await b.storage.get("static-role/" + req.fields.string("name")) != nil },
             summary: "Manage the static roles (existing users whose password Coffer rotates)."),
-            Route("static-creds/:name", fields: [name], operations: [.read: readStaticCredentials],
+            Route("static-creds/:name", fields: [name], operations: [.read: { try await $0.readStaticCredentials($1) }],
                   summary: "The current credentials of a static role."),
-            Route("rotate-role/:name", fields: [name], operations: [.update: rotateRole],
+            Route("rotate-role/:name", fields: [name], operations: [.update: { try await $0.rotateRole($1) }],
                   summary: "Rotate the password of a static role now."),
         ]
-    }
+    }()
 
     // MARK: lifecycle
 

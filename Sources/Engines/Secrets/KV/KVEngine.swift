@@ -23,15 +23,14 @@ public struct KVv1Backend: LogicalBackend {
 
     public var backendHelp: String { "Key/value secret storage (version 1)." }
 
-    public var routes: [Route] {
-        [
-            Route("*path", fields: [Field("path", .string)], operations: [
-                .read: read, .create: write, .update: write, .delete: delete, .list: list,
-            ], existenceCheck: { try await storage.get($0.fields.string("path")) != nil },
-            summary: "Read, write, list and delete secrets.",
-            help: "Pass any JSON object to write; it is returned as-is on read."),
-        ]
-    }
+    public static let routes: [Route<KVv1Backend>] = [
+        Route("*path", fields: [Field("path", .string)], operations: [
+            .read: { try await $0.read($1) }, .create: { try await $0.write($1) }, .update: { try await $0.write($1) },
+            .delete: { try await $0.delete($1) }, .list: { try await $0.list($1) },
+        ], existenceCheck: { try await $0.storage.get($1.fields.string("path")) != nil },
+        summary: "Read, write, list and delete secrets.",
+        help: "Pass any JSON object to write; it is returned as-is on read."),
+    ]
 
     func read(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let path = req.fields.string("path")

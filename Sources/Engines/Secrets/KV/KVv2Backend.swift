@@ -97,59 +97,42 @@ struct KVConfig: Codable, Sendable {
 ///
 /// Layout: `config`, `metadata/<key>` (lists like the key space), and
 /// `versions/<sha256(key)>/<n>` holding `{"data": ...}`.
-public struct KVv2Backend: SharedRoutesBackend {
+public struct KVv2Backend: LogicalBackend {
     let config: BackendConfiguration
     var storage: StorageView { config.storage }
 
     public var backendHelp: String { "Versioned key/value secret storage (version 2)." }
 
     static let versionsField = Field("versions", .any)
-
-    public var routes: [Route] { Self.sharedRoutes }
-
-    /// The instance the shared routes act on (set by `serving`).
-    @TaskLocal static var current: KVv2Backend?
-
-    public func serving<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        try await Self.$current.withValue(self) { try await body() }
-    }
-
-    static func instance() throws -> KVv2Backend {
-        guard let kv = current else { throw CofferError.internalError("KV v2 route called outside its mount") }
-        return kv
-    }
+    static let pathField = Field("path", .string)
 
     /// One table for every KV v2 mount of the process.
-    static let sharedRoutes: [Route] = {
-        let path = Field("path", .string)
-        let exists: @Sendable (LogicalRequest) async throws -> Bool = { try await instance().metadata($0.fields.string("path")) != nil }
-        return [
-            Route("config", fields: [Field("max_versions", .int), Field("cas_required", .bool), Field("delete_version_after", .duration)],
-                  operations: [.read: { try await instance().readConfig($0) }, .update: { try await instance().writeConfig($0) }],
-                  summary: "Configure the KV mount."),
-            Route("data/*path", fields: [path, Field("version", .int), Field("data", .map), Field("options", .map)],
-                  operations: [.read: { try await instance().readData($0) }, .create: { try await instance().writeData($0) },
-                               .update: { try await instance().writeData($0) }, .patch: { try await instance().patchData($0) },
-                               .delete: { try await instance().deleteLatest($0) }],
-                  existenceCheck: exists,
-                  summary: "Read, write, patch or soft-delete the latest version of a secret."),
-            Route("metadata/*path", fields: [path, Field("max_versions", .int), Field("cas_required", .bool),
-                                             Field("delete_version_after", .duration), Field("custom_metadata", .keyValuePairs)],
-                  operations: [.read: { try await instance().readMetadata($0) }, .create: { try await instance().writeMetadata($0) },
-                               .update: { try await instance().writeMetadata($0) }, .patch: { try await instance().patchMetadata($0) },
-                               .delete: { try await instance().deleteMetadata($0) }, .list: { try await instance().list($0) }],
-                  existenceCheck: exists,
-                  summary: "Read, write, list or delete the metadata of a secret."),
-            Route("delete/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .delete) }],
-                  summary: "Soft-delete versions of a secret."),
-            Route("undelete/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .undelete) }],
-                  summary: "Restore soft-deleted versions of a secret."),
-            Route("destroy/*path", fields: [path, Self.versionsField], operations: [.update: { try await instance().changeVersions($0, .destroy) }],
-                  summary: "Permanently remove versions of a secret."),
-            Route("subkeys/*path", fields: [path, Field("version", .int), Field("depth", .int)], operations: [.read: { try await instance().subkeys($0) }],
-                  summary: "The structure of a secret without its values."),
-        ]
-    }()
+    public static let routes: [Route<KVv2Backend>] = [
+        Route("config", fields: [Field("max_versions", .int), Field("cas_required", .bool), Field("delete_version_after", .duration)],
+              operations: [.read: { try await $0.readConfig($1) }, .update: { try await $0.writeConfig($1) }],
+              summary: "Configure the KV mount."),
+        Route("data/*path", fields: [pathField, Field("version", .int), Field("data", .map), Field("options", .map)],
+              operations: [.read: { try await $0.readData($1) }, .create: { try await $0.writeData($1) },
+                           .update: { try await $0.writeData($1) }, .patch: { try await $0.patchData($1) },
+                           .delete: { try await $0.deleteLatest($1) }],
+              existenceCheck: { try await $0.metadata($1.fields.string("path")) != nil },
+              summary: "Read, write, patch or soft-delete the latest version of a secret."),
+        Route("metadata/*path", fields: [pathField, Field("max_versions", .int), Field("cas_required", .bool),
+                                         Field("delete_version_after", .duration), Field("custom_metadata", .keyValuePairs)],
+              operations: [.read: { try await $0.readMetadata($1) }, .create: { try await $0.writeMetadata($1) },
+                           .update: { try await $0.writeMetadata($1) }, .patch: { try await $0.patchMetadata($1) },
+                           .delete: { try await $0.deleteMetadata($1) }, .list: { try await $0.list($1) }],
+              existenceCheck: { try await $0.metadata($1.fields.string("path")) != nil },
+              summary: "Read, write, list or delete the metadata of a secret."),
+        Route("delete/*path", fields: [pathField, versionsField], operations: [.update: { try await $0.changeVersions($1, .delete) }],
+              summary: "Soft-delete versions of a secret."),
+        Route("undelete/*path", fields: [pathField, versionsField], operations: [.update: { try await $0.changeVersions($1, .undelete) }],
+              summary: "Restore soft-deleted versions of a secret."),
+        Route("destroy/*path", fields: [pathField, versionsField], operations: [.update: { try await $0.changeVersions($1, .destroy) }],
+              summary: "Permanently remove versions of a secret."),
+        Route("subkeys/*path", fields: [pathField, Field("version", .int), Field("depth", .int)], operations: [.read: { try await $0.subkeys($1) }],
+              summary: "The structure of a secret without its values."),
+    ]
 
     // MARK: storage helpers
 

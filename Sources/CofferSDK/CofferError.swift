@@ -4,34 +4,42 @@
 /// nothing ever matches on `message`. `message` is safe to show to a client: it never
 /// carries a secret, token, key or password. `cause` is kept for logs (also secret-free).
 public struct CofferError: Error, Sendable, CustomStringConvertible {
-    /// Opaque error class; equality of errors is equality of codes.
-    public struct Code: Hashable, Sendable, CustomStringConvertible {
-        public let name: String
-        public init(_ name: String) { self.name = name }
-        public var description: String { name }
-
+    /// The error class; equality of errors is equality of codes. An enum, so the one switch
+    /// that maps codes to HTTP statuses (Gateway) is exhaustive: a new code can't silently
+    /// become a 500.
+    public enum Code: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
         /// Malformed or invalid input (400).
-        public static let invalidRequest = Code("invalid_request")
+        case invalidRequest = "invalid_request"
         /// The token is missing, invalid or lacks the capability (403).
-        public static let permissionDenied = Code("permission_denied")
+        case permissionDenied = "permission_denied"
         /// No route or no such object (404).
-        public static let notFound = Code("not_found")
+        case notFound = "not_found"
         /// The route exists but does not support the operation (405).
-        public static let unsupportedOperation = Code("unsupported_operation")
+        case unsupportedOperation = "unsupported_operation"
         /// Check-and-set or version conflict (400, as Vault's KV answers it).
-        public static let conflict = Code("conflict")
+        case conflict
         /// The object already exists and a Coffer-only API refuses to touch it (409).
-        public static let alreadyExists = Code("already_exists")
+        case alreadyExists = "already_exists"
         /// Request body over the configured limit (413).
-        public static let payloadTooLarge = Code("payload_too_large")
+        case payloadTooLarge = "payload_too_large"
         /// Rate limit or lease quota exceeded (429).
-        public static let rateLimited = Code("rate_limited")
+        case rateLimited = "rate_limited"
         /// The core is sealed (503).
-        public static let sealed = Code("sealed")
+        case sealed
         /// A dependency is unavailable (503).
-        public static let unavailable = Code("unavailable")
+        case unavailable
+        /// A standby node was asked to write: the request must go to the active node (503
+        /// when it can't be forwarded).
+        case standbyWrite = "standby_write"
+        /// This node lost (or never had) the HA lock while writing (503).
+        case notActive = "not_active"
+        /// No audit device accepted an entry, so the request was refused (500).
+        case auditFailed = "audit_failed"
         /// Corrupt or undecryptable stored data, or an internal fault (500).
-        public static let `internal` = Code("internal")
+        case `internal`
+
+        public var name: String { rawValue }
+        public var description: String { rawValue }
     }
 
     public let code: Code

@@ -24,13 +24,6 @@ public enum HALockAttempt: Sendable, Equatable {
     case held(by: [UInt8]?)
 }
 
-extension CofferError.Code {
-    /// A standby node was asked to write: the request must go to the active node.
-    public static let standbyWrite = CofferError.Code("standby_write")
-    /// This node lost (or never had) the HA lock while writing (503).
-    public static let notActive = CofferError.Code("not_active")
-}
-
 /// A storage whose change feed can be followed as it happens (etcd: one long-lived watch)
 /// instead of being polled.
 public protocol ChangeFeedWatching: Sendable {

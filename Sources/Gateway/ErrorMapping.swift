@@ -1,8 +1,11 @@
 import CofferSDK
 import HTTPTypes
+import Hummingbird
+import NIOCore
 
 extension CofferError.Code {
-    /// The one switch from error code to HTTP status (Vault's codes).
+    /// The one switch from error code to HTTP status (Vault's codes). Exhaustive: a new
+    /// code does not compile until it has a status.
     var httpStatus: HTTPResponse.Status {
         switch self {
         case .invalidRequest, .conflict: .badRequest
@@ -13,7 +16,20 @@ extension CofferError.Code {
         case .payloadTooLarge: .contentTooLarge
         case .rateLimited: .tooManyRequests
         case .sealed, .unavailable, .notActive, .standbyWrite: .serviceUnavailable
-        default: .internalServerError
+        case .auditFailed, .internal: .internalServerError
         }
+    }
+}
+
+/// A `CofferError` thrown anywhere below a Hummingbird route renders as Vault renders
+/// errors: the status of its code and `{"errors": [message]}` (an empty list for a bare
+/// 404), with the headers that go with it (`Retry-After`).
+extension CofferError: HTTPResponseError {
+    public var status: HTTPResponse.Status { code.httpStatus }
+
+    public func response(from request: Request, context: some RequestContext) throws -> Response {
+        var response = VaultResponder.error(status, message.isEmpty ? [] : [message])
+        VaultResponder.addHeaders(headers, to: &response)
+        return response
     }
 }

@@ -92,9 +92,7 @@ public struct VaultResponder: HTTPResponder {
             if e.code == .internal {
                 logger.error("request failed", metadata: ["request.id": "\(requestID)", "error": "\(e.message)", "at": "\(e.file):\(e.line)"])
             }
-            var response = Self.error(e.code.httpStatus, e.message.isEmpty ? [] : [e.message])
-            Self.addHeaders(e.headers, to: &response)
-            return response
+            return (try? e.response(from: request, context: context)) ?? Self.error(.internalServerError, ["internal error"])
         } catch is NIOTooManyBytesError {
             return Self.error(.contentTooLarge, ["http: request body too large"])
         } catch let e as HTTPError where e.status == .contentTooLarge {

@@ -52,7 +52,8 @@ extension EtcdStorage: HALock {
         knownKeys.end()
         do {
             _ = try await call("/v3/lease/revoke", body: Self.leaseBody(lease), LeaseRevokeReply.self, retryable: true)
-        } catch let e as CofferError where e.message.contains("requested lease not found") {
+        } catch let e as CofferError where e.cause as? EtcdStatus == .notFound {
+            // Already gone (expired, or revoked by an earlier attempt).
             return
         }
     }

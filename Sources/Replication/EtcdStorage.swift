@@ -466,9 +466,10 @@ public final class EtcdStorage: Storage {
                     return
                 }
                 if result.canceled == true {
-                    let reason = result.cancelReason ?? ""
-                    if reason.contains("invalid auth token") || reason.contains("Unauthenticated") { throw EtcdAuthExpired() }
-                    throw CofferError(.unavailable, "etcd: watch cancelled: \(Self.clip(reason))")
+                    // A watch carries no status code: with credentials, a cancel is taken for an
+                    // expired token (re-authenticate, watch again); a second one is an error.
+                    if configuration.username != nil { throw EtcdAuthExpired() }
+                    throw CofferError(.unavailable, "etcd: watch cancelled: \(Self.clip(result.cancelReason ?? ""))")
                 }
                 for event in result.events ?? [] where event.type == nil || event.type == "PUT" {
                     guard let kv = event.kv, let value = kv.value, let rev = kv.modRevision?.value, rev > 0,
@@ -722,12 +723,19 @@ public final class EtcdStorage: Storage {
         // gRPC code 16: Unauthenticated (the token expired or the cluster restarted).
         if reply?.code == 16 { return EtcdAuthExpired() }
         let message = reply?.message ?? reply?.error ?? "HTTP \(status.code)"
-        // gRPC code 11: OutOfRange, a read at a revision etcd has compacted.
-        if reply?.code == 11, message.contains("compacted") { return EtcdCompacted() }
-        if message.contains("request is too large") {
-            return CofferError.invalid("value too large for etcd: \(clip(message))")
+        switch reply?.code.flatMap(EtcdStatus.init(rawValue:)) {
+        case .outOfRange?:
+            // A read at a revision etcd has compacted (or not reached yet): re-list either way.
+            return EtcdCompacted()
+        case .invalidArgument?:
+            // What Coffer sends is well-formed; etcd refuses its size (request too large,
+            // too many operations in one transaction).
+            return CofferError.invalid("etcd refused the write: \(clip(message))")
+        case .notFound?:
+            return CofferError(.unavailable, "etcd: \(clip(message))", cause: EtcdStatus.notFound)
+        default:
+            return CofferError(.unavailable, "etcd: \(clip(message))")
         }
-        return CofferError(.unavailable, "etcd: \(clip(message))")
     }
 
     static func neverConnected(_ error: any Error) -> Bool {
@@ -770,6 +778,15 @@ public final class EtcdStorage: Storage {
 
 /// etcd refused the auth token (it expired, or the cluster lost it): authenticate again.
 struct EtcdAuthExpired: Error {}
+
+/// The gRPC status codes etcd's gateway answers that Coffer acts on (the `code` of its
+/// error body).
+enum EtcdStatus: Int, Error {
+    case invalidArgument = 3
+    case notFound = 5
+    case outOfRange = 11
+    case unauthenticated = 16
+}
 struct EtcdTimeout: Error {}
 /// A read asked for a revision etcd has compacted.
 struct EtcdCompacted: Error {}

@@ -112,7 +112,7 @@ public final class AuditBroker: Sendable {
                 try await device.worker.open(reason: "enable")
             } catch {
                 await device.worker.close()
-                throw CofferError.invalid("cannot enable audit device \"\(path)\": \(Self.detail(error, path: path))")
+                throw CofferError.invalid("cannot enable audit device \"\(path)\": \(Self.detail(error))")
             }
             do {
                 try await self.store(current + [device])
@@ -198,7 +198,7 @@ public final class AuditBroker: Sendable {
                     options = try AuditDeviceOptions(type: record.type, options: record.options, configuration: self.configuration)
                 } catch {
                     for d in loaded { await d.worker.close() }
-                    throw CofferError.internalError("stored audit device \"\(record.path)\" is invalid: \(Self.detail(error, path: record.path))")
+                    throw CofferError.internalError("stored audit device \"\(record.path)\" is invalid: \(Self.detail(error))")
                 }
                 guard let salt = Self.decodeHex(record.salt), salt.count == 32 else {
                     for d in loaded { await d.worker.close() }
@@ -249,8 +249,7 @@ public final class AuditBroker: Sendable {
     public func flushHeads() async throws {
         try await tableLock.withLock {
             let current = self.devices.withLock { $0 }
-            let moved = self.storedHeads.withLock { stored in current.contains { stored[$0.record.id] != $0.worker.chainHead } }
-            if moved { try await self.store(current) }
+            if self.headsMoved(current) { try await self.store(current) }
         }
     }
 
@@ -283,6 +282,8 @@ public final class AuditBroker: Sendable {
                 return d
             }
             for d in current { await d.worker.close() }
+            // Nothing moved since the last flush (a node that handed over flushed first): no write.
+            guard self.headsMoved(current) else { return }
             do {
                 try await self.store(current)
             } catch {
@@ -369,6 +370,11 @@ public final class AuditBroker: Sendable {
     // MARK: helpers
 
     /// Writes the table record. Called with `tableLock` held.
+    /// Whether a device's chain head differs from the stored one.
+    func headsMoved(_ devices: [ActiveDevice]) -> Bool {
+        storedHeads.withLock { stored in devices.contains { stored[$0.record.id] != $0.worker.chainHead } }
+    }
+
     func store(_ devices: [ActiveDevice]) async throws {
         var records: [AuditDeviceRecord] = []
         var heads: [String: AuditChainHead] = [:]
@@ -391,7 +397,7 @@ public final class AuditBroker: Sendable {
                         try await operation(d)
                         return (d.path, nil)
                     } catch {
-                        return (d.path, detail(error, path: d.path))
+                        return (d.path, detail(error))
                     }
                 }
             }
@@ -414,10 +420,11 @@ public final class AuditBroker: Sendable {
     }
 
     /// The client-safe reason of a device error, without repeating the device path.
-    static func detail(_ error: any Error, path: String) -> String {
+    static func detail(_ error: any Error) -> String {
         guard let e = error as? CofferError else { return "\(error)" }
-        let own = "audit device \"\(path)\": "
-        return e.message.hasPrefix(own) ? String(e.message.dropFirst(own.count)) : e.message
+        // A transport failure names the device in its message; its cause is the bare reason.
+        if let io = e.cause as? AuditIOError { return io.message }
+        return e.message
     }
 
     static func decodeHex(_ text: String) -> [UInt8]? {

@@ -449,7 +449,7 @@ final class AuditDeviceWorker: @unchecked Sendable {
     }
 
     private func wrap(_ e: AuditIOError) -> CofferError {
-        CofferError(.unavailable, "audit device \"\(path)\": \(e.message)")
+        CofferError(.unavailable, "audit device \"\(path)\": \(e.message)", cause: e)
     }
 }
 

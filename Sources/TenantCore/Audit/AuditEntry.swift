@@ -7,11 +7,6 @@ import CofferSDK
 import Synchronization
 @preconcurrency import Crypto
 
-extension CofferError.Code {
-    /// No audit device accepted an entry, so the request was refused (500).
-    public static let auditFailed = CofferError.Code("audit_failed")
-}
-
 /// The namespace a request ran in, as audit entries show it (`request.namespace`).
 public struct AuditNamespace: Sendable, Hashable {
     /// Vault-style short id; "root" for the root namespace.

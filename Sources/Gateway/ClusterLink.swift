@@ -208,7 +208,10 @@ public struct ClusterService: Service {
                 await onListening(port)
             },
             logger: logger)
-        try await app.runService()
+        // Run as part of this service (its graceful shutdown is the server's group's), not
+        // as a group of its own: `runService()` would trap SIGTERM itself and stop the
+        // listener out of turn.
+        try await app.run()
     }
 }
 

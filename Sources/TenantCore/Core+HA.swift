@@ -352,7 +352,12 @@ extension Core {
         var lastRenewal = ContinuousClock.now
         while true {
             if Task.isCancelled {
-                try? await config.lock.release(lease: lease)
+                // Seal or shutdown: give the lock back so a standby takes over now, not when
+                // the lease expires. The release runs outside this cancelled task (a
+                // cancelled task's etcd call would be abandoned before it is sent).
+                config.gate.setOpen(false)
+                await Task { try? await config.lock.release(lease: lease) }.value
+                logger.info("HA: lock released")
                 return
             }
             if ha.withLock({ $0.stepDownRequested }) {

@@ -299,6 +299,20 @@ public final class Core: Sendable {
     /// Namespaces whose gauges were measured in the current hour.
     let usageGauged = Mutex<(hour: String, paths: Set<String>)>(("", []))
 
+    /// Shutdown, first step: an active node steps down and releases the HA lock (a standby
+    /// takes over at its next look at the lock); this node stops campaigning.
+    public func handOver() async {
+        await stopHA()
+    }
+
+    /// Shutdown, last step before the storage closes: the lease loop and the engines'
+    /// timers (rotation) stop. The keyring stays: requests still draining are served.
+    public func stopBackgroundWork() async {
+        await leases.stop()
+        let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
+        for ns in open { await ns.teardownBackends() }
+    }
+
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
         try await seal(keepingHALock: false)

@@ -186,13 +186,17 @@ struct ServerCommand: AsyncParsableCommand {
         }
         let evictor = NamespaceEvictor(core: core, idle: .seconds(file.namespaceIdleTimeout), logger: logger)
         let flusher = UsageFlusher(core: core, interval: .seconds(file.usageFlushInterval), logger: logger, cluster: clusterLink)
-        var services: [any Service] = [app, evictor, flusher, AuditService(core: core, logger: logger)]
+        // A ServiceGroup stops its services in reverse order: the HA lock is given back
+        // first, then the cluster link, usage and eviction loops, the HTTP listener (which
+        // drains), the audit devices, and the core's background work; storage closes last.
+        var services: [any Service] = [CoreWorkService(core: core), AuditService(core: core, logger: logger), app, evictor, flusher]
         if let clusterLink {
             var clusterGateway = gateway
             clusterGateway.forwardedForAuthorized = []
             services.append(ClusterService(link: clusterLink, gateway: clusterGateway, logger: logger))
             services.append(ClusterEchoService(link: clusterLink))
         }
+        services.append(HAHandoverService(core: core))
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await bucketStore.shutdown()

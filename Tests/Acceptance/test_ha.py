@@ -33,7 +33,7 @@ pytestmark = pytest.mark.skipif(not ETCD_ADDRS, reason="needs COFFER_TEST_ETCD_A
 
 
 class HANode(ServerProcess):
-    def __init__(self, workdir: Path, name: str, prefix: str):
+    def __init__(self, workdir: Path, name: str, prefix: str, lock_timeout: str = "3s"):
         port, cport = free_ports(2)
         self.cluster_port = cport
         cfg = workdir / f"{name}.hcl"
@@ -42,7 +42,7 @@ storage "etcd" {{
   address      = "{ETCD_ADDRS}"
   path         = "{prefix}"
   ha_enabled   = "true"
-  lock_timeout = "3s"
+  lock_timeout = "{lock_timeout}"
 }}
 allow_plaintext_api = true
 listener "tcp" {{
@@ -68,10 +68,10 @@ usage_flush_interval = "1s"
 
 
 class Cluster:
-    def __init__(self):
+    def __init__(self, lock_timeout: str = "3s"):
         self.workdir = _base_tmp()
         self.prefix = f"/coffer-ha-{uuid.uuid4().hex[:8]}/"
-        self.nodes = [HANode(self.workdir, f"node{i}", self.prefix) for i in (1, 2)]
+        self.nodes = [HANode(self.workdir, f"node{i}", self.prefix, lock_timeout) for i in (1, 2)]
         try:
             for n in self.nodes:
                 n.start()
@@ -295,6 +295,35 @@ def test_step_down_hands_over(cluster):
     b = cluster.wait_for_active(exclude=a)
     assert b is not a
     assert a.leader()["is_self"] is False
+
+
+def test_sigterm_of_the_active_node_hands_over_before_the_lock_expires():
+    """#25: a planned restart (SIGTERM) of the active node gives the HA lock back first.
+    The lock's TTL here is 120 s: a standby that takes over within 60 s can only have been
+    handed the lock, not have waited for it to expire."""
+    c = Cluster(lock_timeout="120s")
+    try:
+        a = c.active()
+        ca = c.client(a)
+        ca.sys.enable_secrets_engine("kv", path="kv", options={"version": "2"})
+        for i in range(20):
+            ca.secrets.kv.v2.create_or_update_secret(path=f"before/{i}", secret={"i": i}, mount_point="kv")
+        rc = a.stop()
+        assert rc == 0 and not a.last_stop_needed_sigkill, a.log_tail()
+        b = c.wait_for_active(exclude=a, timeout=60)
+        cb = c.client(b)
+        for i in range(20):
+            assert cb.secrets.kv.v2.read_secret_version(path=f"before/{i}", mount_point="kv")["data"]["data"] == {"i": i}
+        cb.secrets.kv.v2.create_or_update_secret(path="after", secret={"ok": True}, mount_point="kv")
+        # The stopped node comes back as a standby of the new active node.
+        a.start()
+        a.unseal(c.keys)
+        deadline = time.monotonic() + 20
+        while a.leader().get("leader_address") != b.url:
+            assert time.monotonic() < deadline, a.leader()
+            time.sleep(0.1)
+    finally:
+        c.dispose()
 
 
 def _write_loop(cluster, nodes, stop, acked, errors):

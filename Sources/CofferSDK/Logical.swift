@@ -6,6 +6,13 @@ public enum LogicalOperation: String, Sendable, Hashable, CaseIterable {
     case create, read, update, patch, delete, list, help
 }
 
+/// What a request counts as, for billing (`sys/usage`). A route declares the class of an
+/// operation when it is not the plain one of its operation (a login, a credential issued,
+/// a cryptographic operation).
+public enum RequestClass: String, CaseIterable, Sendable, Codable {
+    case read, write, list, delete, login, crypto, credential
+}
+
 /// The token that made a request, as the core resolved it (never the raw token id,
 /// except for the token store, which needs it to revoke or look up "self").
 public struct RequestToken: Sendable {

@@ -76,10 +76,14 @@ public struct Route<Backend: Sendable>: Sendable {
     public var existenceCheck: ExistenceCheck?
     public var summary: String
     public var help: String
+    /// The billing class of operations that are not counted as their operation's plain
+    /// class (`creds/:name` read: `.credential`; a login: `.login`).
+    public var usage: [LogicalOperation: RequestClass]
     let matcher: RoutePattern
 
-    public init(_ pattern: String, fields: [Field] = [], operations: [LogicalOperation: Handler], existenceCheck: ExistenceCheck? = nil, summary: String = "", help: String = "") {
+    public init(_ pattern: String, fields: [Field] = [], operations: [LogicalOperation: Handler], existenceCheck: ExistenceCheck? = nil, usage: [LogicalOperation: RequestClass] = [:], summary: String = "", help: String = "") {
         self.fields = fields
+        self.usage = usage
         self.operations = operations
         self.existenceCheck = existenceCheck
         self.summary = summary
@@ -177,12 +181,15 @@ public struct CompiledBackend: Sendable {
     public let rootPaths: [String]
     public let unauthenticatedPaths: [String]
     let describe: @Sendable () -> [RouteDescription]
+    /// The declared billing class of a request, for backends that declare any.
+    let classify: (@Sendable (String, LogicalOperation) -> RequestClass?)?
 
     public init<B: LogicalBackend>(_ backend: B) {
         self.backend = backend
         self.rootPaths = backend.rootPaths
         self.unauthenticatedPaths = backend.unauthenticatedPaths
         self.describe = { B.routeDescriptions }
+        self.classify = Self.classifier(B.self)
     }
 
     /// A mount whose instance the core makes for each request.
@@ -191,6 +198,21 @@ public struct CompiledBackend: Sendable {
         self.rootPaths = rootPaths
         self.unauthenticatedPaths = unauthenticatedPaths
         self.describe = { B.routeDescriptions }
+        self.classify = Self.classifier(B.self)
+    }
+
+    static func classifier<B: LogicalBackend>(_ type: B.Type) -> (@Sendable (String, LogicalOperation) -> RequestClass?)? {
+        // Most backends declare none: their requests are not routed a second time.
+        guard B.routes.contains(where: { !$0.usage.isEmpty }) else { return nil }
+        return { path, operation in B.route(for: path)?.0.usage[operation] }
+    }
+
+    /// Whether any route of the backend declares a billing class.
+    public var declaresUsage: Bool { classify != nil }
+
+    /// The billing class the route of `path` declares for `operation` (nil: the operation's own).
+    public func declaredClass(path: String, operation: LogicalOperation) -> RequestClass? {
+        classify?(path, operation)
     }
 
     /// The declared routes (OpenAPI).

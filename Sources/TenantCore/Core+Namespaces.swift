@@ -273,17 +273,11 @@ extension Core {
     /// The billing class of a request (nil: help, not counted).
     func requestClass(ns: NamespaceCore, rel: String, operation: LogicalOperation) -> RequestClass? {
         if operation == .help { return nil }
-        if rel.hasPrefix("auth/") && (rel.contains("/login") || rel.hasSuffix("/login")) { return .login }
-        if operation == .update || operation == .create || operation == .read,
-           let mount = ns.router.withLock({ $0.route(rel) }) {
-            let inside = rel.dropFirst(mount.routePath.count)
-            switch mount.entry.type {
-            case "transit" where operation != .read:
-                if ["encrypt/", "decrypt/", "rewrap/", "sign/", "verify/", "hmac/", "datakey/"].contains(where: { inside.hasPrefix($0) }) { return .crypto }
-            case "database", "aws", "pki", "ssh", "consul", "rabbitmq", "nomad":
-                if ["creds/", "static-creds/", "issue/", "sign/", "sts/"].contains(where: { inside.hasPrefix($0) }) { return .credential }
-            default: break
-            }
+        // A class the engine's route declares (logins, credentials, crypto operations).
+        if let mount = ns.router.withLock({ $0.route(rel) }), mount.backend.declaresUsage {
+            var inside = rel.count >= mount.routePath.count ? String(rel.dropFirst(mount.routePath.count)) : ""
+            if inside.hasPrefix("/") { inside.removeFirst() }
+            if let declared = mount.backend.declaredClass(path: inside, operation: operation) { return declared }
         }
         switch operation {
         case .read: return .read

@@ -3,11 +3,6 @@ import Foundation
 import SQLiteNIO
 import Synchronization
 
-/// What a request counts as, for billing.
-public enum RequestClass: String, CaseIterable, Sendable, Codable {
-    case read, write, list, delete, login, crypto, credential
-}
-
 /// One namespace's usage in one hour (or an aggregate of hours): counters add up; the
 /// gauges (stored objects and bytes, tokens, leases) keep the latest value measured.
 public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {

@@ -447,3 +447,22 @@ def test_pg_user_of_an_expired_token_is_dropped_at_the_tokens_expiry(dev_server,
     wait_until(lambda: not pg_role_exists(user), 20, "the PostgreSQL role of the expired token's lease to be dropped")
     with pytest.raises(hvac.exceptions.InvalidRequest):
         root_client.sys.read_lease(creds["lease_id"])
+
+
+def _root_credential_count(dev_server) -> int:
+    r = api_call(dev_server, "GET", "sys/usage?granularity=month")
+    assert r.status_code == 200, r.text
+    rows = [row for row in r.json()["data"]["rows"] if row["namespace"] == "root"]
+    return sum(row["requests"]["credential"] for row in rows)
+
+
+@needs_pg
+def test_creds_are_metered_as_credentials_by_the_routes_declaration(root_client, dev_server):
+    """#25: the engine's route declares `creds/:name` and `static-creds/:name` reads as the
+    `credential` billing class; a role read stays a `read`."""
+    mount, role = setup_pg_mount(root_client)
+    before = _root_credential_count(dev_server)
+    for _ in range(2):
+        root_client.secrets.database.generate_credentials(name=role, mount_point=mount)
+    root_client.secrets.database.read_role(name=role, mount_point=mount)
+    assert _root_credential_count(dev_server) == before + 2

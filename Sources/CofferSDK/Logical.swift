@@ -199,9 +199,9 @@ public struct BackendConfiguration: Sendable {
     /// tenant policy elsewhere). Engines check every outbound host against it.
     public var outbound = OutboundPolicy.unrestricted
 
-    /// Whether this node runs background work now (false on an HA standby): timers such as
-    /// static-role rotation check it before changing anything outside Coffer.
-    public var runsBackgroundWork: @Sendable () -> Bool = { true }
+    /// Asks the core to call the backend's `periodic()` soon (new timed work: a static role
+    /// was written). Does nothing on an HA standby, where no periodic work runs.
+    public var wakePeriodic: @Sendable () -> Void = {}
 
     public init(storage: StorageView, mountPath: String, mountType: String, options: [String: String] = [:], defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, logger: Logger = Logger(label: "coffer.engine")) {
         self.storage = storage
@@ -232,8 +232,14 @@ public protocol LogicalBackend: Sendable {
     /// Called once after mounting (and after unseal) before the first request.
     func setup() async throws
     /// Called when the mount goes away from this process (unmount, seal, namespace
-    /// eviction or deletion): stop timers, close connection pools. Must not throw or hang.
+    /// eviction or deletion): close connection pools. Must not throw or hang.
     func teardown() async
+    /// Whether the backend has timed work (`periodic`); most have none.
+    var runsPeriodicWork: Bool { get }
+    /// The backend's timed work (rotation, tidy): the core calls it on the active node only
+    /// (never on an HA standby), never twice at once for one mount, and stops calling it
+    /// before `teardown`. Answers when to be called again (nil: only after `wakePeriodic`).
+    func periodic() async -> Swift.Duration?
 }
 
 extension LogicalBackend {
@@ -242,6 +248,8 @@ extension LogicalBackend {
     public func setup() async throws {}
     public func teardown() async {}
     public var backendHelp: String { "" }
+    public var runsPeriodicWork: Bool { false }
+    public func periodic() async -> Swift.Duration? { nil }
 }
 
 /// Builds a backend for a mount: the executable's engine catalog holds one per type name.

@@ -411,6 +411,7 @@ extension Core {
                 s.leader = advert
             }
             leases.start()
+            periodic.start()
         }
         logger.info("HA: this node is now the active node", metadata: ["api_addr": "\(advert.apiAddr)"])
     }
@@ -427,6 +428,7 @@ extension Core {
             return s.role == .active
         }
         guard wasActive else { return }
+        await periodic.stop()
         await leases.stop()
         try? await transition.withLock {
             guard barrier.isUnsealed else { return }

@@ -64,6 +64,7 @@ extension Core {
         }
         hooks.audit = audit
         hooks.leases = leases
+        hooks.periodic = periodic
         hooks.reserveLeaseQuotas = { [weak self] ns, rel in try await self?.reserveLeaseQuotas(ns: ns, rel: rel) ?? [] }
         hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
         hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }

@@ -33,6 +33,8 @@ public final class Core: Sendable {
     public let audit: AuditBroker
     /// Leases of every namespace: storage, expiry, revocation (`Leases.swift`).
     public let leases: LeaseManager
+    /// The engines' timed work (static-role rotation), run while this node is active.
+    public let periodic = PeriodicWork()
     public let configuration: CoreConfiguration
     public let storageType: String
     let catalog: EngineCatalog
@@ -241,6 +243,7 @@ public final class Core: Sendable {
             launchHALoop(haConfig)
         } else {
             leases.start()
+            periodic.start()
         }
         logger.info("core unsealed", metadata: ["term": "\(keyring.activeTerm)"])
     }
@@ -308,6 +311,7 @@ public final class Core: Sendable {
     /// Shutdown, last step before the storage closes: the lease loop and the engines'
     /// timers (rotation) stop. The keyring stays: requests still draining are served.
     public func stopBackgroundWork() async {
+        await periodic.stop()
         await leases.stop()
         let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
         for ns in open { await ns.teardownBackends() }
@@ -322,6 +326,7 @@ public final class Core: Sendable {
     /// first, then stops the campaign).
     func seal(keepingHALock: Bool) async throws {
         if !keepingHALock { await stopHA() }
+        await periodic.stop()
         await leases.stop()
         await audit.close()
         let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }

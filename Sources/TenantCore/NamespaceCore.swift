@@ -58,6 +58,8 @@ public struct NodeHooks: Sendable {
     public var audit: AuditBroker?
     /// The node's lease manager (leases of every namespace).
     public var leases: LeaseManager?
+    /// The node's runner of the engines' timed work.
+    public var periodic: PeriodicWork?
     /// Reserves lease-count quota room for a request that may create a lease (`Core`).
     public var reserveLeaseQuotas: @Sendable (_ ns: NamespaceCore, _ rel: String) async throws -> [String] = { _, _ in [] }
     /// API lock of this namespace or a descendant: returns the unlock key.
@@ -274,7 +276,7 @@ public final class NamespaceCore: Sendable {
 
     /// Stops every engine's background work (seal, eviction, deletion of the namespace).
     func teardownBackends() async {
-        for m in router.withLock({ $0.mounts }) { await m.backend.backend?.teardown() }
+        for m in router.withLock({ $0.mounts }) { await teardown(m) }
     }
 
     /// The engine of a mount that issues leases, if it is still mounted (same accessor).
@@ -333,9 +335,8 @@ public final class NamespaceCore: Sendable {
             maxLeaseTTL: entry.config.maxTTL(system: configuration.maxLeaseTTL),
             logger: logger)
         config.outbound = path.isEmpty ? .unrestricted : configuration.tenantOutbound
-        // Weak: the backend lives in this namespace's router.
-        let hooks = self.hooks
-        config.runsBackgroundWork = { !hooks.isStandby() }
+        let periodicKey = periodicKey(entry)
+        config.wakePeriodic = { [weak periodic = hooks.periodic] in periodic?.poke(periodicKey) }
         config.generatePassword = { [weak self] name in
             guard let self else { throw CofferError(.unavailable, "the namespace was unloaded") }
             return try await self.generatePassword(policy: name)
@@ -344,6 +345,16 @@ public final class NamespaceCore: Sendable {
         try await backend.setup()
         let routePath = kind == .auth ? "auth/" + entry.path : entry.path
         router.withLock { $0.add(MountedBackend(entry: entry, backend: CompiledBackend(backend), kind: kind, routePath: routePath)) }
+        if backend.runsPeriodicWork { hooks.periodic?.register(periodicKey, backend) }
+    }
+
+    /// A mount's key in the node's periodic-work schedule.
+    func periodicKey(_ entry: MountEntry) -> String { id + "/" + entry.accessor }
+
+    /// A mount leaves this process: its timed work stops, then the engine tears down.
+    func teardown(_ mount: MountedBackend) async {
+        hooks.periodic?.remove(periodicKey(mount.entry))
+        await mount.backend.backend?.teardown()
     }
 
     // MARK: mount management (used by sys/)
@@ -408,7 +419,7 @@ public final class NamespaceCore: Sendable {
                 defer { r.remove(routePath: routePath) }
                 return r.mounts.first { $0.routePath == routePath }
             }
-            await gone?.backend.backend?.teardown()
+            if let gone { await teardown(gone) }
             let prefix = kind == .auth ? "auth/\(entry.uuid)/" : "logical/\(entry.uuid)/"
             try await rootView.sub(prefix).deleteTree()
         }

@@ -76,8 +76,9 @@ def my_user_exists(name: str) -> bool:
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.25):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if predicate():
-            return
+        value = predicate()
+        if value:
+            return value
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
@@ -216,6 +217,29 @@ def test_pg_static_role_rotation_changes_the_password(root_client):
     assert psql("SELECT 1", user=name, password=first["password"]).returncode != 0, "the old password stops working"
     assert psql("SELECT 1", user=name, password=second["password"]).returncode == 0
     assert second["password"] not in str(root_client.secrets.database.read_static_role(name="svc", mount_point=mount))
+
+
+@needs_pg
+def test_pg_static_role_is_rotated_on_schedule(root_client):
+    """#25: the core runs the engine's periodic work; a 5 s rotation_period rotates the
+    password without any request asking for it."""
+    mount, _ = setup_pg_mount(root_client)
+    name = unique("sched").replace("-", "_")
+    pg_root(f"CREATE ROLE {name} WITH LOGIN PASSWORD 'initial-Passw0rd'")
+    root_client.secrets.database.create_static_role(
+        name="sched", db_name="pg", username=name, rotation_period=5, mount_point=mount,
+        rotation_statements=["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"])
+    first = root_client.secrets.database.get_static_credentials(name="sched", mount_point=mount)["data"]
+    assert first["ttl"] <= 5
+
+    def rotated():
+        now = root_client.secrets.database.get_static_credentials(name="sched", mount_point=mount)["data"]
+        return now if now["password"] != first["password"] else None
+
+    later = wait_until(rotated, 30, "a scheduled rotation")
+    assert psql("SELECT 1", user=name, password=later["password"]).returncode == 0
+    assert psql("SELECT 1", user=name, password=first["password"]).returncode != 0
+    root_client.secrets.database.delete_static_role(name="sched", mount_point=mount)
 
 
 @needs_pg

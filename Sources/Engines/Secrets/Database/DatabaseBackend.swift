@@ -128,9 +128,6 @@ public final class DatabaseBackend: LeasingBackend {
     let config: BackendConfiguration
     let plugins: [String: any DatabasePlugin]
     let pools = PoolRegistry()
-    let locks = KeyedLocks()
-    let wake = WakeSignal()
-    let rotationTask = Mutex<Task<Void, Never>?>(nil)
     /// Static roles whose last scheduled rotation failed: not retried before this time.
     let rotationBackoff = Mutex<[String: Date]>([:])
     /// Set by `teardown()`: no new connection pool is opened after it.
@@ -212,28 +209,20 @@ public final class DatabaseBackend: LeasingBackend {
     // MARK: lifecycle
 
     public func setup() async throws {
-        let wake = self.wake
         tornDown.withLock { $0 = false }
-        rotationTask.withLock { task in
-            guard task == nil else { return }
-            task = Task { [weak self] in
-                while !Task.isCancelled {
-                    guard let delay = await self?.rotateDueStaticRoles() else { return }
-                    await wake.wait(seconds: delay)
-                }
-            }
-        }
     }
 
     public func teardown() async {
         tornDown.withLock { $0 = true }
-        let task = rotationTask.withLock { task in
-            defer { task = nil }
-            return task
-        }
-        task?.cancel()
-        wake.signal()
         for pool in await pools.removeAll() { await pool.close() }
+    }
+
+    /// Static-role rotation: the core runs it on the active node; it answers when the next
+    /// role is due.
+    public var runsPeriodicWork: Bool { true }
+
+    public func periodic() async -> Swift.Duration? {
+        .seconds(await rotateDueStaticRoles())
     }
 
     // MARK: storage
@@ -316,7 +305,7 @@ public final class DatabaseBackend: LeasingBackend {
     func writeConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
         let f = req.fields
-        return try await locks.withLock("config/" + name) {
+        return try await storage.withLock("config/" + name) {
             let existing = try await loadConfig(name)
             var c = existing ?? .empty
             if f.has("plugin_name") { c.pluginName = f.string("plugin_name") }
@@ -396,7 +385,7 @@ public final class DatabaseBackend: LeasingBackend {
 
     func deleteConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
-        return try await locks.withLock("config/" + name) {
+        return try await storage.withLock("config/" + name) {
             try await storage.delete("config/" + name)
             await pools.remove(name)?.close()
             return nil
@@ -405,7 +394,7 @@ public final class DatabaseBackend: LeasingBackend {
 
     func resetConnection(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
-        return try await locks.withLock("config/" + name) {
+        return try await storage.withLock("config/" + name) {
             let c = try await requireConfig(name)
             await pools.remove(name)?.close()
             let pool = try await pool(name, c)
@@ -420,7 +409,7 @@ public final class DatabaseBackend: LeasingBackend {
 
     func rotateRoot(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
-        return try await locks.withLock("config/" + name) {
+        return try await storage.withLock("config/" + name) {
             let c = try await requireConfig(name)
             guard !c.username.isEmpty else { throw CofferError.invalid("unable to rotate root credentials: no username in configuration") }
             guard !c.password.isEmpty else { throw CofferError.invalid("unable to rotate root credentials: no password in configuration") }
@@ -479,7 +468,7 @@ public final class DatabaseBackend: LeasingBackend {
     func writeRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
         let f = req.fields
-        return try await locks.withLock("role/" + name) {
+        return try await storage.withLock("role/" + name) {
             if try await storage.get("static-role/" + name) != nil {
                 throw CofferError.invalid("Role and Static Role names must be unique")
             }
@@ -714,7 +703,7 @@ public final class DatabaseBackend: LeasingBackend {
     func writeStaticRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
         let f = req.fields
-        return try await locks.withLock("static-role/" + name) {
+        return try await storage.withLock("static-role/" + name) {
             if try await storage.get("role/" + name) != nil {
                 throw CofferError.invalid("Role and Static Role names must be unique")
             }
@@ -754,14 +743,14 @@ public final class DatabaseBackend: LeasingBackend {
                 try await storage.putCodable("static-role/" + name, r)
             }
             rotationBackoff.withLock { $0[name] = nil }
-            wake.signal()
+            config.wakePeriodic()
             return nil
         }
     }
 
     func deleteStaticRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
-        return try await locks.withLock("static-role/" + name) {
+        return try await storage.withLock("static-role/" + name) {
             try await storage.delete("static-role/" + name)
             rotationBackoff.withLock { $0[name] = nil }
             return nil
@@ -776,7 +765,7 @@ public final class DatabaseBackend: LeasingBackend {
         if r.nextRotation() <= Date() {
             var vanished = false
             do {
-                let current = try await locks.withLock("static-role/" + name) { () -> StaticRoleRecord? in
+                let current = try await storage.withLock("static-role/" + name) { () -> StaticRoleRecord? in
                     guard let current = try await loadStaticRole(name) else { return nil }
                     guard current.nextRotation() <= Date() else { return current }
                     return try await rotate(name, current, try await allowedConfig(current.dbName, role: name))
@@ -801,11 +790,11 @@ public final class DatabaseBackend: LeasingBackend {
 
     func rotateRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let name = try Self.checkName(req.fields.string("name"))
-        return try await locks.withLock("static-role/" + name) {
+        return try await storage.withLock("static-role/" + name) {
             guard let r = try await loadStaticRole(name) else { throw CofferError.invalid("no static role found for role name") }
             _ = try await rotate(name, r, try await allowedConfig(r.dbName, role: name))
             rotationBackoff.withLock { $0[name] = nil }
-            wake.signal()
+            config.wakePeriodic()
             return nil
         }
     }
@@ -835,8 +824,6 @@ public final class DatabaseBackend: LeasingBackend {
     /// One pass of the rotation schedule: rotates every static role that is due (skipping
     /// those backing off after a failure) and answers the seconds until the next one is due.
     func rotateDueStaticRoles() async -> Double {
-        // An HA standby never rotates: the active node does, and stores the new password.
-        guard config.runsBackgroundWork() else { return Self.rotationRetryDelay }
         var next: Double = 60
         let names: [String]
         do {
@@ -859,7 +846,7 @@ public final class DatabaseBackend: LeasingBackend {
                     next = min(next, due.timeIntervalSince(now))
                     continue
                 }
-                let rotated = try await locks.withLock("static-role/" + name) { () -> StaticRoleRecord? in
+                let rotated = try await storage.withLock("static-role/" + name) { () -> StaticRoleRecord? in
                     guard let current = try await loadStaticRole(name) else { return nil }
                     guard current.nextRotation() <= Date() else { return current }
                     return try await rotate(name, current, try await requireConfig(current.dbName))
@@ -1156,40 +1143,6 @@ actor PoolRegistry {
     }
 }
 
-/// Async mutual exclusion by key (one rotation of a role at a time, one write of a
-/// connection at a time). Waiters are served in order; a waiting task holds no thread.
-actor KeyedLocks {
-    private var held: Set<String> = []
-    private var waiting: [String: [CheckedContinuation<Void, Never>]] = [:]
-
-    func acquire(_ key: String) async {
-        if held.insert(key).inserted { return }
-        await withCheckedContinuation { waiting[key, default: []].append($0) }
-    }
-
-    func release(_ key: String) {
-        if var queue = waiting[key], !queue.isEmpty {
-            let next = queue.removeFirst()
-            waiting[key] = queue.isEmpty ? nil : queue
-            next.resume()
-        } else {
-            held.remove(key)
-        }
-    }
-
-    nonisolated func withLock<T: Sendable>(_ key: String, _ body: () async throws -> T) async throws -> T {
-        await acquire(key)
-        do {
-            let result = try await body()
-            await release(key)
-            return result
-        } catch {
-            await release(key)
-            throw error
-        }
-    }
-}
-
 /// Records that a closure handed to a connection pool started running.
 final class StartedFlag: Sendable {
     private let flag = Atomic<Bool>(false)
@@ -1197,47 +1150,3 @@ final class StartedFlag: Sendable {
     var isSet: Bool { flag.load(ordering: .relaxed) }
 }
 
-/// Wakes the rotation loop early (a static role was written) or after a timeout.
-final class WakeSignal: Sendable {
-    private struct State {
-        var pending = false
-        var waiter: CheckedContinuation<Void, Never>?
-    }
-
-    private let state = Mutex(State())
-
-    func signal() {
-        let waiter = state.withLock { s -> CheckedContinuation<Void, Never>? in
-            if let w = s.waiter {
-                s.waiter = nil
-                return w
-            }
-            s.pending = true
-            return nil
-        }
-        waiter?.resume()
-    }
-
-    func wait(seconds: Double) async {
-        let timer = Task { [self] in
-            try? await Task.sleep(for: .milliseconds(Int(max(0, seconds) * 1000)))
-            if !Task.isCancelled { signal() }
-        }
-        await withTaskCancellationHandler {
-            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
-                let now = state.withLock { s -> Bool in
-                    if s.pending {
-                        s.pending = false
-                        return true
-                    }
-                    s.waiter = c
-                    return false
-                }
-                if now { c.resume() }
-            }
-        } onCancel: {
-            signal()
-        }
-        timer.cancel()
-    }
-}

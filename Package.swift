@@ -51,12 +51,24 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // Engines in pure Swift (KV); an engine that links a C library has its own target, so
+        // a change to one does not rebuild or relink the others.
         .target(
             name: "Engines",
+            dependencies: [
+                "CofferSDK",
+                .product(name: "Crypto", package: "swift-crypto"),
+            ],
+            swiftSettings: settings
+        ),
+        // The database secret engine and its drivers (libpq, MariaDB Connector/C).
+        .target(
+            name: "DatabaseSecrets",
             dependencies: [
                 "CofferSDK", "CLibPQ", "CMariaDB",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: settings
         ),
@@ -94,7 +106,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferSDK", "TenantCore", "Engines", "Gateway", "Replication",
+                "CofferSDK", "TenantCore", "Engines", "DatabaseSecrets", "Gateway", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -121,7 +133,12 @@ let package = Package(
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Engines", "TenantCore", "CofferSDK", "CLibPQ", "CMariaDB"],
+            dependencies: ["Engines", "TenantCore", "CofferSDK"],
+            swiftSettings: settings
+        ),
+        .testTarget(
+            name: "DatabaseSecretsTests",
+            dependencies: ["DatabaseSecrets", "TenantCore", "CofferSDK", "CLibPQ", "CMariaDB"],
             swiftSettings: settings
         ),
         .testTarget(

@@ -239,7 +239,7 @@ public protocol LogicalBackend: Sendable {
     /// The backend's timed work (rotation, tidy): the core calls it on the active node only
     /// (never on an HA standby), never twice at once for one mount, and stops calling it
     /// before `teardown`. Answers when to be called again (nil: only after `wakePeriodic`).
-    func periodic() async -> Swift.Duration?
+    func periodic() async -> Duration?
 }
 
 extension LogicalBackend {
@@ -249,7 +249,7 @@ extension LogicalBackend {
     public func teardown() async {}
     public var backendHelp: String { "" }
     public var runsPeriodicWork: Bool { false }
-    public func periodic() async -> Swift.Duration? { nil }
+    public func periodic() async -> Duration? { nil }
 }
 
 /// Builds a backend for a mount: the executable's engine catalog holds one per type name.

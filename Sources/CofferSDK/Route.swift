@@ -358,7 +358,7 @@ extension FieldValues {
                 guard d >= 0, let i = Checked.int64(truncating: d), i <= Checked.maxDurationSeconds else { throw invalid }
                 return .int(i)
             case .string(let s):
-                guard let secs = Duration.parseSeconds(s) else {
+                guard let secs = GoDuration.parseSeconds(s) else {
                     throw CofferError.invalid("error converting input for field \"\(field)\": invalid duration \"\(s.prefix(64))\"")
                 }
                 return .int(secs)
@@ -411,8 +411,8 @@ extension FieldValues {
     }
 }
 
-/// Go-style durations, as Vault accepts them.
-public enum Duration {
+/// Go-style durations, as Vault accepts them (named apart from `Duration`).
+public enum GoDuration {
     /// "90", "90s", "1h30m", "1.5h", "768h", "7d" (Vault accepts d) → whole seconds.
     public static func parseSeconds(_ text: String) -> Int64? {
         let s = text.trimmingCharacters(in: .whitespaces)

@@ -219,10 +219,10 @@ public struct ClusterService: Service {
 /// `sys/ha-status` there lists it (with the time of its last echo).
 public struct ClusterEchoService: Service {
     let link: ClusterLink
-    let interval: Swift.Duration
+    let interval: Duration
     let hostname: String
 
-    public init(link: ClusterLink, interval: Swift.Duration = .seconds(2), hostname: String = ProcessInfo.processInfo.hostName) {
+    public init(link: ClusterLink, interval: Duration = .seconds(2), hostname: String = ProcessInfo.processInfo.hostName) {
         self.link = link
         self.interval = interval
         self.hostname = hostname

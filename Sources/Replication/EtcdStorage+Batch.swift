@@ -83,7 +83,7 @@ final class EtcdPutBatcher: Sendable {
         }
     }
 
-    static let slowAfter = Swift.Duration.milliseconds(200)
+    static let slowAfter = Duration.milliseconds(200)
 
     /// A slow transaction's slot: another drain takes it when puts are waiting.
     func releaseSlot(_ storage: EtcdStorage) {

@@ -26,7 +26,7 @@ extension EtcdStorage: HALock {
             throw error
         }
         if reply.succeeded == true {
-            let trust = Swift.Duration.seconds(max(2, ttlSeconds)) * 2 / 3
+            let trust = Duration.seconds(max(2, ttlSeconds)) * 2 / 3
             state.withLock { $0.lockTrust = trust }
             let term = knownKeys.begin(trustedUntil: sent + trust)
             Task { await self.buildKnownKeys(term: term) }

@@ -19,9 +19,9 @@ public struct EtcdStorageConfiguration: Sendable, CustomStringConvertible {
     /// change-feed marker at `prefix + "feed"`), so several stores can share one cluster.
     public var prefix: String
     /// Bound on one storage call, fail-over and re-authentication included.
-    public var requestTimeout: Swift.Duration
+    public var requestTimeout: Duration
     /// Bound on opening one TCP connection, after which the next address is tried.
-    public var connectTimeout: Swift.Duration
+    public var connectTimeout: Duration
     /// etcd user for `/v3/auth/authenticate` when the cluster has auth enabled.
     public var username: String?
     public var password: String?
@@ -43,8 +43,8 @@ public struct EtcdStorageConfiguration: Sendable, CustomStringConvertible {
     }
 
     public init(
-        addresses: [String], prefix: String = "coffer/", requestTimeout: Swift.Duration = .seconds(5),
-        connectTimeout: Swift.Duration = .seconds(1), username: String? = nil, password: String? = nil,
+        addresses: [String], prefix: String = "coffer/", requestTimeout: Duration = .seconds(5),
+        connectTimeout: Duration = .seconds(1), username: String? = nil, password: String? = nil,
         maxRequestBytes: Int = 1_572_864, listPageSize: Int = 1000, connectionsPerAddress: Int = 16
     ) {
         self.addresses = addresses
@@ -119,7 +119,7 @@ public final class EtcdStorage: Storage {
         /// While set, every write is conditional on the HA lock key holding this value.
         var fence: [UInt8]?
         /// How long after a renewal is sent the lease is certainly alive (2/3 of the TTL).
-        var lockTrust: Swift.Duration = .zero
+        var lockTrust: Duration = .zero
     }
 
     public init(configuration: EtcdStorageConfiguration) throws {
@@ -752,7 +752,7 @@ public final class EtcdStorage: Storage {
 
     static func clip(_ text: String) -> String { text.count <= 200 ? text : String(text.prefix(200)) + "…" }
 
-    static func timeAmount(_ duration: Swift.Duration) -> TimeAmount {
+    static func timeAmount(_ duration: Duration) -> TimeAmount {
         let (seconds, attoseconds) = duration.components
         return .nanoseconds(seconds * 1_000_000_000 + attoseconds / 1_000_000_000)
     }

@@ -16,9 +16,9 @@ public struct HAConfiguration: Sendable {
     /// after its last renewal at most.
     public var lockTTL: Int
     /// How often a standby looks at the lock (and tries to take it when free).
-    public var pollInterval: Swift.Duration = .milliseconds(250)
+    public var pollInterval: Duration = .milliseconds(250)
     /// How long a node that stepped down waits before it campaigns again.
-    public var stepDownHold: Swift.Duration = .seconds(10)
+    public var stepDownHold: Duration = .seconds(10)
     /// The change feed a standby follows as it happens (etcd's watch) to invalidate its caches.
     public var feed: any ChangeFeedWatching
 
@@ -348,7 +348,7 @@ extension Core {
     /// third of the TTL; gives up (and stops writing) when no renewal succeeded for two
     /// thirds of it, before the lease can expire under it.
     func holdLock(_ config: HAConfiguration, lease: Int64) async {
-        let ttl = Swift.Duration.seconds(config.lockTTL)
+        let ttl = Duration.seconds(config.lockTTL)
         var lastRenewal = ContinuousClock.now
         while true {
             if Task.isCancelled {

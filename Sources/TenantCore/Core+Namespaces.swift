@@ -592,7 +592,7 @@ extension Core {
     /// in flight and no loaded descendant (deepest first). They load again on next use;
     /// an idle namespace then costs only its record in its parent. Returns how many went.
     @discardableResult
-    public func evictIdle(olderThan idle: Swift.Duration) async -> Int {
+    public func evictIdle(olderThan idle: Duration) async -> Int {
         (try? await namespaceLoadLock.withLock {
             let now = ContinuousClock.now
             var evicted = 0

@@ -106,7 +106,7 @@ public final class PeriodicWork: Sendable {
         }
     }
 
-    func finished(_ key: String, generation: UInt64, again: Swift.Duration?) {
+    func finished(_ key: String, generation: UInt64, again: Duration?) {
         state.withLock { s in
             guard let e = s.entries[key], e.generation == generation else { return }
             s.entries[key]?.running = false

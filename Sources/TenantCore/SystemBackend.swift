@@ -218,7 +218,7 @@ struct SystemBackend: LogicalBackend {
             return try Checked.duration(i, field: field)
         case .string(let s):
             if s == "system" || s.isEmpty { return 0 }
-            guard let secs = CofferSDK.Duration.parseSeconds(s) else { throw CofferError.invalid("invalid \(field): \"\(s.prefix(32))\"") }
+            guard let secs = CofferSDK.GoDuration.parseSeconds(s) else { throw CofferError.invalid("invalid \(field): \"\(s.prefix(32))\"") }
             return Int(secs)
         default: throw CofferError.invalid("invalid \(field)")
         }

@@ -212,7 +212,7 @@ public struct TokenBackend: LogicalBackend {
         var warnings: [String] = []
         if explicitMax > 0 && (effective == 0 || effective > explicitMax) {
             if effective > explicitMax {
-                warnings.append("explicit max TTL of \"\(Duration.format(explicitMax))\" is less than the requested TTL; capping the token TTL to \"\(Duration.format(explicitMax))\"")
+                warnings.append("explicit max TTL of \"\(GoDuration.format(explicitMax))\" is less than the requested TTL; capping the token TTL to \"\(GoDuration.format(explicitMax))\"")
             }
             effective = explicitMax
         }
@@ -279,7 +279,7 @@ public struct TokenBackend: LogicalBackend {
             let hardEnd = e.creationTime + Int64(e.explicitMaxTTL)
             if now + Int64(ttl) > hardEnd {
                 ttl = Int(max(0, hardEnd - now))
-                warnings.append("TTL of \"\(Duration.format(increment))\" exceeded the effective max_ttl of \"\(Duration.format(ttl))\"; TTL value is capped accordingly")
+                warnings.append("TTL of \"\(GoDuration.format(increment))\" exceeded the effective max_ttl of \"\(GoDuration.format(ttl))\"; TTL value is capped accordingly")
             }
         }
         // A child never outlives its parent (unless it is an orphan): its parent's expiry

@@ -1,5 +1,6 @@
 import ArgumentParser
 import CofferSDK
+import DatabaseSecrets
 import Engines
 import Foundation
 import Gateway

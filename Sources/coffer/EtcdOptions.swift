@@ -39,7 +39,7 @@ struct EtcdOptions {
             guard let v = o[key] else { return dflt }
             if let s = v.stringValue {
                 if s.hasSuffix("ms"), let ms = Double(s.dropLast(2)) { return ms / 1000 }
-                if let secs = CofferSDK.Duration.parseSeconds(s) { return Double(secs) }
+                if let secs = CofferSDK.GoDuration.parseSeconds(s) { return Double(secs) }
             } else if let d = v.doubleValue {
                 return d
             }

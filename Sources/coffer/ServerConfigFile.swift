@@ -49,7 +49,7 @@ struct ServerConfigFile {
     static func duration(_ v: JSONValue?, _ name: String) throws -> Int? {
         guard let v else { return nil }
         if let i = v.intValue { return Int(i) }
-        if let s = v.stringValue, let secs = CofferSDK.Duration.parseSeconds(s) { return Int(secs) }
+        if let s = v.stringValue, let secs = CofferSDK.GoDuration.parseSeconds(s) { return Int(secs) }
         throw CofferError.invalid("config: \(name) must be a duration")
     }
 
@@ -158,7 +158,7 @@ struct ServerConfigFile {
         var timeout = 1.0
         if let t = o["timeout"] {
             if let d = t.doubleValue, t.stringValue == nil { timeout = d }
-            else if let s = t.stringValue, let secs = CofferSDK.Duration.parseSeconds(s) { timeout = Double(secs) }
+            else if let s = t.stringValue, let secs = CofferSDK.GoDuration.parseSeconds(s) { timeout = Double(secs) }
             else if let s = t.stringValue, s.hasSuffix("ms"), let ms = Double(s.dropLast(2)) { timeout = ms / 1000 }
             else { throw CofferError.invalid("config: quota_store timeout must be a duration") }
         }

@@ -25,18 +25,18 @@ import Testing
 @Suite struct DurationTests {
     @Test(arguments: [("90", 90), ("90s", 90), ("1h30m", 5400), ("768h", 2_764_800), ("1.5h", 5400), ("2d", 172_800), ("", 0), ("500ms", 0)] as [(String, Int64)])
     func parses(text: String, seconds: Int64) {
-        #expect(Duration.parseSeconds(text) == seconds)
+        #expect(GoDuration.parseSeconds(text) == seconds)
     }
 
     @Test(arguments: ["abc", "-5s", "5x", "h", "1h-"])
     func rejects(text: String) {
-        #expect(Duration.parseSeconds(text) == nil)
+        #expect(GoDuration.parseSeconds(text) == nil)
     }
 
     @Test func formats() {
-        #expect(Duration.format(0) == "0s")
-        #expect(Duration.format(3600) == "1h0m0s")
-        #expect(Duration.format(61) == "1m1s")
+        #expect(GoDuration.format(0) == "0s")
+        #expect(GoDuration.format(3600) == "1h0m0s")
+        #expect(GoDuration.format(61) == "1m1s")
     }
 }
 

@@ -424,24 +424,24 @@ final class TestSocket: Sendable {
 /// A clock that moves only when told to.
 struct ManualClock: Clock {
     struct Instant: InstantProtocol {
-        var offset: Swift.Duration
-        func advanced(by duration: Swift.Duration) -> Instant { Instant(offset: offset + duration) }
-        func duration(to other: Instant) -> Swift.Duration { other.offset - offset }
+        var offset: Duration
+        func advanced(by duration: Duration) -> Instant { Instant(offset: offset + duration) }
+        func duration(to other: Instant) -> Duration { other.offset - offset }
         static func < (lhs: Instant, rhs: Instant) -> Bool { lhs.offset < rhs.offset }
     }
 
-    private final class Box: Sendable { let now = Mutex(Swift.Duration.zero) }
+    private final class Box: Sendable { let now = Mutex(Duration.zero) }
     private let box = Box()
 
     var now: Instant { Instant(offset: box.now.withLock { $0 }) }
-    var minimumResolution: Swift.Duration { .nanoseconds(1) }
-    func advance(by duration: Swift.Duration) { box.now.withLock { $0 += duration } }
-    func sleep(until deadline: Instant, tolerance: Swift.Duration?) async throws {
+    var minimumResolution: Duration { .nanoseconds(1) }
+    func advance(by duration: Duration) { box.now.withLock { $0 += duration } }
+    func sleep(until deadline: Instant, tolerance: Duration?) async throws {
         while now < deadline { try await Task.sleep(for: .milliseconds(1)) }
     }
 }
 
-extension Swift.Duration {
+extension Duration {
     var seconds: Double {
         let (s, atto) = components
         return Double(s) + Double(atto) / 1e18

@@ -18,7 +18,7 @@ private func openBarrier() -> Barrier {
     return b
 }
 
-private func makeBroker(_ storage: any LogicalStorage, retry: Swift.Duration = .zero, syslog: String = "/dev/log") -> AuditBroker {
+private func makeBroker(_ storage: any LogicalStorage, retry: Duration = .zero, syslog: String = "/dev/log") -> AuditBroker {
     AuditBroker(storage: storage, configuration: AuditConfiguration(retryInterval: retry, syslogSocketPath: syslog), logger: quiet)
 }
 
@@ -77,7 +77,7 @@ private func expectError(
     }
 }
 
-private func eventually(_ timeout: Swift.Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
+private func eventually(_ timeout: Duration = .seconds(5), _ condition: () -> Bool) async -> Bool {
     let deadline = ContinuousClock.now + timeout
     while ContinuousClock.now < deadline {
         if condition() { return true }

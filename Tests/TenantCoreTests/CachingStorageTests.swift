@@ -8,7 +8,7 @@ import TenantCore
 /// answer over another connection after a later write already finished).
 final class LateAnsweringStorage: Storage {
     let inner = MemoryStorage()
-    let delay = Mutex<Swift.Duration?>(nil)
+    let delay = Mutex<Duration?>(nil)
 
     func get(_ key: String) async throws -> [UInt8]? { try await inner.get(key) }
     func put(_ key: String, _ value: [UInt8]) async throws { try await inner.put(key, value) }

@@ -9,7 +9,7 @@ import Testing
 @Suite(.enabled(if: EtcdTestSupport.address != nil, "set COFFER_TEST_ETCD_ADDR (Ops/etcd start DIR)"))
 struct EtcdStorageTests {
     /// A store on the shared etcd under a prefix of its own: every test starts empty.
-    func store(_ address: String? = EtcdTestSupport.address, timeout: Swift.Duration = .seconds(5), pageSize: Int = 1000) throws -> EtcdStorage {
+    func store(_ address: String? = EtcdTestSupport.address, timeout: Duration = .seconds(5), pageSize: Int = 1000) throws -> EtcdStorage {
         try EtcdStorage(
             configuration: EtcdStorageConfiguration(
                 addresses: [address ?? ""], prefix: "coffer-test-\(UUID().uuidString)/", requestTimeout: timeout,

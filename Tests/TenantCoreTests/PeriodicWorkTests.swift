@@ -9,13 +9,13 @@ final class TickingBackend: LogicalBackend {
     static let routes: [Route<TickingBackend>] = []
     let calls = Mutex(0)
     let concurrent = Mutex((now: 0, max: 0))
-    let again: Swift.Duration?
+    let again: Duration?
 
-    init(again: Swift.Duration?) { self.again = again }
+    init(again: Duration?) { self.again = again }
 
     var runsPeriodicWork: Bool { true }
 
-    func periodic() async -> Swift.Duration? {
+    func periodic() async -> Duration? {
         concurrent.withLock { $0.now += 1; $0.max = max($0.max, $0.now) }
         calls.withLock { $0 += 1 }
         try? await Task.sleep(for: .milliseconds(20))

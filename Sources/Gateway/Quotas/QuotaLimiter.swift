@@ -59,7 +59,7 @@ public final class BucketStoreLimiter: RateLimiter {
         if let local { return local }
         let verdict = try await takeFromStore(bucket, cost: batch)
         if verdict.allowed {
-            let hold = Swift.Duration.milliseconds(Int64(min(1_000, bucket.interval * 100)))
+            let hold = Duration.milliseconds(Int64(min(1_000, bucket.interval * 100)))
             reservoirs.withLock { r in
                 if r.count > 10_000 { r = r.filter { $0.value.expires > now } }
                 r[bucket.key] = Reservoir(tokens: batch - 1, expires: now + hold, verdict: verdict)

@@ -126,7 +126,7 @@ public final class InProcessBucketStore: RateBucketStore {
     /// - Parameters:
     ///   - maximumBuckets: the table size at which idle buckets are swept.
     ///   - clock: the time source (tests may pass a manual clock).
-    public init(maximumBuckets: Int = 100_000, clock: some Clock<Swift.Duration> = ContinuousClock()) {
+    public init(maximumBuckets: Int = 100_000, clock: some Clock<Duration> = ContinuousClock()) {
         self.maximumBuckets = max(1, maximumBuckets)
         self.table = Mutex(Table(sweepMark: max(1, maximumBuckets)))
         let origin = clock.now

@@ -9,11 +9,11 @@ public struct AuditConfiguration: Sendable {
     public var storageKey: String
     /// While a device is down, how often a write may try to open it again; other writes in
     /// between fail at once, so a dead peer costs one attempt per interval, not per request.
-    public var retryInterval: Swift.Duration
+    public var retryInterval: Duration
     /// The syslog socket used when a `syslog` device has no `socket_path` option.
     public var syslogSocketPath: String
 
-    public init(storageKey: String = "core/audit", retryInterval: Swift.Duration = .seconds(1), syslogSocketPath: String = "/dev/log") {
+    public init(storageKey: String = "core/audit", retryInterval: Duration = .seconds(1), syslogSocketPath: String = "/dev/log") {
         self.storageKey = storageKey
         self.retryInterval = retryInterval
         self.syslogSocketPath = syslogSocketPath
@@ -255,7 +255,7 @@ public final class AuditBroker: Sendable {
 
     /// Runs until cancelled, storing moved chain heads every `flushInterval`, and once more
     /// at the end. The integrator runs it as a `Service` of the server's `ServiceGroup`.
-    public func run(flushInterval: Swift.Duration = .seconds(1)) async {
+    public func run(flushInterval: Duration = .seconds(1)) async {
         while !Task.isCancelled {
             do {
                 try await Task.sleep(for: flushInterval)
@@ -558,7 +558,7 @@ struct AuditDeviceOptions: Sendable {
             } else if AuditIO.hostAndPort(address) == nil {
                 throw CofferError.invalid("invalid address \"\(address)\": expected host:port")
             }
-            var timeout = Swift.Duration.seconds(2)
+            var timeout = Duration.seconds(2)
             if let text = options["write_timeout"] {
                 guard let d = Self.duration(text), d > .zero, d <= .seconds(300) else {
                     throw CofferError.invalid("invalid write_timeout \"\(text)\": expected a duration such as 2s or 500ms (at most 5m)")
@@ -580,7 +580,7 @@ struct AuditDeviceOptions: Sendable {
     }
 
     /// A Go duration (`2s`, `1.5s`, `500ms`, `1m30s`) or a number of seconds.
-    static func duration(_ text: String) -> Swift.Duration? {
+    static func duration(_ text: String) -> Duration? {
         let t = text.trimmingCharacters(in: .whitespaces)
         if let seconds = Double(t) { return seconds.isFinite ? .milliseconds(Int64(seconds * 1000)) : nil }
         let units: [(String, Double)] = [("ns", 1e-9), ("us", 1e-6), ("µs", 1e-6), ("ms", 1e-3), ("s", 1), ("m", 60), ("h", 3600)]

@@ -80,9 +80,9 @@ public struct SyslogAuditDeviceConfiguration: Sendable, Hashable {
     public var socketPath: String
     public var framing: Framing
     /// How long one send may wait for a full syslog queue.
-    public var writeTimeout: Swift.Duration
+    public var writeTimeout: Duration
 
-    public init(facility: Int = 4, tag: String = "coffer", socketPath: String = "/dev/log", framing: Framing = .rfc3164, writeTimeout: Swift.Duration = .seconds(2)) {
+    public init(facility: Int = 4, tag: String = "coffer", socketPath: String = "/dev/log", framing: Framing = .rfc3164, writeTimeout: Duration = .seconds(2)) {
         self.facility = facility
         self.tag = tag
         self.socketPath = socketPath
@@ -106,9 +106,9 @@ public struct SocketAuditDeviceConfiguration: Sendable, Hashable {
     /// `host:port` (`[v6]:port`) for tcp and udp, a path for unix.
     public var address: String
     public var socketType: SocketType
-    public var writeTimeout: Swift.Duration
+    public var writeTimeout: Duration
 
-    public init(address: String, socketType: SocketType = .tcp, writeTimeout: Swift.Duration = .seconds(2)) {
+    public init(address: String, socketType: SocketType = .tcp, writeTimeout: Duration = .seconds(2)) {
         self.address = address
         self.socketType = socketType
         self.writeTimeout = writeTimeout
@@ -127,7 +127,7 @@ public final class FileAuditDevice: AuditDevice {
         self.init(path: path, configuration: configuration, prefix: prefix, head: .genesis, retryInterval: .seconds(1), logger: logger)
     }
 
-    init(path: String, configuration: FileAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
+    init(path: String, configuration: FileAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Duration, logger: Logger) {
         self.configuration = configuration
         worker = AuditDeviceWorker(path: path, transport: FileAuditTransport(configuration), prefix: prefix, head: head, retryInterval: retryInterval, logger: logger)
     }
@@ -148,7 +148,7 @@ public final class SyslogAuditDevice: AuditDevice {
         self.init(path: path, configuration: configuration, prefix: prefix, head: .genesis, retryInterval: .seconds(1), logger: logger)
     }
 
-    init(path: String, configuration: SyslogAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
+    init(path: String, configuration: SyslogAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Duration, logger: Logger) {
         self.configuration = configuration
         worker = AuditDeviceWorker(path: path, transport: SyslogAuditTransport(configuration), prefix: prefix, head: head, retryInterval: retryInterval, logger: logger)
     }
@@ -170,7 +170,7 @@ public final class SocketAuditDevice: AuditDevice {
         self.init(path: path, configuration: configuration, prefix: prefix, head: .genesis, retryInterval: .seconds(1), logger: logger)
     }
 
-    init(path: String, configuration: SocketAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
+    init(path: String, configuration: SocketAuditDeviceConfiguration, prefix: String, head: AuditChainHead, retryInterval: Duration, logger: Logger) {
         self.configuration = configuration
         worker = AuditDeviceWorker(path: path, transport: SocketAuditTransport(configuration), prefix: prefix, head: head, retryInterval: retryInterval, logger: logger)
     }
@@ -222,14 +222,14 @@ final class AuditDeviceWorker: @unchecked Sendable {
     // Owned by the worker thread.
     private let transport: any AuditTransport
     private let prefix: [UInt8]
-    private let retryInterval: Swift.Duration
+    private let retryInterval: Duration
     private var head: AuditChainHead
     private var isOpen = false
     private var failure: (any Error)?
     private var retryAt = ContinuousClock.now
     private var nextReason = "reconnect"
 
-    init(path: String, transport: any AuditTransport, prefix: String, head: AuditChainHead, retryInterval: Swift.Duration, logger: Logger) {
+    init(path: String, transport: any AuditTransport, prefix: String, head: AuditChainHead, retryInterval: Duration, logger: Logger) {
         self.path = path
         self.transport = transport
         self.prefix = Array(prefix.utf8)

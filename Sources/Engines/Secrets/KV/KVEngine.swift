@@ -37,7 +37,7 @@ public struct KVv1Backend: LogicalBackend {
         guard !path.isEmpty, let v = try await storage.getJSON(path), let obj = v.objectValue else { return nil }
         var ttl = config.defaultLeaseTTL
         if let t = obj["ttl"] ?? obj["lease"] {
-            if let i = t.intValue { ttl = Int(i) } else if let s = t.stringValue, let secs = Duration.parseSeconds(s) { ttl = Int(secs) }
+            if let i = t.intValue { ttl = Int(i) } else if let s = t.stringValue, let secs = GoDuration.parseSeconds(s) { ttl = Int(secs) }
         }
         return LogicalResponse(data: obj, secret: SecretLease(ttl: ttl))
     }

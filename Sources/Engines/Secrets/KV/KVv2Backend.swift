@@ -179,7 +179,7 @@ public struct KVv2Backend: LogicalBackend {
         let c = try await kvConfig()
         return LogicalResponse(data: [
             "max_versions": .int(Int64(c.maxVersions)), "cas_required": .bool(c.casRequired),
-            "delete_version_after": .string(Duration.format(c.deleteVersionAfter)),
+            "delete_version_after": .string(GoDuration.format(c.deleteVersionAfter)),
         ])
     }
 
@@ -400,7 +400,7 @@ public struct KVv2Backend: LogicalBackend {
             "created_time": Self.time(m.createdTime),
             "current_version": .int(Int64(m.currentVersion)),
             "custom_metadata": m.customMetadata.isEmpty ? .null : .object(m.customMetadata.mapValues { .string($0) }),
-            "delete_version_after": .string(Duration.format(m.deleteVersionAfter)),
+            "delete_version_after": .string(GoDuration.format(m.deleteVersionAfter)),
             "max_versions": .int(Int64(m.maxVersions)),
             "oldest_version": .int(Int64(m.oldestVersion)),
             "updated_time": Self.time(m.updatedTime),

@@ -1,5 +1,5 @@
 import CofferSDK
-@testable import Engines
+@testable import DatabaseSecrets
 import Foundation
 import Synchronization
 import Testing

@@ -1,4 +1,4 @@
-@testable import Engines
+@testable import DatabaseSecrets
 import Foundation
 import Testing
 

@@ -86,7 +86,6 @@ struct HAState {
     var leader: LeaderAdvertisement?
     var task: Task<Void, Never>?
     var stepDownRequested = false
-    var holdUntil: ContinuousClock.Instant?
     var feedRevision: UInt64 = 0
     /// The standby's watch on the change feed, and when it was last seen lagging.
     var feedTask: Task<Void, Never>?
@@ -189,70 +188,115 @@ extension Core {
     // MARK: the campaign
 
     func haLoop(_ config: HAConfiguration) async {
-                var lastError = ContinuousClock.now - .seconds(60)
-        while !Task.isCancelled {
-            do {
-                if let until = ha.withLock({ $0.holdUntil }), ContinuousClock.now < until {
-                    try await refreshLeader(config)
-                    // The hold is for another node to take over; once one has, it ends.
-                    if let leader = haLeader, leader.nodeID != nodeID { ha.withLock { $0.holdUntil = nil } }
-                    try await standbyTick(config)
-                    continue
-                }
-                // A lock that is held is only looked at (one read); a lease is granted only
-                // when the lock is free.
-                if let holder = try await config.lock.holder() {
-                    let leader = try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(holder))
-                    if leader?.nodeID != nodeID || haRole == .active {
-                        ha.withLock { $0.leader = leader }
-                        try await standbyTick(config)
-                        continue
-                    }
-                }
-                let session = RandomID.secureUUID()
-                let advert = LeaderAdvertisement(nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress, session: session, since: Date().timeIntervalSince1970)
+        var machine = HAStateMachine(
+            nodeID: nodeID, pollInterval: config.pollInterval, lockTTL: .seconds(config.lockTTL), stepDownHold: config.stepDownHold)
+        var pending = machine.start()
+        var lastError = ContinuousClock.now - .seconds(60)
+        var advertised: [UInt8] = []
+        while !pending.isEmpty {
+            let action = pending.removeFirst()
+            if Task.isCancelled, machine.state != .stopped {
+                pending = machine.handle(.shutdown)
+                continue
+            }
+            guard let event = await perform(action, config, machine: machine, advertised: &advertised, lastError: &lastError) else { continue }
+            if case .foreignKeyring = event { logger.error("HA: storage holds another cluster's keyring; sealing") }
+            pending += machine.handle(event)
+        }
+        if Task.isCancelled { config.gate.setOpen(false) }
+    }
+
+    /// Runs one action of the campaign; answers the event it produced (nil: none).
+    func perform(
+        _ action: HAStateMachine.Action, _ config: HAConfiguration, machine: HAStateMachine,
+        advertised: inout [UInt8], lastError: inout ContinuousClock.Instant
+    ) async -> HAStateMachine.Event? {
+        do {
+            switch action {
+            case .readLock:
+                guard let holder = try await config.lock.holder() else { return .lockHolder(nil, held: false) }
+                return .lockHolder(try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(holder)), held: true)
+            case .acquire:
+                let advert = LeaderAdvertisement(
+                    nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress,
+                    session: RandomID.secureUUID(), since: Date().timeIntervalSince1970)
                 let bytes = Array(try StoredJSON.encoder.encode(advert))
                 switch try await config.lock.acquire(value: bytes, ttlSeconds: config.lockTTL) {
                 case .held(let holder):
-                    let leader = holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) }
-                    ha.withLock { $0.leader = leader }
-                    try await standbyTick(config)
+                    return .heldBy(holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) })
                 case .acquired(let lease):
-                    config.lock.fence(bytes)
-                    do {
-                        try await activate(advert)
-                    } catch is ForeignKeyring {
-                        try? await config.lock.release(lease: lease)
-                        await demote(config)
-                        sealForForeignKeyring()
-                        return
-                    } catch {
-                        logger.error("could not become active; giving the lock back", metadata: ["error": "\(error)"])
-                        try? await config.lock.release(lease: lease)
-                        await demote(config)
-                        try await Task.sleep(for: .seconds(1))
-                        continue
-                    }
-                    await holdLock(config, lease: lease)
-                    if Task.isCancelled {
-                        config.gate.setOpen(false)
-                        break
-                    }
-                    await demote(config)
+                    advertised = bytes
+                    return .acquired(lease: lease, now: .now)
                 }
-            } catch is CancellationError {
-                break
-            } catch is ForeignKeyring {
+            case .activate:
+                config.lock.fence(advertised)
+                do {
+                    try await activate(StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(advertised)))
+                    return .activated(now: .now)
+                } catch is ForeignKeyring {
+                    return .foreignKeyring
+                } catch {
+                    logger.error("could not become active; giving the lock back", metadata: ["error": "\(error)"])
+                    return .activationFailed
+                }
+            case .renew(let lease):
+                do {
+                    return try await config.lock.keepAlive(lease: lease) ? .renewed(now: .now) : .leaseGone
+                } catch {
+                    if ContinuousClock.now - lastError > .seconds(10) {
+                        logger.warning("HA: cannot renew the lock", metadata: ["error": "\(error)"])
+                        lastError = .now
+                    }
+                    return .renewalFailed(now: .now)
+                }
+            case .release(let lease):
+                // Outside this task: on seal or shutdown it is cancelled, and a cancelled
+                // task's etcd call would be abandoned before it is sent.
+                await Task { try? await config.lock.release(lease: lease) }.value
+                logger.info("HA: lock released")
+                return nil
+            case .closeGate:
+                config.gate.setOpen(false)
+                return nil
+            case .demote:
+                if case .holdingOff = machine.state { logger.info("HA: stepping down") }
+                await demote(config)
+                return nil
+            case .setLeader(let leader):
+                ha.withLock { s in
+                    s.leader = leader
+                    // A step-down request that came while not active is void.
+                    if s.role != .active { s.stepDownRequested = false }
+                }
+                return nil
+            case .seal:
                 sealForForeignKeyring()
-                return
-            } catch {
-                if Task.isCancelled { break }
-                if ContinuousClock.now - lastError > .seconds(10) {
-                    logger.warning("HA: storage unavailable, retrying", metadata: ["error": "\(error)"])
-                    lastError = ContinuousClock.now
+                return nil
+            case .follow:
+                try await standbyTick(config)
+                return .tick(now: .now)
+            case .wait(let duration):
+                // Short sleeps, so a step-down or a seal is acted on at once.
+                let until = ContinuousClock.now + duration
+                while ContinuousClock.now < until {
+                    if case .active = machine.state, ha.withLock({ s in defer { s.stepDownRequested = false }; return s.stepDownRequested }) {
+                        return .stepDownRequested(now: .now)
+                    }
+                    try await Task.sleep(for: min(.milliseconds(50), until - .now))
                 }
-                try? await Task.sleep(for: config.pollInterval)
+                return .tick(now: .now)
             }
+        } catch is CancellationError {
+            return .shutdown
+        } catch is ForeignKeyring {
+            return .foreignKeyring
+        } catch {
+            if Task.isCancelled { return .shutdown }
+            if ContinuousClock.now - lastError > .seconds(10) {
+                logger.warning("HA: storage unavailable, retrying", metadata: ["error": "\(error)"])
+                lastError = ContinuousClock.now
+            }
+            return .storageFailed
         }
     }
 
@@ -347,51 +391,6 @@ extension Core {
     /// Keeps the lease alive until it is lost, the node steps down or seals. Renews every
     /// third of the TTL; gives up (and stops writing) when no renewal succeeded for two
     /// thirds of it, before the lease can expire under it.
-    func holdLock(_ config: HAConfiguration, lease: Int64) async {
-        let ttl = Duration.seconds(config.lockTTL)
-        var lastRenewal = ContinuousClock.now
-        while true {
-            if Task.isCancelled {
-                // Seal or shutdown: give the lock back so a standby takes over now, not when
-                // the lease expires. The release runs outside this cancelled task (a
-                // cancelled task's etcd call would be abandoned before it is sent).
-                config.gate.setOpen(false)
-                await Task { try? await config.lock.release(lease: lease) }.value
-                logger.info("HA: lock released")
-                return
-            }
-            if ha.withLock({ $0.stepDownRequested }) {
-                ha.withLock { s in
-                    s.stepDownRequested = false
-                    s.holdUntil = ContinuousClock.now + config.stepDownHold
-                }
-                logger.info("HA: stepping down")
-                config.gate.setOpen(false)
-                try? await config.lock.release(lease: lease)
-                return
-            }
-            do {
-                if try await config.lock.keepAlive(lease: lease) {
-                    lastRenewal = ContinuousClock.now
-                } else {
-                    logger.error("HA: the lock's lease is gone; this node is no longer active")
-                    return
-                }
-            } catch {
-                if ContinuousClock.now - lastRenewal > ttl * 2 / 3 {
-                    logger.error("HA: cannot renew the lock; stepping down", metadata: ["error": "\(error)"])
-                    config.gate.setOpen(false)
-                    return
-                }
-            }
-            // Short sleeps so a step-down or seal is acted on at once.
-            let next = ContinuousClock.now + ttl / 3
-            while ContinuousClock.now < next, !Task.isCancelled, !ha.withLock({ $0.stepDownRequested }) {
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-        }
-    }
-
     /// Standby → active: reload everything from storage (this node may have missed the
     /// last changes of the previous active), open the gate, start background work.
     func activate(_ advert: LeaderAdvertisement) async throws {

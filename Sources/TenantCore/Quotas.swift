@@ -20,6 +20,8 @@ public struct RateBucket: Sendable, Hashable {
     }
 }
 
+/// The answer to one take: what the `X-RateLimit-*` and `Retry-After` headers need;
+/// `remaining` is 0 while the key is blocked.
 public struct RateVerdict: Sendable, Equatable {
     public var allowed: Bool
     public var limit: Int

@@ -18,7 +18,7 @@ struct BucketSemantics {
     static func key() -> String { "test-\(UUID().uuidString)" }
 
     func startsFullThenRefuses() async throws {
-        let spec = BucketSpec(key: Self.key(), rate: 5, interval: 60)
+        let spec = RateBucket(key: Self.key(), rate: 5, interval: 60)
         for _ in 0..<5 { #expect(try await store.take(spec, cost: 1).allowed) }
         let refused = try await store.take(spec, cost: 1)
         #expect(!refused.allowed)
@@ -30,7 +30,7 @@ struct BucketSemantics {
     }
 
     func remainingCountsDown() async throws {
-        let spec = BucketSpec(key: Self.key(), rate: 10, interval: 3600)
+        let spec = RateBucket(key: Self.key(), rate: 10, interval: 3600)
         var seen: [Int] = []
         for _ in 0..<4 {
             let decision = try await store.take(spec, cost: 1)
@@ -50,7 +50,7 @@ struct BucketSemantics {
 
     func refillsOverTime() async throws {
         // Windows of seconds, not milliseconds: the suites run in parallel on two busy cores.
-        let spec = BucketSpec(key: Self.key(), rate: 2, interval: 4)
+        let spec = RateBucket(key: Self.key(), rate: 2, interval: 4)
         #expect(try await store.take(spec, cost: 2).allowed)
         let refused = try await store.take(spec, cost: 1)
         #expect(!refused.allowed)
@@ -65,7 +65,7 @@ struct BucketSemantics {
     }
 
     func blockIntervalBlocks() async throws {
-        let spec = BucketSpec(key: Self.key(), rate: 1, interval: 1, blockInterval: 4)
+        let spec = RateBucket(key: Self.key(), rate: 1, interval: 1, blockInterval: 4)
         #expect(try await store.take(spec, cost: 1).allowed)
         let blocked = try await store.take(spec, cost: 1)
         #expect(!blocked.allowed && blocked.remaining == 0)
@@ -82,7 +82,7 @@ struct BucketSemantics {
     }
 
     func noBlockWithoutBlockInterval() async throws {
-        let spec = BucketSpec(key: Self.key(), rate: 1, interval: 3)
+        let spec = RateBucket(key: Self.key(), rate: 1, interval: 3)
         #expect(try await store.take(spec, cost: 1).allowed)
         #expect(try await !store.take(spec, cost: 1).allowed)
         try await Task.sleep(for: .seconds(3.4))
@@ -90,8 +90,8 @@ struct BucketSemantics {
     }
 
     func keysAreIndependent() async throws {
-        let a = BucketSpec(key: Self.key(), rate: 3, interval: 3600)
-        let b = BucketSpec(key: Self.key(), rate: 3, interval: 3600)
+        let a = RateBucket(key: Self.key(), rate: 3, interval: 3600)
+        let b = RateBucket(key: Self.key(), rate: 3, interval: 3600)
         #expect(try await store.take(a, cost: 3).allowed)
         #expect(try await !store.take(a, cost: 1).allowed)
         let other = try await store.take(b, cost: 1)
@@ -99,7 +99,7 @@ struct BucketSemantics {
     }
 
     func concurrentTakesNeverOverAdmit() async throws {
-        let spec = BucketSpec(key: Self.key(), rate: 20, interval: 3600)
+        let spec = RateBucket(key: Self.key(), rate: 20, interval: 3600)
         let store = self.store
         let allowed = try await withThrowingTaskGroup(of: Bool.self) { group in
             for _ in 0..<50 { group.addTask { try await store.take(spec, cost: 1).allowed } }
@@ -112,12 +112,12 @@ struct BucketSemantics {
     func rejectsBadSpecs() async throws {
         let key = Self.key()
         for (spec, cost) in [
-            (BucketSpec(key: key, rate: 0, interval: 1), 1),
-            (BucketSpec(key: key, rate: 1, interval: 0), 1),
-            (BucketSpec(key: key, rate: 1, interval: .nan), 1),
-            (BucketSpec(key: key, rate: 1, interval: 1, blockInterval: -1), 1),
-            (BucketSpec(key: key, rate: 2, interval: 1), 3),
-            (BucketSpec(key: key, rate: 2, interval: 1), -1),
+            (RateBucket(key: key, rate: 0, interval: 1), 1),
+            (RateBucket(key: key, rate: 1, interval: 0), 1),
+            (RateBucket(key: key, rate: 1, interval: .nan), 1),
+            (RateBucket(key: key, rate: 1, interval: 1, blockInterval: -1), 1),
+            (RateBucket(key: key, rate: 2, interval: 1), 3),
+            (RateBucket(key: key, rate: 2, interval: 1), -1),
         ] {
             await #expect(throws: CofferError(.invalidRequest, "")) { try await store.take(spec, cost: cost) }
         }
@@ -142,7 +142,7 @@ struct InProcessRateBucketStoreTests {
     @Test func exactSemanticsWithAnInjectedClock() async throws {
         let clock = ManualClock()
         let store = InProcessBucketStore(clock: clock)
-        let spec = BucketSpec(key: "k", rate: 4, interval: 2)
+        let spec = RateBucket(key: "k", rate: 4, interval: 2)
         for expected in [3, 2, 1, 0] {
             let d = try await store.take(spec, cost: 1)
             #expect(d.allowed && d.remaining == expected)
@@ -154,7 +154,7 @@ struct InProcessRateBucketStoreTests {
         #expect(try await !store.take(spec, cost: 1).allowed)
         clock.advance(by: .seconds(10))
         #expect(try await store.take(spec, cost: 0).remaining == 4)
-        let b = BucketSpec(key: "b", rate: 1, interval: 1, blockInterval: 5)
+        let b = RateBucket(key: "b", rate: 1, interval: 1, blockInterval: 5)
         #expect(try await store.take(b, cost: 1).allowed)
         let blocked = try await store.take(b, cost: 1)
         #expect(!blocked.allowed && abs(blocked.retryAfterSeconds - 5) < 1e-6)
@@ -168,17 +168,17 @@ struct InProcessRateBucketStoreTests {
         let clock = ManualClock()
         let store = InProcessBucketStore(maximumBuckets: 100, clock: clock)
         // 150 drained buckets: none may be dropped (that would hand out fresh tokens).
-        for i in 0..<150 { #expect(try await store.take(BucketSpec(key: "busy-\(i)", rate: 1, interval: 10), cost: 1).allowed) }
+        for i in 0..<150 { #expect(try await store.take(RateBucket(key: "busy-\(i)", rate: 1, interval: 10), cost: 1).allowed) }
         #expect(store.count == 150)
-        for i in 0..<150 { #expect(try await !store.take(BucketSpec(key: "busy-\(i)", rate: 1, interval: 10), cost: 1).allowed) }
+        for i in 0..<150 { #expect(try await !store.take(RateBucket(key: "busy-\(i)", rate: 1, interval: 10), cost: 1).allowed) }
         // Once they have refilled they equal absent buckets, and the next sweep drops them.
         clock.advance(by: .seconds(11))
-        for i in 0..<200 { _ = try await store.take(BucketSpec(key: "new-\(i)", rate: 1, interval: 1000), cost: 1) }
+        for i in 0..<200 { _ = try await store.take(RateBucket(key: "new-\(i)", rate: 1, interval: 1000), cost: 1) }
         #expect(store.count <= 200 + 100)
         #expect(store.count >= 200)
-        #expect(try await store.take(BucketSpec(key: "busy-0", rate: 1, interval: 10), cost: 0).remaining == 1)
+        #expect(try await store.take(RateBucket(key: "busy-0", rate: 1, interval: 10), cost: 0).remaining == 1)
         // A full bucket (cost 0 on a fresh key) is never stored.
-        _ = try await store.take(BucketSpec(key: "ask", rate: 5, interval: 1), cost: 0)
+        _ = try await store.take(RateBucket(key: "ask", rate: 5, interval: 1), cost: 0)
         #expect(store.count <= 300)
     }
 }
@@ -212,7 +212,7 @@ struct RedisRateBucketStoreTests {
 
     @Test func recoversFromScriptFlush() async throws {
         try await Self.semantics { (semantics: BucketSemantics) async throws in
-            let spec = BucketSpec(key: BucketSemantics.key(), rate: 5, interval: 3600)
+            let spec = RateBucket(key: BucketSemantics.key(), rate: 5, interval: 3600)
             #expect(try await semantics.store.take(spec, cost: 1).remaining == 4)
             #expect(try RedisTestSupport.cli(RedisTestSupport.address!, "SCRIPT", "FLUSH") == "OK")
             #expect(try await semantics.store.take(spec, cost: 1).remaining == 3)
@@ -223,7 +223,7 @@ struct RedisRateBucketStoreTests {
     @Test func stateIsAPrefixedHashThatExpires() async throws {
         try await Self.semantics { (semantics: BucketSemantics) async throws in
             let key = BucketSemantics.key()
-            let spec = BucketSpec(key: key, rate: 2, interval: 2)
+            let spec = RateBucket(key: key, rate: 2, interval: 2)
             #expect(try await semantics.store.take(spec, cost: 1).allowed)
             let name = RedisBucketStore.keyPrefix + key
             #expect(name.hasPrefix("coffer:rl:"))
@@ -241,9 +241,9 @@ struct RedisRateBucketStoreTests {
     @Test func selectsTheConfiguredDatabase() async throws {
         let store = try RedisBucketStore(configuration: RedisQuotaConfiguration(address: RedisTestSupport.address!, db: 3))
         let key = BucketSemantics.key()
-        let taken: BucketDecision
+        let taken: RateVerdict
         do {
-            taken = try await store.take(BucketSpec(key: key, rate: 2, interval: 60), cost: 1)
+            taken = try await store.take(RateBucket(key: key, rate: 2, interval: 60), cost: 1)
         } catch {
             await store.shutdown()
             throw error
@@ -257,7 +257,7 @@ struct RedisRateBucketStoreTests {
     @Test func refusedAuthIsUnavailableWithoutThePassword() async throws {
         // The test Redis has no password: AUTH is refused, the take fails, the password stays out.
         let store = try RedisBucketStore(configuration: RedisQuotaConfiguration(address: RedisTestSupport.address!, password: "pa55-w0rd-never-shown"))
-        let error = await #expect(throws: CofferError.self) { try await store.take(BucketSpec(key: BucketSemantics.key(), rate: 1, interval: 1), cost: 1) }
+        let error = await #expect(throws: CofferError.self) { try await store.take(RateBucket(key: BucketSemantics.key(), rate: 1, interval: 1), cost: 1) }
         await store.shutdown()
         #expect(error?.code == .unavailable)
         #expect(error?.message.hasPrefix("quota store unavailable: authentication refused") == true)
@@ -277,14 +277,14 @@ struct RedisOutageTests {
             configuration: RedisQuotaConfiguration(address: "127.0.0.1:\(port)", password: "pa55-w0rd-never-shown", timeout: 0.5))
         for _ in 0..<3 {
             let start = ContinuousClock.now
-            let error = await #expect(throws: CofferError.self) { try await store.take(BucketSpec(key: "k", rate: 1, interval: 1), cost: 1) }
+            let error = await #expect(throws: CofferError.self) { try await store.take(RateBucket(key: "k", rate: 1, interval: 1), cost: 1) }
             #expect((ContinuousClock.now - start).seconds < 5.0)  // a hang guard, not a timing assertion
             #expect(error?.code == .unavailable)
             #expect(error?.message.hasPrefix("quota store unavailable: ") == true)
             #expect(error.map { "\($0)" }?.contains("pa55") == false)
         }
         await store.shutdown()
-        let afterShutdown = await #expect(throws: CofferError.self) { try await store.take(BucketSpec(key: "k", rate: 1, interval: 1), cost: 1) }
+        let afterShutdown = await #expect(throws: CofferError.self) { try await store.take(RateBucket(key: "k", rate: 1, interval: 1), cost: 1) }
         #expect(afterShutdown?.code == .unavailable)
     }
 
@@ -296,7 +296,7 @@ struct RedisOutageTests {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for _ in 0..<6 {
                 group.addTask {
-                    let error = await #expect(throws: CofferError.self) { try await store.take(BucketSpec(key: "k", rate: 1, interval: 1), cost: 1) }
+                    let error = await #expect(throws: CofferError.self) { try await store.take(RateBucket(key: "k", rate: 1, interval: 1), cost: 1) }
                     #expect(error?.code == .unavailable)
                 }
             }
@@ -326,7 +326,7 @@ struct RedisOutageTests {
         let address = try #require(line.split(separator: "=").last.map(String.init))
         let port = try #require(address.split(separator: ":").last.map(String.init))
         let store = try RedisBucketStore(configuration: RedisQuotaConfiguration(address: address, poolSize: 2, timeout: 0.5))
-        let spec = BucketSpec(key: BucketSemantics.key(), rate: 100, interval: 3600)
+        let spec = RateBucket(key: BucketSemantics.key(), rate: 100, interval: 3600)
         do {
             #expect(try await store.take(spec, cost: 1).allowed)
             _ = try RedisTestSupport.ops("stop", dir)

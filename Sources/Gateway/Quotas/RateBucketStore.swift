@@ -2,17 +2,6 @@ import CofferSDK
 import Synchronization
 import TenantCore
 
-/// One rate-limit bucket (TenantCore's `RateBucket`): the bucket holds at most `rate`
-/// tokens, starts full and refills continuously at `rate / interval` tokens per second. A
-/// take that finds too few tokens is refused; when `blockInterval` is above zero that
-/// refusal also blocks the key until `blockInterval` seconds have passed (Vault's
-/// `block_interval`).
-public typealias BucketSpec = RateBucket
-
-/// The answer to one take (TenantCore's `RateVerdict`): what the `X-RateLimit-*` and
-/// `Retry-After` headers need; `remaining` is 0 while the key is blocked.
-public typealias BucketDecision = RateVerdict
-
 /// Where token buckets live: Redis (shared by every gateway node) or this process.
 ///
 /// Both implementations answer the same takes the same way; a bucket nobody touched since
@@ -22,12 +11,12 @@ public protocol RateBucketStore: Sendable {
     ///
     /// Throws `CofferError` `.invalidRequest` for a malformed spec or cost, and (remote
     /// stores) `.unavailable` when the store cannot answer within its timeout.
-    func take(_ spec: BucketSpec, cost: Int) async throws -> BucketDecision
+    func take(_ spec: RateBucket, cost: Int) async throws -> RateVerdict
     /// Releases threads and connections; takes after shutdown throw `.unavailable`.
     func shutdown() async
 }
 
-extension BucketSpec {
+extension RateBucket {
     /// The spec in the integer units both stores compute with: microseconds, whole tokens.
     struct Units: Sendable {
         var rate: Int
@@ -69,7 +58,7 @@ struct TokenBucket: Sendable, Equatable {
 
     /// Applies one take at `now` to `bucket` (nil: full, never seen or forgotten). Returns the
     /// new state (nil when the bucket ends up full and unblocked) and the decision.
-    static func take(_ bucket: TokenBucket?, _ u: BucketSpec.Units, now: Int64) -> (TokenBucket?, BucketDecision) {
+    static func take(_ bucket: TokenBucket?, _ u: RateBucket.Units, now: Int64) -> (TokenBucket?, RateVerdict) {
         let rate = Double(u.rate)
         let perMicro = rate / Double(u.intervalMicros)
         var tokens: Double
@@ -98,7 +87,7 @@ struct TokenBucket: Sendable, Equatable {
             remaining = 0
             full = max(full, Double(blocked - now))
         }
-        let decision = BucketDecision(
+        let decision = RateVerdict(
             allowed: allowed, limit: u.rate, remaining: remaining,
             resetSeconds: full / 1e6, retryAfterSeconds: retry / 1e6)
         guard full > 0 else { return (nil, decision) }
@@ -140,7 +129,7 @@ public final class InProcessBucketStore: RateBucketStore {
     /// Buckets currently held (for metrics and tests).
     public var count: Int { table.withLock { $0.buckets.count } }
 
-    public func take(_ spec: BucketSpec, cost: Int) async throws -> BucketDecision {
+    public func take(_ spec: RateBucket, cost: Int) async throws -> RateVerdict {
         let units = try spec.units(cost: cost)
         let now = nowMicros()
         let maximumBuckets = self.maximumBuckets

@@ -66,7 +66,7 @@ public final class RedisBucketStore: RateBucketStore {
     private let idle: Mutex<[RedisConnection]>
     private let scriptSHA: Mutex<String?>
     private let isShutDown: Mutex<Bool>
-    private let watchdog: DeadlineWatchdog<BucketDecision>
+    private let watchdog: DeadlineWatchdog<RateVerdict>
 
     /// Validates the configuration and starts the thread pool; connects on first use.
     public init(configuration: RedisQuotaConfiguration) throws {
@@ -111,12 +111,12 @@ public final class RedisBucketStore: RateBucketStore {
         return (host, port)
     }
 
-    public func take(_ spec: BucketSpec, cost: Int) async throws -> BucketDecision {
+    public func take(_ spec: RateBucket, cost: Int) async throws -> RateVerdict {
         let units = try spec.units(cost: cost)
         let key = Self.keyPrefix + spec.key
         let arguments = [String(units.rate), String(units.intervalMicros), String(units.blockMicros), String(units.cost)]
         let deadline = NIODeadline.now() + .milliseconds(Int64((configuration.timeout * 1000).rounded(.up)))
-        let answer = PendingAnswer<BucketDecision>()
+        let answer = PendingAnswer<RateVerdict>()
         return try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { continuation in
                 answer.arm(continuation)
@@ -152,7 +152,7 @@ public final class RedisBucketStore: RateBucketStore {
     /// Runs the bucket script; a NOSCRIPT answer reloads it and retries once, and an I/O
     /// error on a reused connection (Redis restarted, idle connection closed) retries once
     /// on a fresh one.
-    private func evaluate(key: String, arguments: [String], limit: Int, deadline: NIODeadline) throws -> BucketDecision {
+    private func evaluate(key: String, arguments: [String], limit: Int, deadline: NIODeadline) throws -> RateVerdict {
         var (connection, reused) = try checkOut()
         while true {
             do {
@@ -170,7 +170,7 @@ public final class RedisBucketStore: RateBucketStore {
         }
     }
 
-    private func evaluate(on connection: RedisConnection, key: String, arguments: [String], limit: Int) throws(RedisCallError) -> BucketDecision {
+    private func evaluate(on connection: RedisConnection, key: String, arguments: [String], limit: Int) throws(RedisCallError) -> RateVerdict {
         var sha = scriptSHA.withLock { $0 } ?? ""
         if sha.isEmpty { sha = try load(on: connection) }
         var reply = try connection.call(["EVALSHA", sha, "1", key] + arguments)
@@ -182,7 +182,7 @@ public final class RedisBucketStore: RateBucketStore {
             case .integer(let allowed) = items[0], case .integer(let remaining) = items[1],
             case .integer(let full) = items[2], case .integer(let retry) = items[3]
         else { throw .server("unexpected reply to the bucket script") }
-        return BucketDecision(
+        return RateVerdict(
             allowed: allowed == 1, limit: limit, remaining: Int(remaining),
             resetSeconds: Double(full) / 1e6, retryAfterSeconds: Double(retry) / 1e6)
     }

@@ -1,0 +1,223 @@
+import CofferSDK
+import Foundation
+import Logging
+import Synchronization
+
+extension NamespaceCore {
+    // MARK: request handling
+
+    /// Resolves a token, authorizes, dispatches: the request path of DESIGN §2.
+    ///
+    /// `tokenNamespace` is the namespace that owns the token when it is an ancestor of this
+    /// one: the token is looked up there and that namespace's policies apply, to this
+    /// namespace's path prefixed with its path relative to the token's namespace.
+    public func handle(_ request: CoreRequest, tokenNamespace: NamespaceCore? = nil) async throws -> LogicalResponse {
+        let path = request.path
+        let owner = tokenNamespace ?? self
+        let aclPath = String(self.path.dropFirst(owner.path.count)) + path
+        guard let mount = router.withLock({ $0.route(path) }) else {
+            throw CofferError(.notFound, "no handler for route \"\(path.prefix(256))\". route entry not found.")
+        }
+        var rel = path.count >= mount.routePath.count ? String(path.dropFirst(mount.routePath.count)) : ""
+        if rel.hasPrefix("/") { rel.removeFirst() }
+
+        var logical = LogicalRequest(id: request.id, operation: request.operation, path: rel, mountPoint: mount.routePath, data: request.data, remoteAddress: request.remoteAddress)
+
+        let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
+        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        var auditInfo = audit.map { _ in
+            AuditRequestInfo(
+                id: request.id, operation: request.operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
+                mountType: mount.entry.type, mountPoint: mount.routePath, mountAccessor: mount.entry.accessor,
+                clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
+        }
+        var spent: String?
+        var tokenHash: String?
+        if !unauthenticated {
+            guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
+                throw CofferError.denied()
+            }
+            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
+            tokenHash = e.idHash
+
+            if logical.operation == .update || logical.operation == .create {
+                if let exists = try await instance(of: mount, owner: owner).exists(logical) {
+                    logical.operation = exists ? .update : .create
+                } else {
+                    logical.operation = .update
+                }
+            }
+            if audit != nil, let token = logical.token {
+                auditInfo?.operation = logical.operation
+                auditInfo?.clientTokenAccessor = e.accessor
+                auditInfo?.auth = AuditAuth(token: token, clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+            }
+            let acl = try await owner.policies.acl(for: e.policies)
+            let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
+            do {
+                let granted = try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
+                logical.token?.hasSudo = granted.contains(.sudo)
+            } catch {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
+                throw error
+            }
+            if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
+        } else if logical.operation == .update {
+            if let exists = try await instance(of: mount, owner: owner).exists(logical) { logical.operation = exists ? .update : .create }
+        }
+        guard let spent else {
+            return try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+        }
+        // A limited-use token: its last use revokes it once every request that spent a use is done.
+        do {
+            let response = try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            await owner.tokens.endUse(spent)
+            return response
+        } catch {
+            await owner.tokens.endUse(spent)
+            throw error
+        }
+    }
+
+    /// Runs an authorized request: lease quotas, the request's audit entry, the engine, the
+    /// lease of what it issued, the response's audit entry.
+    private func dispatch(
+        _ logical: LogicalRequest, mount: MountedBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?,
+        audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
+    ) async throws -> LogicalResponse {
+        // A request that may create a lease takes room under the lease-count quotas first.
+        let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
+        var reserved: [String] = []
+        if let leasing, leasing.mayCreateLease(logical) {
+            // Only the active node creates leases: a standby hands the request over before
+            // the engine makes anything (a database user) that no lease would track.
+            if hooks.isStandby() { throw CofferError(.standbyWrite, "this node is a standby; leases are issued by the active node") }
+            do {
+                reserved = try await hooks.reserveLeaseQuotas(self, path)
+            } catch {
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
+                throw error
+            }
+        }
+        defer { hooks.leases?.release(reserved) }
+        // The request entry reaches an audit device before the operation runs, or it does not run.
+        if let audit, let info = auditInfo { try await audit.logRequest(info) }
+        var result: LogicalResponse?
+        do {
+            result = try await instance(of: mount, owner: owner).handle(logical)
+            if let leasing, let leases = hooks.leases, let secret = result?.secret {
+                do {
+                    let lease = try await leases.register(
+                        ns: self, mount: mount, requestPath: path, secret: secret, tokenHash: tokenHash, tokenNamespace: tokenHash == nil ? nil : owner)
+                    result?.leaseID = lease.leaseID
+                    result?.secret?.ttl = lease.ttl
+                    result?.warnings += lease.warnings
+                } catch {
+                    // No lease, no secret: undo what the engine created.
+                    let now = Date()
+                    try? await leasing.revokeLease(LeaseInfo(leaseID: "", path: rel, internalData: secret.internalData, issueTime: now, expireTime: now))
+                    throw error
+                }
+            }
+        } catch {
+            if let audit, var info = auditInfo {
+                info.error = Self.auditMessage(error)
+                try await audit.logResponse(AuditResponseInfo(request: info, error: Self.auditMessage(error)))
+            }
+            throw error
+        }
+        guard var response = result else {
+            if logical.operation == .read || logical.operation == .list || logical.operation == .patch { throw CofferError(.notFound, "") }
+            return LogicalResponse(statusCode: 204)
+        }
+        if mount.kind == .system { response.dataAtTopLevel = true }
+        response.mountType = mount.entry.type
+        response.mountPoint = self.path + mount.routePath
+        response.namespacePath = self.path
+        if let audit, let info = auditInfo { try await audit.logResponse(AuditResponseInfo(request: info, response: response)) }
+        return response
+    }
+
+    /// Spends one use of a limited-use token (no-op for unlimited ones); a token with no use
+    /// left is refused (403, audited). Answers whether a use was spent: the caller then calls
+    /// `TokenStore.endUse` once the request is done, which revokes a used-up token.
+    static func spendUse(of e: TokenEntry, in store: TokenStore, audit: AuditBroker?, _ info: AuditRequestInfo?) async throws -> Bool {
+        guard e.numUses > 0 else { return false }
+        guard try await store.useToken(e) else {
+            if let audit, let info { await auditRefusal(audit, info, CofferError.denied()) }
+            throw CofferError.denied()
+        }
+        return true
+    }
+
+    /// Refused before running (no token, denied): both entries carry the error, as in Vault.
+    /// An audit failure here changes nothing: the request is refused either way.
+    static func auditRefusal(_ audit: AuditBroker, _ request: AuditRequestInfo, _ error: any Error) async {
+        var info = request
+        info.error = auditMessage(error)
+        try? await audit.logRequest(info)
+        try? await audit.logResponse(AuditResponseInfo(request: info, error: auditMessage(error)))
+    }
+
+    static func auditMessage(_ error: any Error) -> String {
+        (error as? CofferError)?.message ?? "internal error"
+    }
+
+    /// Checks that a token may perform `operation` on `path`, for endpoints the gateway
+    /// answers itself (`sys/metrics`, `sys/step-down`, snapshots): like any request, it
+    /// spends one use of a limited-use token and reaches the audit devices (both entries
+    /// are written once authorized, before the gateway acts).
+    public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false, requestID: String = RandomID.uuid(), remoteAddress: String? = nil) async throws {
+        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        let sys = router.withLock { $0.mounts.first { $0.kind == .system } }
+        let info = audit.map { _ in
+            AuditRequestInfo(
+                id: requestID, operation: operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
+                mountType: "system", mountPoint: "sys/", mountAccessor: sys?.entry.accessor ?? "", clientToken: clientToken ?? "",
+                data: [:], remoteAddress: remoteAddress ?? "")
+        }
+        guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+            if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
+            throw CofferError.denied()
+        }
+        do {
+            try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
+        } catch {
+            if let audit, let info { await Self.auditRefusal(audit, info, error) }
+            throw error
+        }
+        if try await Self.spendUse(of: e, in: tokens, audit: audit, info) { await tokens.endUse(e.idHash) }
+        if let audit, var request = info {
+            request.clientTokenAccessor = e.accessor
+            request.auth = AuditAuth(
+                token: RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID),
+                clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+            try await audit.logRequest(request)
+            try await audit.logResponse(AuditResponseInfo(request: request))
+        }
+    }
+
+    /// Capabilities of a token on paths (sys/capabilities*).
+    public func capabilities(policies names: [String], paths: [String]) async throws -> [String: [String]] {
+        let acl = try await policies.acl(for: names)
+        var out: [String: [String]] = [:]
+        for p in paths {
+            var path = p
+            if path.hasPrefix("/") { path.removeFirst() }
+            if acl.isRoot {
+                out[p] = ["root"]
+            } else {
+                let c = acl.capabilities(path).names
+                out[p] = c.isEmpty ? ["deny"] : c
+            }
+        }
+        return out
+    }
+
+    /// Glob with an optional trailing `*`.
+    static func globMatch(_ pattern: String, _ path: String) -> Bool {
+        if pattern.hasSuffix("*") { return path.hasPrefix(pattern.dropLast()) }
+        return pattern == path
+    }
+}

@@ -199,15 +199,21 @@ def test_pg_bad_sql_is_a_clear_4xx_and_leaves_nothing(root_client):
         root_client.sys.list_leases(f"{mount}/creds/broken")
 
 
+def setup_pg_static_role(client: hvac.Client, role: str, rotation_period: int) -> tuple[str, str, dict]:
+    """A mount with a static role over a new PostgreSQL login user whose password starts as
+    'initial-Passw0rd'; answers (mount, user, the credentials after creation's rotation)."""
+    mount, _ = setup_pg_mount(client)
+    name = unique(role).replace("-", "_")
+    pg_root(f"CREATE ROLE {name} WITH LOGIN PASSWORD 'initial-Passw0rd'")
+    client.secrets.database.create_static_role(
+        name=role, db_name="pg", username=name, rotation_period=rotation_period, mount_point=mount,
+        rotation_statements=["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"])
+    return mount, name, client.secrets.database.get_static_credentials(name=role, mount_point=mount)["data"]
+
+
 @needs_pg
 def test_pg_static_role_rotation_changes_the_password(root_client):
-    mount, _ = setup_pg_mount(root_client)
-    name = unique("static").replace("-", "_")
-    pg_root(f"CREATE ROLE {name} WITH LOGIN PASSWORD 'initial-Passw0rd'")
-    root_client.secrets.database.create_static_role(
-        name="svc", db_name="pg", username=name, rotation_period=3600, mount_point=mount,
-        rotation_statements=["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"])
-    first = root_client.secrets.database.get_static_credentials(name="svc", mount_point=mount)["data"]
+    mount, name, first = setup_pg_static_role(root_client, "svc", rotation_period=3600)
     assert first["username"] == name and first["password"] != "initial-Passw0rd"
     assert psql("SELECT 1", user=name, password="initial-Passw0rd").returncode != 0, "creating the static role rotates at once"
     assert psql("SELECT 1", user=name, password=first["password"]).returncode == 0
@@ -223,13 +229,7 @@ def test_pg_static_role_rotation_changes_the_password(root_client):
 def test_pg_static_role_is_rotated_on_schedule(root_client):
     """#25: the core runs the engine's periodic work; a 5 s rotation_period rotates the
     password without any request asking for it."""
-    mount, _ = setup_pg_mount(root_client)
-    name = unique("sched").replace("-", "_")
-    pg_root(f"CREATE ROLE {name} WITH LOGIN PASSWORD 'initial-Passw0rd'")
-    root_client.secrets.database.create_static_role(
-        name="sched", db_name="pg", username=name, rotation_period=5, mount_point=mount,
-        rotation_statements=["ALTER ROLE \"{{name}}\" WITH PASSWORD '{{password}}';"])
-    first = root_client.secrets.database.get_static_credentials(name="sched", mount_point=mount)["data"]
+    mount, name, first = setup_pg_static_role(root_client, "sched", rotation_period=5)
     assert first["ttl"] <= 5
 
     def rotated():

@@ -47,8 +47,9 @@ public struct CofferError: Error, Sendable, CustomStringConvertible {
     public let cause: (any Error)?
     public let file: String
     public let line: Int
-    /// HTTP response headers that go with the error (e.g. `Retry-After` on a 429).
-    public var headers: [String: String] = [:]
+    /// A refused request's rate-limit state (a 429): the Gateway answers `Retry-After`
+    /// and, when enabled, `X-RateLimit-*` from it.
+    public var rateLimit: RateLimitState?
 
     public init(
         _ code: Code, _ message: String, cause: (any Error)? = nil,

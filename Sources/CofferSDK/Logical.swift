@@ -6,6 +6,24 @@ public enum LogicalOperation: String, Sendable, Hashable, CaseIterable {
     case create, read, update, patch, delete, list, help
 }
 
+/// What the rate-limit quotas said about a request, in whole seconds, for the response.
+public struct RateLimitState: Sendable, Equatable {
+    /// The tightest bucket's size, tokens left and seconds until it is full again (nil when
+    /// `enable_rate_limit_response_headers` is off).
+    public var limit: Int?
+    public var remaining: Int?
+    public var resetSeconds: Int?
+    /// Seconds until a refused request may succeed (nil when it was allowed).
+    public var retryAfterSeconds: Int?
+
+    public init(limit: Int? = nil, remaining: Int? = nil, resetSeconds: Int? = nil, retryAfterSeconds: Int? = nil) {
+        self.limit = limit
+        self.remaining = remaining
+        self.resetSeconds = resetSeconds
+        self.retryAfterSeconds = retryAfterSeconds
+    }
+}
+
 /// What a request counts as, for billing (`sys/usage`). A route declares the class of an
 /// operation when it is not the plain one of its operation (a login, a credential issued,
 /// a cryptographic operation).
@@ -150,8 +168,9 @@ public struct LogicalResponse: Sendable {
     public var mountPoint: String?
     /// The namespace that answered ("" for root); set by the core.
     public var namespacePath: String?
-    /// Extra HTTP response headers (e.g. `X-RateLimit-*`), set by the node, not by backends.
-    public var headers: [String: String] = [:]
+    /// The rate-limit state of the request (set by the node when quotas applied and
+    /// response headers are enabled, never by backends); the Gateway writes `X-RateLimit-*`.
+    public var rateLimit: RateLimitState?
     /// A non-JSON body (e.g. CSV), sent as is with its content type.
     public var rawText: (contentType: String, body: String)?
 

@@ -23,13 +23,13 @@ extension CofferError.Code {
 
 /// A `CofferError` thrown anywhere below a Hummingbird route renders as Vault renders
 /// errors: the status of its code and `{"errors": [message]}` (an empty list for a bare
-/// 404), with the headers that go with it (`Retry-After`).
+/// 404), with the headers of its rate-limit state (`Retry-After`, `X-RateLimit-*`).
 extension CofferError: HTTPResponseError {
     public var status: HTTPResponse.Status { code.httpStatus }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
         var response = VaultResponder.error(status, message.isEmpty ? [] : [message])
-        VaultResponder.addHeaders(headers, to: &response)
+        VaultResponder.addHeaders(rateLimit, to: &response)
         return response
     }
 }

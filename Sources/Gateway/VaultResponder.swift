@@ -108,10 +108,18 @@ public struct VaultResponder: HTTPResponder {
         return Response(status: status, headers: jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 
-    static func addHeaders(_ headers: [String: String], to response: inout Response) {
-        for (name, value) in headers {
-            if let field = HTTPField.Name(name) { response.headers[field] = value }
-        }
+    static let rateLimitLimit = HTTPField.Name("X-RateLimit-Limit")!
+    static let rateLimitRemaining = HTTPField.Name("X-RateLimit-Remaining")!
+    static let rateLimitReset = HTTPField.Name("X-RateLimit-Reset")!
+    static let retryAfter = HTTPField.Name("Retry-After")!
+
+    /// `X-RateLimit-*` (when the node enabled them) and `Retry-After` (on a 429).
+    static func addHeaders(_ state: RateLimitState?, to response: inout Response) {
+        guard let state else { return }
+        if let v = state.limit { response.headers[rateLimitLimit] = String(v) }
+        if let v = state.remaining { response.headers[rateLimitRemaining] = String(v) }
+        if let v = state.resetSeconds { response.headers[rateLimitReset] = String(v) }
+        if let v = state.retryAfterSeconds { response.headers[retryAfter] = String(v) }
     }
 
     static func json(_ status: HTTPResponse.Status, _ value: JSONValue, head: Bool = false) -> Response {
@@ -282,7 +290,7 @@ public struct VaultResponder: HTTPResponder {
         info.mountPath = response.mountPoint ?? ""
         info.namespace = response.namespacePath.map { $0.isEmpty ? "root" : $0 } ?? "root"
         var rendered = render(response, requestID: requestID, operation: operation, head: method == .head, mountType: response.mountType)
-        if !response.headers.isEmpty { Self.addHeaders(response.headers, to: &rendered) }
+        Self.addHeaders(response.rateLimit, to: &rendered)
         return rendered
     }
 

@@ -244,11 +244,11 @@ extension Core {
         defer { if !ns.path.isEmpty { endUse(ns.path) } }
         let kind = requestClass(ns: ns, rel: rel, operation: request.operation)
         do {
-            let rateHeaders = try await enforceQuotas(ns: ns, rel: rel, request: request)
+            let rateLimit = try await enforceQuotas(ns: ns, rel: rel, request: request)
             var req = request
             req.path = rel
             var response = try await handleResolved(req, ns: ns)
-            if !rateHeaders.isEmpty { response.headers.merge(rateHeaders) { a, _ in a } }
+            if let rateLimit { response.rateLimit = rateLimit }
             usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .ok, bytesIn: request.bytesIn)
             return response
         } catch let e as CofferError where e.code == .standbyWrite {

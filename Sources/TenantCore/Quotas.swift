@@ -303,14 +303,15 @@ extension Core {
         return out
     }
 
-    /// Draws one token from every applicable quota's bucket. Returns the response headers
-    /// (when enabled); throws 429 with `Retry-After` when any bucket refuses.
-    func enforceQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [String: String] {
-        guard let limiter = rateLimiter.withLock({ $0 }) else { return [:] }
+    /// Draws one token from every applicable quota's bucket. Returns the state for the
+    /// response headers (when enabled); throws 429 carrying `retryAfterSeconds` when any
+    /// bucket refuses.
+    func enforceQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> RateLimitState? {
+        guard let limiter = rateLimiter.withLock({ $0 }) else { return nil }
         let config = quotaConfig
-        if config.isExempt(fullPath: ns.path + rel, relative: rel) { return [:] }
+        if config.isExempt(fullPath: ns.path + rel, relative: rel) { return nil }
         let quotas = try await applicableQuotas(ns: ns, rel: rel, request: request)
-        if quotas.isEmpty { return [:] }
+        if quotas.isEmpty { return nil }
         var tightest: RateVerdict?
         var refused: RateVerdict?
         for (level, q) in quotas {
@@ -325,23 +326,23 @@ extension Core {
                 key: "\(level.id)/\(q.managed ? "m" : "q")/\(q.name)/\(group)", rate: max(1, Int(exactly: min(q.rate, RateLimitQuota.maxRate).rounded(.up)) ?? 1),
                 interval: Double(q.interval), blockInterval: Double(q.blockInterval))
             let verdict = try await limiter.take(bucket)
-            if !verdict.allowed {
-                if refused == nil || verdict.retryAfterSeconds > refused!.retryAfterSeconds { refused = verdict }
-            }
-            if tightest == nil || verdict.remaining < tightest!.remaining { tightest = verdict }
+            if !verdict.allowed, verdict.retryAfterSeconds > refused?.retryAfterSeconds ?? -1 { refused = verdict }
+            if verdict.remaining < tightest?.remaining ?? Int.max { tightest = verdict }
         }
-        var headers: [String: String] = [:]
+        // Whole seconds, rounded up; a store's answer never traps (Checked).
+        func seconds(_ d: Double) -> Int { Int(Checked.int64(truncating: d.rounded(.up)) ?? 0) }
+        var state = RateLimitState()
         if config.enableResponseHeaders, let v = refused ?? tightest {
-            headers["X-RateLimit-Limit"] = String(v.limit)
-            headers["X-RateLimit-Remaining"] = String(max(0, v.remaining))
-            headers["X-RateLimit-Reset"] = String(Int(v.resetSeconds.rounded(.up)))
+            state.limit = v.limit
+            state.remaining = max(0, v.remaining)
+            state.resetSeconds = seconds(v.resetSeconds)
         }
         if let refused {
             var e = CofferError(.rateLimited, "request path \"\(request.path)\": rate limit quota exceeded")
-            headers["Retry-After"] = String(max(1, Int(refused.retryAfterSeconds.rounded(.up))))
-            e.headers = headers
+            state.retryAfterSeconds = max(1, seconds(refused.retryAfterSeconds))
+            e.rateLimit = state
             throw e
         }
-        return headers
+        return state.limit == nil ? nil : state
     }
 }

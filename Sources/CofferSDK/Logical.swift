@@ -253,6 +253,10 @@ public protocol LogicalBackend: Sendable {
     /// Called when the mount goes away from this process (unmount, seal, namespace
     /// eviction or deletion): close connection pools. Must not throw or hang.
     func teardown() async
+    /// Routes, validates and runs a request (the shared dispatcher, `Route.swift`).
+    func handle(_ request: LogicalRequest) async throws -> LogicalResponse?
+    /// Whether the object behind a create/update request exists (nil: the route has no check).
+    func exists(_ request: LogicalRequest) async throws -> Bool?
     /// Whether the backend has timed work (`periodic`); most have none.
     var runsPeriodicWork: Bool { get }
     /// The backend's timed work (rotation, tidy): the core calls it on the active node only

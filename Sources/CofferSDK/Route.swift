@@ -224,6 +224,7 @@ extension LogicalBackend {
     public static var routeDescriptions: [RouteDescription] { routes.map(\.description) }
 
     /// Finds the route for a path.
+    @inlinable
     public static func route(for path: String) -> (Route<Self>, [String: String])? {
         for r in routes {
             if let c = r.match(path) { return (r, c) }
@@ -233,6 +234,7 @@ extension LogicalBackend {
 
     /// Whether the object behind a create/update request exists (decides the ACL capability);
     /// nil when the route declares no check.
+    @inlinable
     public func exists(_ request: LogicalRequest) async throws -> Bool? {
         guard let (r, c) = Self.route(for: request.path), let check = r.existenceCheck else { return nil }
         var req = request
@@ -247,7 +249,11 @@ extension LogicalBackend {
 
     /// The one dispatcher every backend shares: route, refuse unsupported operations (405),
     /// validate fields (400), run the handler. Help on a path no route declares (the mount
-    /// itself) answers the backend's help.
+    /// itself) answers the backend's help. Inlinable and a protocol requirement: each
+    /// backend's conformance gets a copy specialized to its type (the core calls it through
+    /// `any LogicalBackend`, where an unspecialized generic would look up every route
+    /// table and handler through metadata).
+    @inlinable
     public func handle(_ request: LogicalRequest) async throws -> LogicalResponse? {
         guard let (r, c) = Self.route(for: request.path) else {
             if request.operation == .help {

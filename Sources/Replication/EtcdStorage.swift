@@ -728,9 +728,10 @@ public final class EtcdStorage: Storage {
             // A read at a revision etcd has compacted (or not reached yet): re-list either way.
             return EtcdCompacted()
         case .invalidArgument?:
-            // What Coffer sends is well-formed; etcd refuses its size (request too large,
-            // too many operations in one transaction).
-            return CofferError.invalid("etcd refused the write: \(clip(message))")
+            // What Coffer sends is well-formed and sized below etcd's limit (checked before
+            // sending): etcd refusing it (auth without a user, a limit set lower on the
+            // server) is the storage tier's fault, not the client's.
+            return CofferError(.unavailable, "etcd refused the request: \(clip(message))")
         case .notFound?:
             return CofferError(.unavailable, "etcd: \(clip(message))", cause: EtcdStatus.notFound)
         default:

@@ -752,13 +752,14 @@ struct LiveDatabaseScenario {
         } catch {}
         #expect(try await call(.read, "static-roles/ghost") == nil)
 
-        // The schedule rotates a due static role by itself (without a static-creds read).
-        try await backend.setup()
+        // The schedule (the core's periodic work, driven here by hand) rotates a due static
+        // role by itself, without a static-creds read.
         try await call(.update, "static-roles/st", ["rotation_period": 5])
         let before = try #require(try await backend.loadStaticRole("st"))
         var after = before
         for _ in 0..<40 where after.lastRotation == before.lastRotation {
             try await Task.sleep(for: .milliseconds(250))
+            _ = await backend.periodic()
             after = try #require(try await backend.loadStaticRole("st"))
         }
         #expect(after.lastRotation > before.lastRotation)

@@ -24,9 +24,10 @@ public final class WakeSignal: Sendable {
         waiter?.resume()
     }
 
-    public func wait(seconds: Double) async {
+    /// Returns after a signal or after `timeout` (at most a day), whichever comes first.
+    public func wait(for timeout: Duration) async {
         let timer = Task { [self] in
-            try? await Task.sleep(for: .seconds(seconds.isFinite ? min(max(0, seconds), 86_400) : 86_400))
+            try? await Task.sleep(for: min(max(.zero, timeout), .seconds(86_400)))
             if !Task.isCancelled { signal() }
         }
         await withTaskCancellationHandler {

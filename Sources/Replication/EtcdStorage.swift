@@ -720,10 +720,11 @@ public final class EtcdStorage: Storage {
 
     static func failure(status: HTTPResponseStatus, body: ByteBuffer) -> any Error {
         let reply = try? decoder().decode(ErrorReply.self, from: Data(body.readableBytesView))
-        // gRPC code 16: Unauthenticated (the token expired or the cluster restarted).
-        if reply?.code == 16 { return EtcdAuthExpired() }
         let message = reply?.message ?? reply?.error ?? "HTTP \(status.code)"
         switch reply?.code.flatMap(EtcdStatus.init(rawValue:)) {
+        case .unauthenticated?:
+            // The token expired or the cluster restarted.
+            return EtcdAuthExpired()
         case .outOfRange?:
             // A read at a revision etcd has compacted (or not reached yet): re-list either way.
             return EtcdCompacted()

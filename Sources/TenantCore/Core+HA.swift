@@ -34,6 +34,11 @@ public struct HAConfiguration: Sendable {
 
 /// What the lock holder advertises (the lock key's value).
 public struct LeaderAdvertisement: Codable, Sendable, Equatable {
+    /// The advertisement a lock value holds, or nil when it does not read.
+    static func decoded(_ bytes: [UInt8]) -> LeaderAdvertisement? {
+        try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(bytes))
+    }
+
     public var nodeID: String
     public var apiAddr: String
     public var clusterAddr: String
@@ -192,7 +197,7 @@ extension Core {
             nodeID: nodeID, pollInterval: config.pollInterval, lockTTL: .seconds(config.lockTTL), stepDownHold: config.stepDownHold)
         var pending = machine.start()
         var lastError = ContinuousClock.now - .seconds(60)
-        var advertised: [UInt8] = []
+        var advertised: (advert: LeaderAdvertisement, bytes: [UInt8])?
         while !pending.isEmpty {
             let action = pending.removeFirst()
             if Task.isCancelled, machine.state != .stopped {
@@ -200,8 +205,14 @@ extension Core {
                 continue
             }
             guard let event = await perform(action, config, machine: machine, advertised: &advertised, lastError: &lastError) else { continue }
-            if case .foreignKeyring = event { logger.error("HA: storage holds another cluster's keyring; sealing") }
-            pending += machine.handle(event)
+            let actions = machine.handle(event)
+            switch event {
+            case .foreignKeyring: logger.error("HA: storage holds another cluster's keyring; sealing")
+            case .leaseGone: logger.error("HA: the lock's lease is gone; this node is no longer active")
+            case .renewalFailed where actions.contains(.closeGate): logger.error("HA: cannot renew the lock; stepping down")
+            default: break
+            }
+            pending += actions
         }
         if Task.isCancelled { config.gate.setOpen(false) }
     }
@@ -209,13 +220,13 @@ extension Core {
     /// Runs one action of the campaign; answers the event it produced (nil: none).
     func perform(
         _ action: HAStateMachine.Action, _ config: HAConfiguration, machine: HAStateMachine,
-        advertised: inout [UInt8], lastError: inout ContinuousClock.Instant
+        advertised: inout (advert: LeaderAdvertisement, bytes: [UInt8])?, lastError: inout ContinuousClock.Instant
     ) async -> HAStateMachine.Event? {
         do {
             switch action {
             case .readLock:
                 guard let holder = try await config.lock.holder() else { return .lockHolder(nil, held: false) }
-                return .lockHolder(try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(holder)), held: true)
+                return .lockHolder(LeaderAdvertisement.decoded(holder), held: true)
             case .acquire:
                 let advert = LeaderAdvertisement(
                     nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress,
@@ -223,15 +234,16 @@ extension Core {
                 let bytes = Array(try StoredJSON.encoder.encode(advert))
                 switch try await config.lock.acquire(value: bytes, ttlSeconds: config.lockTTL) {
                 case .held(let holder):
-                    return .heldBy(holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) })
+                    return .heldBy(holder.flatMap(LeaderAdvertisement.decoded))
                 case .acquired(let lease):
-                    advertised = bytes
+                    advertised = (advert, bytes)
                     return .acquired(lease: lease, now: .now)
                 }
             case .activate:
-                config.lock.fence(advertised)
+                guard let advertised else { return .activationFailed }
+                config.lock.fence(advertised.bytes)
                 do {
-                    try await activate(StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(advertised)))
+                    try await activate(advertised.advert)
                     return .activated(now: .now)
                 } catch is ForeignKeyring {
                     return .foreignKeyring
@@ -298,12 +310,6 @@ extension Core {
             }
             return .storageFailed
         }
-    }
-
-    func refreshLeader(_ config: HAConfiguration) async throws {
-        let holder = try await config.lock.holder()
-        let leader = holder.flatMap { try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data($0)) }
-        ha.withLock { $0.leader = leader }
     }
 
     /// One standby period: follow the change feed until the next look at the lock. A
@@ -388,9 +394,6 @@ extension Core {
         }
     }
 
-    /// Keeps the lease alive until it is lost, the node steps down or seals. Renews every
-    /// third of the TTL; gives up (and stops writing) when no renewal succeeded for two
-    /// thirds of it, before the lease can expire under it.
     /// Standby → active: reload everything from storage (this node may have missed the
     /// last changes of the previous active), open the gate, start background work.
     func activate(_ advert: LeaderAdvertisement) async throws {

@@ -313,8 +313,12 @@ public final class Core: Sendable {
     public func stopBackgroundWork() async {
         await periodic.stop()
         await leases.stop()
-        let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
-        for ns in open { await ns.teardownBackends() }
+        for ns in openNamespaces { await ns.teardownBackends() }
+    }
+
+    /// The root namespace (when unsealed) and every loaded namespace.
+    var openNamespaces: [NamespaceCore] {
+        [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
     }
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
@@ -329,8 +333,7 @@ public final class Core: Sendable {
         await periodic.stop()
         await leases.stop()
         await audit.close()
-        let open = [rootNamespace.withLock { $0 }].compactMap { $0 } + loaded.withLock { Array($0.values) }
-        for ns in open { await ns.teardownBackends() }
+        for ns in openNamespaces { await ns.teardownBackends() }
         barrier.clear()
         rootNamespace.withLock { $0 = nil }
         loaded.withLock { $0 = [:] }

@@ -147,7 +147,7 @@ struct HAStateMachine: Sendable {
         case (.active, .leaseGone):
             state = .standby
             return [.closeGate, .demote, .readLock]
-        case (.active(let lease, let last), .renewalFailed(let now)):
+        case (.active(_, let last), .renewalFailed(let now)):
             // The lease may have expired: stop writing before another node can start.
             if now - last > lockTTL * 2 / 3 {
                 state = .standby
@@ -160,10 +160,7 @@ struct HAStateMachine: Sendable {
 
         // Stepped down: follow whoever is active; campaign again after the hold.
         case (.holdingOff(let until), .tick(let now)):
-            if now >= until {
-                state = .standby
-                return [.readLock]
-            }
+            if now >= until { state = .standby }
             return [.readLock]
         case (.holdingOff, .lockHolder(let holder, let held)):
             if held, let holder, holder.nodeID != nodeID {
@@ -177,8 +174,10 @@ struct HAStateMachine: Sendable {
         case (.activating(let lease), .storageFailed):
             state = .standby
             return [.release(lease: lease), .demote, .wait(.seconds(1))]
-        case (.standby, .storageFailed), (.acquiring, .storageFailed), (.holdingOff, .storageFailed):
-            if case .acquiring = state { state = .standby }
+        case (.acquiring, .storageFailed):
+            state = .standby
+            return [.wait(pollInterval)]
+        case (.standby, .storageFailed), (.holdingOff, .storageFailed):
             return [.wait(pollInterval)]
 
         default:

@@ -18,6 +18,7 @@ extension NamespaceCore {
         guard let mount = router.withLock({ $0.route(path) }) else {
             throw CofferError(.notFound, "no handler for route \"\(path.prefix(256))\". route entry not found.")
         }
+        let backend = try instance(of: mount, owner: owner)
         var rel = path.count >= mount.routePath.count ? String(path.dropFirst(mount.routePath.count)) : ""
         if rel.hasPrefix("/") { rel.removeFirst() }
 
@@ -42,7 +43,7 @@ extension NamespaceCore {
             tokenHash = e.idHash
 
             if logical.operation == .update || logical.operation == .create {
-                if let exists = try await instance(of: mount, owner: owner).exists(logical) {
+                if let exists = try await backend.exists(logical) {
                     logical.operation = exists ? .update : .create
                 } else {
                     logical.operation = .update
@@ -64,14 +65,14 @@ extension NamespaceCore {
             }
             if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
         } else if logical.operation == .update {
-            if let exists = try await instance(of: mount, owner: owner).exists(logical) { logical.operation = exists ? .update : .create }
+            if let exists = try await backend.exists(logical) { logical.operation = exists ? .update : .create }
         }
         guard let spent else {
-            return try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            return try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
         }
         // A limited-use token: its last use revokes it once every request that spent a use is done.
         do {
-            let response = try await dispatch(logical, mount: mount, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
             await owner.tokens.endUse(spent)
             return response
         } catch {
@@ -83,7 +84,7 @@ extension NamespaceCore {
     /// Runs an authorized request: lease quotas, the request's audit entry, the engine, the
     /// lease of what it issued, the response's audit entry.
     private func dispatch(
-        _ logical: LogicalRequest, mount: MountedBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?,
+        _ logical: LogicalRequest, mount: MountedBackend, backend: any LogicalBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?,
         audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
     ) async throws -> LogicalResponse {
         // A request that may create a lease takes room under the lease-count quotas first.
@@ -105,7 +106,7 @@ extension NamespaceCore {
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         do {
-            result = try await instance(of: mount, owner: owner).handle(logical)
+            result = try await backend.handle(logical)
             if let leasing, let leases = hooks.leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(

@@ -99,8 +99,7 @@ public final class PeriodicWork: Sendable {
                         finished(key, generation: entry.generation, again: again)
                     }
                 }
-                let wait = next.map { now.duration(to: $0) } ?? .seconds(60)
-                await wake.wait(seconds: Double(wait.components.seconds) + Double(wait.components.attoseconds) / 1e18)
+                await wake.wait(for: next.map { now.duration(to: $0) } ?? .seconds(60))
             }
             group.cancelAll()
         }

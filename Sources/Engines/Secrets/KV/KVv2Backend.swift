@@ -325,7 +325,6 @@ public struct KVv2Backend: LogicalBackend {
 
     func deleteLatest(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
-        guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
         return try await locked(key) { () async throws -> LogicalResponse? in
             guard var m = try await metadata(key), var v = m.versions[m.currentVersion] else { return nil }
             if v.deletionTime == nil || !Self.isDeleted(v) {
@@ -443,7 +442,6 @@ public struct KVv2Backend: LogicalBackend {
 
     func patchMetadata(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let key = req.fields.string("path")
-        guard !key.isEmpty, !key.hasSuffix("/") else { return nil }
         let fields = req.fields
         let patchData = req.data["custom_metadata"]
         return try await locked(key) { () async throws -> LogicalResponse? in

@@ -156,43 +156,47 @@ public struct LogicalResponse: Sendable {
     public var auth: AuthInfo?
     public var warnings: [String]
     public var wrapInfo: JSONValue?
-    /// A non-default HTTP status with the envelope (Vault uses 404 + data for deleted KV versions).
-    public var statusCode: Int?
-    /// A raw JSON body instead of the Vault envelope (sys/health, sys/seal-status...).
-    public var rawBody: JSONValue?
+    /// How the answer is shaped (the Gateway maps it onto HTTP).
+    public var form: Form
     /// Copy `data` to the top level of the envelope, as Vault does for legacy sys/ paths.
     public var dataAtTopLevel: Bool
     /// The type of the mount that answered (`mount_type` in the envelope); set by the core.
     public var mountType: String?
     /// The mount that answered (`secret/`); set by the core, for logs and audit.
     public var mountPoint: String?
-    /// The namespace that answered ("" for root); set by the core.
-    public var namespacePath: String?
-    /// The rate-limit state of the request (set by the node when quotas applied and
-    /// response headers are enabled, never by backends); the Gateway writes `X-RateLimit-*`.
-    public var rateLimit: RateLimitState?
-    /// A non-JSON body (e.g. CSV), sent as is with its content type.
-    public var rawText: (contentType: String, body: String)?
 
-    public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], statusCode: Int? = nil) {
+    /// The shape of an answer, in the operation's terms.
+    public enum Form: Sendable, Equatable {
+        /// The Vault envelope around `data`, `secret`, `auth` and `warnings`.
+        case envelope
+        /// The object existed and is gone (a deleted or destroyed version): the envelope
+        /// with what is left of it (its metadata), answered as not found.
+        case gone
+        /// Done, with nothing to say (even for an operation that usually answers data).
+        case done
+        /// A JSON document as is, without the envelope (help).
+        case document(JSONValue)
+        /// A document that is not JSON (CSV), with its media type.
+        case text(contentType: String, body: String)
+    }
+
+    public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], form: Form = .envelope) {
         self.data = data
         self.secret = secret
         self.auth = auth
         self.warnings = warnings
-        self.statusCode = statusCode
+        self.form = form
         self.wrapInfo = nil
-        self.rawBody = nil
         self.dataAtTopLevel = false
         self.mountType = nil
         self.mountPoint = nil
-        self.namespacePath = nil
     }
 
-    public static func raw(_ body: JSONValue, status: Int = 200) -> LogicalResponse {
-        var r = LogicalResponse(statusCode: status)
-        r.rawBody = body
-        return r
-    }
+    /// Done, nothing to answer.
+    public static var done: LogicalResponse { LogicalResponse(form: .done) }
+
+    /// A JSON document without the envelope.
+    public static func document(_ body: JSONValue) -> LogicalResponse { LogicalResponse(form: .document(body)) }
 
     public static func list(_ keys: [String]) -> LogicalResponse {
         LogicalResponse(data: ["keys": .array(keys.map { .string($0) })])

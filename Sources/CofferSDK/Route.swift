@@ -258,13 +258,13 @@ extension LogicalBackend {
         guard let (r, c) = Self.route(for: request.path) else {
             if request.operation == .help {
                 let paths = Self.routes.map { "    \($0.pattern)" + ($0.summary.isEmpty ? "" : "\n        \($0.summary)") }
-                return .raw(["help": .string(backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
+                return .document(["help": .string(backendHelp + "\n\n## PATHS\n\n" + paths.joined(separator: "\n\n"))])
             }
             throw CofferError(.notFound, "unsupported path")
         }
         if request.operation == .help {
             // Vault answers help with a bare {"help": ...} document, not the envelope.
-            return .raw(["help": .string(r.help.isEmpty ? r.summary : r.summary + "\n\n" + r.help)])
+            return .document(["help": .string(r.help.isEmpty ? r.summary : r.summary + "\n\n" + r.help)])
         }
         var op = request.operation
         if r.operations[op] == nil {

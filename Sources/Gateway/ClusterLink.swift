@@ -197,9 +197,8 @@ public struct ClusterService: Service {
         guard let identity else { return }
         var config = gateway
         config.clusterListener = true
-        let responder = VaultResponder(core: link.core, configuration: config, logger: logger)
         let app = Application(
-            responder: responder,
+            router: VaultRouter.build(VaultGateway(core: link.core, configuration: config, logger: logger)),
             server: try .tls(.cofferHTTP1(), tlsConfiguration: identity.serverConfiguration),
             configuration: ApplicationConfiguration(address: .hostname(link.listenHost, port: link.listenPort), serverName: nil),
             onServerRunning: { channel in

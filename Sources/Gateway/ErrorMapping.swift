@@ -28,8 +28,8 @@ extension CofferError: HTTPResponseError {
     public var status: HTTPResponse.Status { code.httpStatus }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = VaultResponder.error(status, message.isEmpty ? [] : [message])
-        VaultResponder.addHeaders(rateLimit, to: &response)
+        var response = VaultGateway.error(status, message.isEmpty ? [] : [message])
+        VaultGateway.addHeaders(rateLimit, to: &response)
         return response
     }
 }

@@ -20,6 +20,9 @@ public struct GatewayConfiguration: Sendable {
     public var clusterListener = false
     /// The address clients use for this node (`sys/ha-status` of a single node).
     public var apiAddress = ""
+    /// Where rate-limit quotas draw their tokens (Redis or the in-process table; nil: no
+    /// rate limiting).
+    public var rateLimiter: (any RateLimiter)?
 
     public init(maxRequestSize: Int = 32 * 1024 * 1024, unauthenticatedMetricsAccess: Bool = false, metricsExporter: @escaping @Sendable () async -> String = { "" }) {
         self.maxRequestSize = maxRequestSize

@@ -5,7 +5,7 @@ import Hummingbird
 import NIOCore
 import TenantCore
 
-extension VaultResponder {
+extension VaultGateway {
     static let snapshotPaths: Set<String> = ["sys/storage/snapshot", "sys/storage/snapshot-force"]
 
     /// `sys/storage/snapshot` (GET: download; POST/PUT: restore) and
@@ -17,9 +17,8 @@ extension VaultResponder {
     /// are audited: the request entry before anything runs, the response entry before a
     /// restore changes anything (after it the node is sealed and the devices closed).
     func snapshotEndpoint(
-        _ request: Request, path: String, operation: LogicalOperation, requestID: String, context: Context, info: inout RequestInfo
+        _ request: Request, path: String, operation: LogicalOperation, requestID: String, context: CofferRequestContext
     ) async throws -> Response {
-        info.mountType = "system"
         let force = path == "sys/storage/snapshot-force"
         if operation == .help {
             let entry = OpenAPIDocument.nodePaths.first { $0.0 == "/" + path }

@@ -761,10 +761,9 @@ public final class EtcdStorage: Storage {
 
     static func encode(_ value: some Encodable) throws -> [UInt8] {
         if let message = value as? any EtcdJSONMessage {
-            var out: [UInt8] = []
-            out.reserveCapacity(512)
-            message.writeJSON(&out)
-            return out
+            var w = JSONWriter(capacity: 512)
+            message.writeJSON(&w)
+            return w.bytes
         }
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
@@ -931,14 +930,22 @@ struct AuthenticateReply: Decodable {
 /// a node's CPU under a write load. Field names are the proto names (snake case), bytes are
 /// base64, as `JSONEncoder` with `.convertToSnakeCase` writes them.
 protocol EtcdJSONMessage {
-    func writeJSON(_ out: inout [UInt8])
+    func writeJSON(_ w: inout JSONWriter)
 }
 
-enum EtcdJSON {
-    static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+/// The members of etcd's messages, on the one `JSONWriter`: a member is left out when its
+/// value is nil (or, for an array, empty), as `JSONEncoder` leaves out a nil optional.
+extension JSONWriter {
+    static let base64Alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
 
-    static func base64<C: Collection<UInt8>>(_ bytes: C, _ out: inout [UInt8]) where C.Index == Int {
+    /// `bytes` as a base64 JSON string.
+    mutating func base64<C: Collection<UInt8>>(_ bytes: C) where C.Index == Int {
+        rawValue { out in Self.base64(bytes, into: &out) }
+    }
+
+    static func base64<C: Collection<UInt8>>(_ bytes: C, into out: inout [UInt8]) where C.Index == Int {
         out.append(UInt8(ascii: "\""))
+        let alphabet = base64Alphabet
         var i = bytes.startIndex
         let end = bytes.endIndex
         while end - i >= 3 {
@@ -964,112 +971,93 @@ enum EtcdJSON {
         out.append(UInt8(ascii: "\""))
     }
 
-    /// `"name":` with a leading comma unless it is the object's first field.
-    static func field(_ name: String, _ first: inout Bool, _ out: inout [UInt8]) {
-        if !first { out.append(UInt8(ascii: ",")) }
-        first = false
-        out.append(UInt8(ascii: "\""))
-        out.append(contentsOf: name.utf8)
-        out.append(contentsOf: "\":".utf8)
-    }
-
-    static func bytesField(_ name: String, _ value: Data?, _ first: inout Bool, _ out: inout [UInt8]) {
+    mutating func member(_ name: StaticString, bytes value: Data?) {
         guard let value else { return }
-        field(name, &first, &out)
-        base64(Array(value), &out)
+        key(name)
+        base64(Array(value))
     }
 
-    static func intField(_ name: String, _ value: Int64?, _ first: inout Bool, _ out: inout [UInt8]) {
+    mutating func member(_ name: StaticString, int value: Int64?) {
         guard let value else { return }
-        field(name, &first, &out)
-        out.append(contentsOf: String(value).utf8)
+        key(name)
+        int(value)
     }
 
-    /// A string of plain ASCII names (enum values, lease ids): no escaping needed.
-    static func nameField(_ name: String, _ value: String?, _ first: inout Bool, _ out: inout [UInt8]) {
+    mutating func member(_ name: StaticString, string value: String?) {
         guard let value else { return }
-        field(name, &first, &out)
-        out.append(UInt8(ascii: "\""))
-        out.append(contentsOf: value.utf8)
-        out.append(UInt8(ascii: "\""))
+        key(name)
+        string(value)
     }
 
-    static func object(_ out: inout [UInt8], _ body: (inout Bool, inout [UInt8]) -> Void) {
-        out.append(UInt8(ascii: "{"))
-        var first = true
-        body(&first, &out)
-        out.append(UInt8(ascii: "}"))
+    mutating func member(_ name: StaticString, bool value: Bool?) {
+        guard let value else { return }
+        key(name)
+        bool(value)
     }
 
-    static func array<T>(_ name: String, _ items: [T], _ first: inout Bool, _ out: inout [UInt8], _ each: (T, inout [UInt8]) -> Void) {
+    mutating func member(_ name: StaticString, _ items: [some EtcdJSONMessage]) {
         guard !items.isEmpty else { return }
-        field(name, &first, &out)
-        out.append(UInt8(ascii: "["))
-        for (i, item) in items.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            each(item, &out)
-        }
-        out.append(UInt8(ascii: "]"))
+        key(name)
+        beginArray()
+        for item in items { item.writeJSON(&self) }
+        endArray()
     }
 }
 
 extension RangeRequest: EtcdJSONMessage {
-    func writeJSON(_ out: inout [UInt8]) {
-        EtcdJSON.object(&out) { first, out in
-            EtcdJSON.bytesField("key", key, &first, &out)
-            EtcdJSON.bytesField("range_end", rangeEnd, &first, &out)
-            EtcdJSON.intField("limit", limit, &first, &out)
-            EtcdJSON.intField("revision", revision, &first, &out)
-            if let keysOnly {
-                EtcdJSON.field("keys_only", &first, &out)
-                out.append(contentsOf: (keysOnly ? "true" : "false").utf8)
-            }
+    func writeJSON(_ w: inout JSONWriter) {
+        w.object { w in
+            w.member("key", bytes: key)
+            w.member("range_end", bytes: rangeEnd)
+            w.member("limit", int: limit)
+            w.member("revision", int: revision)
+            w.member("keys_only", bool: keysOnly)
         }
     }
 }
 
 extension Compare: EtcdJSONMessage {
-    func writeJSON(_ out: inout [UInt8]) {
-        EtcdJSON.object(&out) { first, out in
-            EtcdJSON.nameField("result", result, &first, &out)
-            EtcdJSON.nameField("target", target, &first, &out)
-            EtcdJSON.bytesField("key", key, &first, &out)
-            EtcdJSON.bytesField("value", value, &first, &out)
-            EtcdJSON.intField("create_revision", createRevision, &first, &out)
-            EtcdJSON.intField("version", version, &first, &out)
+    func writeJSON(_ w: inout JSONWriter) {
+        w.object { w in
+            w.member("result", string: result)
+            w.member("target", string: target)
+            w.member("key", bytes: key)
+            w.member("value", bytes: value)
+            w.member("create_revision", int: createRevision)
+            w.member("version", int: version)
         }
     }
 }
 
 extension RequestOp: EtcdJSONMessage {
-    func writeJSON(_ out: inout [UInt8]) {
-        EtcdJSON.object(&out) { first, out in
+    func writeJSON(_ w: inout JSONWriter) {
+        w.object { w in
             if let put = requestPut {
-                EtcdJSON.field("request_put", &first, &out)
-                EtcdJSON.object(&out) { first, out in
-                    EtcdJSON.bytesField("key", put.key, &first, &out)
-                    EtcdJSON.bytesField("value", put.value, &first, &out)
-                    EtcdJSON.nameField("lease", put.lease, &first, &out)
+                w.key("request_put")
+                w.object { w in
+                    w.member("key", bytes: put.key)
+                    w.member("value", bytes: put.value)
+                    w.member("lease", string: put.lease)
                 }
             }
             if let delete = requestDeleteRange {
-                EtcdJSON.field("request_delete_range", &first, &out)
-                EtcdJSON.object(&out) { first, out in EtcdJSON.bytesField("key", delete.key, &first, &out) }
+                w.key("request_delete_range")
+                w.object { w in w.member("key", bytes: delete.key) }
             }
             if let range = requestRange {
-                EtcdJSON.field("request_range", &first, &out)
-                range.writeJSON(&out)
+                w.key("request_range")
+                range.writeJSON(&w)
             }
         }
     }
 }
 
 extension TxnRequest: EtcdJSONMessage {
-    func writeJSON(_ out: inout [UInt8]) {
-        EtcdJSON.object(&out) { first, out in
-            EtcdJSON.array("compare", compare, &first, &out) { $0.writeJSON(&$1) }
-            EtcdJSON.array("success", success, &first, &out) { $0.writeJSON(&$1) }
-            EtcdJSON.array("failure", failure, &first, &out) { $0.writeJSON(&$1) }
+    func writeJSON(_ w: inout JSONWriter) {
+        w.object { w in
+            w.member("compare", compare)
+            w.member("success", success)
+            w.member("failure", failure)
         }
     }
 }

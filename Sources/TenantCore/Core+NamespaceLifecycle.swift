@@ -60,7 +60,7 @@ extension Core {
         // once: a mount, a policy) does not read it back.
         let ns = try await NamespaceCore.load(
             path: path, namespaceID: id, storage: nsBarrier, catalog: catalog, configuration: configuration,
-            hooks: hooks(forPath: path), logger: logger, initial: initial)
+            node: self, logger: logger, initial: initial)
         // Not installed after a delete or change of a record since: left to a normal load.
         _ = install(ns, at: path, readAt: generation)
         logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
@@ -100,10 +100,32 @@ extension Core {
         // Its leases are revoked first (the credentials must not outlive the keyring); a
         // failure stops the delete, as an unmount does.
         let victim = try await namespace(path: pp + name + "/")
-        if let victim, try await victim.childNames().isEmpty {
-            _ = try await leases.revokeAll(victim, prefix: "")
+        // It takes no request while its leases go (a lease made now would outlive it).
+        victim?.closingFlag.store(true, ordering: .releasing)
+        do {
+            if let victim, try await victim.childNames().isEmpty {
+                _ = try await leases.revokeAll(victim, prefix: "")
+            }
+        } catch {
+            victim?.closingFlag.store(false, ordering: .releasing)
+            throw error
         }
-        let record: NamespaceRecord? = try await namespaceLoadLock.withLock {
+        let record: NamespaceRecord?
+        do {
+            record = try await deleteRecord(pp: pp, name: name)
+        } catch {
+            victim?.closingFlag.store(false, ordering: .releasing)
+            throw error
+        }
+        if let record {
+            await victim?.teardownBackends()
+            try await PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: record.id)).deleteAll()
+        }
+    }
+
+    /// The record and id of a namespace without children go (its keyring with them).
+    private func deleteRecord(pp: String, name: String) async throws -> NamespaceRecord? {
+        try await namespaceLoadLock.withLock {
             guard let parent = try await namespace(path: pp), let record = try await parent.child(name) else {
                 return nil
             }
@@ -116,10 +138,6 @@ extension Core {
             recordChanged(dropping: record.path)
             logger.info("namespace deleted (keyring shredded)", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
             return record
-        }
-        if let record {
-            await victim?.teardownBackends()
-            try await PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: record.id)).deleteAll()
         }
     }
 }

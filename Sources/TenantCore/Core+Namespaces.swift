@@ -5,72 +5,6 @@ import Logging
 import Synchronization
 
 extension Core {
-    /// The hooks a namespace's `sys/` backend calls: seal (root only), its own keyring,
-    /// and its children.
-    func hooks(forPath path: String) -> NodeHooks {
-        var hooks = NodeHooks(
-            seal: { [weak self] in
-                guard path.isEmpty else { throw CofferError.invalid("sys/seal is only available in the root namespace") }
-                try await self?.seal()
-            },
-            rotate: { [weak self] in
-                guard let self else { return }
-                if path.isEmpty { try await self.rotate() } else { try await self.rotateNamespaceKeyring(path: path) }
-            },
-            keyStatus: { [weak self] in
-                guard let self else { return [:] }
-                if path.isEmpty { return try await self.keyStatus() }
-                return try await self.namespaceKeyStatus(path: path)
-            },
-            createNamespace: { [weak self] rel, metadata in
-                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
-                return try await self.createNamespace(parentPath: path, relative: rel, metadata: metadata)
-            },
-            updateNamespace: { [weak self] rel, patch in
-                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
-                return try await self.updateNamespace(parentPath: path, relative: rel, patch: patch)
-            },
-            deleteNamespace: { [weak self] rel in
-                guard let self else { return }
-                try await self.deleteNamespace(parentPath: path, relative: rel)
-            },
-            tokenStore: { [weak self] ancestor in
-                guard let self, path.hasPrefix(ancestor) else { return nil }
-                return try await self.namespace(path: ancestor)?.tokens
-            },
-            lock: { [weak self] rel in
-                guard let self else { throw CofferError(.sealed, "Vault is sealed") }
-                return try await self.lockNamespace(callerPath: path, relative: rel)
-            },
-            unlock: { [weak self] rel, key, isRoot in
-                try await self?.unlockNamespace(callerPath: path, relative: rel, key: key, callerIsRoot: isRoot)
-            },
-            tenants: path.isEmpty ? TenantHooks(
-                provision: { [weak self] name, metadata, policy, quotas in
-                    guard let self else { throw CofferError(.sealed, "Vault is sealed") }
-                    return try await self.provisionTenant(name: name, metadata: metadata, adminPolicy: policy, quotas: quotas)
-                },
-                read: { [weak self] name in try await self?.tenant(name: name) },
-                list: { [weak self] in try await self?.tenantNames() ?? [] },
-                deprovision: { [weak self] name in try await self?.deprovisionTenant(name: name) }) : nil)
-        hooks.isStandby = { [weak self] in self?.haRole == .standby }
-        hooks.childNamespace = { [weak self] child in
-            guard let self, child.hasPrefix(path), child != path else { return nil }
-            return try await self.namespace(path: child)
-        }
-        hooks.usageReport = { [weak self] query in
-            guard let self else { throw CofferError(.sealed, "Vault is sealed") }
-            return try await self.usageReport(callerPath: path, query: query)
-        }
-        hooks.audit = audit
-        hooks.leases = leases
-        hooks.periodic = periodic
-        hooks.reserveLeaseQuotas = { [weak self] ns, rel in try await self?.reserveLeaseQuotas(ns: ns, rel: rel) ?? [] }
-        hooks.quotaConfig = { [weak self] in self?.quotaConfig ?? QuotaConfig() }
-        hooks.setQuotaConfig = { [weak self] config in try await self?.storeQuotaConfig(config) }
-        return hooks
-    }
-
     /// The namespace at `path` ("" = root), loading it (and its ancestors) on first use.
     /// nil when it does not exist.
     public func namespace(path: String) async throws -> NamespaceCore? {
@@ -113,7 +47,7 @@ extension Core {
             nsBarrier.install(record.keyring)
             let ns = try await NamespaceCore.load(
                 path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
-                configuration: configuration, hooks: hooks(forPath: childPath), logger: logger)
+                configuration: configuration, node: self, logger: logger)
             if let installed = install(ns, at: childPath, readAt: generation) { return installed }
         }
         throw CofferError(.unavailable, "namespace \"\(childPath)\" changed while loading; retry")
@@ -234,47 +168,29 @@ extension Core {
         return target
     }
 
-    /// The Vault request path end to end: namespace, token (from its own namespace, which
-    /// must be this one or an ancestor), ACL in the token's namespace, dispatch.
+    /// Runs `body` with `ns` held loaded: idle eviction leaves a namespace alone while a
+    /// request is in it (the Gateway's namespace stage holds it for the whole request).
+    public func withNamespaceInUse<T: Sendable>(_ ns: NamespaceCore, _ body: () async throws -> T) async throws -> T {
+        if ns.path.isEmpty { return try await body() }
+        beginUse(ns.path)
+        defer { endUse(ns.path) }
+        return try await body()
+    }
+
+    /// A request without the Gateway (tests, in-process callers): the namespace, then
+    /// `serve`. No rate-limit quota and no metering: those are the Gateway's stages.
     public func handle(_ request: CoreRequest, namespace header: String?) async throws -> LogicalResponse {
         try RequestPath.check(request.path)
         let (ns, rel) = try await resolve(header: header, path: request.path)
-        request.trace?.namespace.withLock { $0 = ns.path }
-        if !ns.path.isEmpty { beginUse(ns.path) }
-        defer { if !ns.path.isEmpty { endUse(ns.path) } }
-        let kind = requestClass(ns: ns, rel: rel, operation: request.operation)
-        do {
-            let rateLimit = try await enforceQuotas(ns: ns, rel: rel, request: request)
-            var req = request
-            req.path = rel
-            var response = try await handleResolved(req, ns: ns)
-            if let rateLimit { response.rateLimit = rateLimit }
-            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .ok, bytesIn: request.bytesIn)
-            return response
-        } catch let e as CofferError where e.code == .standbyWrite {
-            // Not served here: the Gateway forwards it, and the active node counts it.
-            throw e
-        } catch let e as CofferError {
-            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: e.code == .rateLimited ? .throttled : .error, bytesIn: request.bytesIn)
-            if e.code == .rateLimited, quotaConfig.enableAuditLogging, audit.hasDevices {
-                // `enable_rate_limit_audit_logging`: refused requests reach the audit devices too.
-                var info = AuditRequestInfo(
-                    id: request.id, operation: request.operation, path: rel, namespace: AuditNamespace(id: ns.id, path: ns.path),
-                    clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
-                info.error = e.message
-                try? await audit.logRequest(info)
-            }
-            throw e
-        } catch {
-            usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .error, bytesIn: request.bytesIn)
-            throw error
-        }
+        var req = request
+        req.path = rel
+        return try await withNamespaceInUse(ns) { try await serve(req, in: ns) }
     }
 
-    /// The billing class of a request (nil: help, not counted).
-    func requestClass(ns: NamespaceCore, rel: String, operation: LogicalOperation) -> RequestClass? {
+    /// The billing class of a request at `rel` inside `ns` (nil: help, not counted): the
+    /// class its route declares (logins, credentials, crypto), else its operation's.
+    public func requestClass(ns: NamespaceCore, rel: String, operation: LogicalOperation) -> RequestClass? {
         if operation == .help { return nil }
-        // A class the engine's route declares (logins, credentials, crypto operations).
         if let mount = ns.router.withLock({ $0.route(rel) }), mount.backend.declaresUsage {
             var inside = rel.count >= mount.routePath.count ? String(rel.dropFirst(mount.routePath.count)) : ""
             if inside.hasPrefix("/") { inside.removeFirst() }
@@ -289,7 +205,10 @@ extension Core {
         }
     }
 
-    func handleResolved(_ req: CoreRequest, ns: NamespaceCore) async throws -> LogicalResponse {
+    /// Serves a request whose namespace is resolved (`req.path` is inside `ns`): finds the
+    /// namespace that owns the token (this one or an ancestor; its policies apply), then
+    /// `NamespaceCore.handle`: token, ACL, audit, route, lease.
+    public func serve(_ req: CoreRequest, in ns: NamespaceCore) async throws -> LogicalResponse {
         var tokenNS = ns
         if let raw = req.clientToken, !raw.isEmpty {
             if let id = TokenID.namespaceID(of: raw) {
@@ -304,6 +223,18 @@ extension Core {
             }
         }
         return try await ns.handle(req, tokenNamespace: tokenNS === ns ? nil : tokenNS)
+    }
+
+    /// The root, every ancestor of `ns` and `ns` itself, root first (the levels of
+    /// rate-limit quotas).
+    public func namespaceChain(to ns: NamespaceCore) async throws -> [NamespaceCore] {
+        var chain: [NamespaceCore] = [try root()]
+        var prefix = ""
+        for seg in ns.path.split(separator: "/") {
+            prefix += seg + "/"
+            if prefix == ns.path { chain.append(ns) } else if let level = try await namespace(path: prefix) { chain.append(level) }
+        }
+        return chain
     }
 
     /// Whether `raw` is a live token of any namespace (for endpoints that only need a

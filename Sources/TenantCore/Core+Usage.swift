@@ -200,7 +200,7 @@ extension Core {
             var text = UsageCounters.csvHeader + "\n"
             for (path, d, c) in rows { text += c.csvRow(namespace: path.isEmpty ? "root" : path, period: d) + "\n" }
             var r = LogicalResponse()
-            r.rawText = (contentType: "text/csv; charset=utf-8", body: text)
+            r.form = .text(contentType: "text/csv; charset=utf-8", body: text)
             return r
         }
         var totalJSON = total.json(namespace: target, period: start)

@@ -251,7 +251,7 @@ public final class Core: Sendable {
     let rootKeyHolder = Mutex<[UInt8]?>(nil)
 
     func loadRoot() async throws -> NamespaceCore {
-        let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, hooks: hooks(forPath: ""), logger: logger)
+        let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, node: self, logger: logger)
         try await loadQuotaConfig()
         try await loadClusterID(ns)
         rootNamespace.withLock { $0 = ns }
@@ -293,9 +293,9 @@ public final class Core: Sendable {
     /// Bumped (under `loaded`'s lock) whenever a record is deleted or changed: a load that
     /// read a record before the change discards its result and reads again.
     let recordGeneration = Atomic<UInt64>(0)
-    /// Rate-limit quotas: where buckets live, and `sys/quotas/config`.
-    let rateLimiter = Mutex<(any RateLimiter)?>(nil)
+    /// `sys/quotas/config` (root namespace).
     let quotaConfigCache = Mutex(QuotaConfig())
+    let quotaConfigLock = AsyncMutex()
     /// Per-namespace usage, flushed into hourly buckets by `flushUsage()`.
     public let usage = UsageMeter()
     let usageFlushLock = AsyncMutex()

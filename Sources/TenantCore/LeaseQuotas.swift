@@ -31,13 +31,14 @@ extension NamespaceCore {
         leaseQuotaTable.withLock { $0 = table }
     }
 
-    func updateLeaseQuotas(_ change: @Sendable (inout [String: LeaseCountQuota]) throws -> Void) async throws {
+    func updateLeaseQuotas<T: Sendable>(_ change: @Sendable (inout [String: LeaseCountQuota]) throws -> T) async throws -> T {
         try await mountLock.withLock {
             var table = leaseQuotaTable.withLock { $0 }
-            try change(&table)
+            let result = try change(&table)
             try await rootView.putCodable(Self.leaseQuotaTableKey, table)
             let updated = table
             leaseQuotaTable.withLock { $0 = updated }
+            return result
         }
     }
 
@@ -158,7 +159,7 @@ extension SystemBackend {
 
     func readLeaseQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {
         guard let q = ns.leaseCountQuotas[req.fields.string("name")] else { return nil }
-        let count = ns.hooks.leases?.count(prefix: ns.path + q.path) ?? 0
+        let count = ns.node?.leases.count(prefix: ns.path + q.path) ?? 0
         return LogicalResponse(data: q.json(count: count))
     }
 
@@ -167,9 +168,12 @@ extension SystemBackend {
         if req.fields.has("type"), !["", "lease-count"].contains(req.fields.string("type")) {
             throw CofferError.invalid("unsupported quota type \"\(req.fields.string("type").prefix(32))\"")
         }
-        let quota = try await ns.makeLeaseQuota(name: name, fields: req.fields, existing: ns.leaseCountQuotas[name])
-        try await ns.updateLeaseQuotas { $0[name] = quota }
-        return nil
+        for _ in 0..<QuotaUpdate.attempts {
+            let existing = ns.leaseCountQuotas[name]
+            let quota = try await ns.makeLeaseQuota(name: name, fields: req.fields, existing: existing)
+            if try await ns.updateLeaseQuotas({ QuotaUpdate.replace(&$0, name, expected: existing, with: quota) }) { return nil }
+        }
+        throw QuotaUpdate.contended(name)
     }
 
     func deleteLeaseQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {

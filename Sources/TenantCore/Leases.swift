@@ -418,10 +418,28 @@ public final class LeaseManager: Sendable {
             internalData: .object(secret.internalData), issueTime: now, expireTime: now + Double(ttl),
             maxExpireTime: now + Double(maxTTL), renewable: secret.renewable, tokenHash: tokenHash, tokenNamespace: tokenNamespace?.path)
         try await registerNamespace(ns)
-        try await ns.rootView.putCodable(Self.idPrefix + leaseID, entry)
+        let write = {
+            try await ns.rootView.putCodable(Self.idPrefix + leaseID, entry)
+            if let tokenHash, let owner = tokenNamespace {
+                try await owner.rootView.putCodable(
+                    Self.tokenPrefix + tokenHash + "/" + Self.linkID(ns.path, leaseID), LeaseTokenLink(namespace: ns.path, leaseID: leaseID))
+            }
+        }
+        // Under the token's lock, alive: a revocation of the token finds this lease's link
+        // or this registration fails (and the engine's secret is undone).
         if let tokenHash, let owner = tokenNamespace {
-            try await owner.rootView.putCodable(
-                Self.tokenPrefix + tokenHash + "/" + Self.linkID(ns.path, leaseID), LeaseTokenLink(namespace: ns.path, leaseID: leaseID))
+            try await owner.tokens.whileAlive(tokenHash) { try await write() }
+        } else {
+            try await write()
+        }
+        // An unmount or a namespace delete that began meanwhile may have listed the leases
+        // before this one: it is undone here instead of outliving them.
+        if ns.isClosing || ns.router.withLock({ $0.isClosed(routePath: mount.routePath) }) {
+            try? await ns.rootView.delete(Self.idPrefix + leaseID)
+            if let tokenHash, let owner = tokenNamespace {
+                try? await owner.rootView.delete(Self.tokenPrefix + tokenHash + "/" + Self.linkID(ns.path, leaseID))
+            }
+            throw CofferError(.unavailable, "mount \"\(mount.routePath)\" is being disabled")
         }
         track(ns.path, entry)
         return (leaseID, ttl, warnings)

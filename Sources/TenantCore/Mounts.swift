@@ -131,6 +131,9 @@ public struct MountedBackend: Sendable {
     public var kind: Kind
     /// Route prefix within the namespace (`secret/`, `auth/userpass/`, `sys/`).
     public var routePath: String
+    /// Being disabled: its leases are being revoked, so it takes no request (one that
+    /// would make a lease nobody revokes).
+    public var closing = false
 }
 
 /// Longest-prefix routing over the mounts of one namespace.
@@ -146,6 +149,16 @@ public struct MountRouter: Sendable {
     }
 
     public mutating func remove(routePath: String) { mounts.removeAll { $0.routePath == routePath } }
+
+    /// Marks the mount at `routePath` as closing (or open again, when its unmount failed).
+    public mutating func setClosing(_ closing: Bool, routePath: String) {
+        for i in mounts.indices where mounts[i].routePath == routePath { mounts[i].closing = closing }
+    }
+
+    /// Whether the mount at `routePath` is gone or closing.
+    public func isClosed(routePath: String) -> Bool {
+        mounts.first { $0.routePath == routePath }?.closing ?? true
+    }
 
     /// The mount serving `path` (the longest matching prefix). A path equal to a mount
     /// without its trailing slash (`secret`) routes to that mount.

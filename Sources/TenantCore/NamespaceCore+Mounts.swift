@@ -54,8 +54,16 @@ extension NamespaceCore {
         if kind == .auth, path == "token/" { throw CofferError.invalid("token credential backend cannot be disabled") }
         let routePath = kind == .auth ? "auth/" + path : path
         // As Vault: the mount's leases are revoked first, and a failure stops the unmount.
-        if let leases = hooks.leases, leasingBackend(routePath: routePath, accessor: router.withLock({ r in r.mounts.first { $0.routePath == routePath }?.entry.accessor }) ?? "") != nil {
-            _ = try await leases.revokeAll(self, prefix: routePath)
+        // It takes no request meanwhile (a lease made now would outlive it), and a lease
+        // whose request was already past the router sees it closing and is undone.
+        if let leases = node?.leases, leasingBackend(routePath: routePath, accessor: router.withLock({ r in r.mounts.first { $0.routePath == routePath }?.entry.accessor }) ?? "") != nil {
+            router.withLock { $0.setClosing(true, routePath: routePath) }
+            do {
+                _ = try await leases.revokeAll(self, prefix: routePath)
+            } catch {
+                router.withLock { $0.setClosing(false, routePath: routePath) }
+                throw error
+            }
         }
         try await mountLock.withLock {
             var entries = try await mountTable(table)

@@ -18,6 +18,9 @@ extension NamespaceCore {
         guard let mount = router.withLock({ $0.route(path) }) else {
             throw CofferError(.notFound, "no handler for route \"\(path.prefix(256))\". route entry not found.")
         }
+        if mount.closing || isClosing {
+            throw CofferError(.unavailable, mount.closing ? "mount \"\(mount.routePath)\" is being disabled" : "namespace \"\(self.path)\" is being deleted")
+        }
         let backend = try instance(of: mount, owner: owner)
         var rel = path.count >= mount.routePath.count ? String(path.dropFirst(mount.routePath.count)) : ""
         if rel.hasPrefix("/") { rel.removeFirst() }
@@ -25,7 +28,7 @@ extension NamespaceCore {
         var logical = LogicalRequest(id: request.id, operation: request.operation, path: rel, mountPoint: mount.routePath, data: request.data, remoteAddress: request.remoteAddress)
 
         let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
-        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        let audit = node.flatMap { $0.audit.hasDevices ? $0.audit : nil }
         var auditInfo = audit.map { _ in
             AuditRequestInfo(
                 id: request.id, operation: request.operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
@@ -88,26 +91,27 @@ extension NamespaceCore {
         audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
     ) async throws -> LogicalResponse {
         // A request that may create a lease takes room under the lease-count quotas first.
-        let leasing = hooks.leases == nil ? nil : mount.backend.backend as? any LeasingBackend
+        let leases = node?.leases
+        let leasing = leases == nil ? nil : mount.backend.backend as? any LeasingBackend
         var reserved: [String] = []
         if let leasing, leasing.mayCreateLease(logical) {
             // Only the active node creates leases: a standby hands the request over before
             // the engine makes anything (a database user) that no lease would track.
-            if hooks.isStandby() { throw CofferError(.standbyWrite, "this node is a standby; leases are issued by the active node") }
+            if node?.haRole == .standby { throw CofferError(.standbyWrite, "this node is a standby; leases are issued by the active node") }
             do {
-                reserved = try await hooks.reserveLeaseQuotas(self, path)
+                reserved = try await node?.reserveLeaseQuotas(ns: self, rel: path) ?? []
             } catch {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, error) }
                 throw error
             }
         }
-        defer { hooks.leases?.release(reserved) }
+        defer { leases?.release(reserved) }
         // The request entry reaches an audit device before the operation runs, or it does not run.
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         do {
             result = try await backend.handle(logical)
-            if let leasing, let leases = hooks.leases, let secret = result?.secret {
+            if let leasing, let leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(
                         ns: self, mount: mount, requestPath: path, secret: secret, tokenHash: tokenHash, tokenNamespace: tokenHash == nil ? nil : owner)
@@ -130,12 +134,11 @@ extension NamespaceCore {
         }
         guard var response = result else {
             if logical.operation == .read || logical.operation == .list || logical.operation == .patch { throw CofferError(.notFound, "") }
-            return LogicalResponse(statusCode: 204)
+            return .done
         }
         if mount.kind == .system { response.dataAtTopLevel = true }
         response.mountType = mount.entry.type
         response.mountPoint = self.path + mount.routePath
-        response.namespacePath = self.path
         if let audit, let info = auditInfo { try await audit.logResponse(AuditResponseInfo(request: info, response: response)) }
         return response
     }
@@ -170,7 +173,7 @@ extension NamespaceCore {
     /// spends one use of a limited-use token and reaches the audit devices (both entries
     /// are written once authorized, before the gateway acts).
     public func authorize(clientToken: String?, operation: LogicalOperation, path: String, needsSudo: Bool = false, requestID: String = RandomID.uuid(), remoteAddress: String? = nil) async throws {
-        let audit = hooks.audit.flatMap { $0.hasDevices ? $0 : nil }
+        let audit = node.flatMap { $0.audit.hasDevices ? $0.audit : nil }
         let sys = router.withLock { $0.mounts.first { $0.kind == .system } }
         let info = audit.map { _ in
             AuditRequestInfo(

@@ -15,12 +15,18 @@ public final class NamespaceCore: Sendable {
     let storage: any LogicalStorage
     let catalog: EngineCatalog
     let configuration: CoreConfiguration
-    let hooks: NodeHooks
+    /// The node this namespace is loaded in: seal, keyrings, the namespace registry, the
+    /// lease manager, audit, periodic work. Held weakly: a namespace never keeps its node
+    /// alive (a sealed node drops its namespaces).
+    weak let node: Core?
     let logger: Logger
     public let policies: PolicyStore
     public let tokens: TokenStore
     let router = Mutex(MountRouter())
     let mountLock = AsyncMutex()
+    /// Being deleted (its leases are being revoked): it takes no request meanwhile.
+    let closingFlag = Atomic<Bool>(false)
+    var isClosing: Bool { closingFlag.load(ordering: .acquiring) }
     /// Child namespace records by name (they hold the children's keyrings), read lazily and
     /// cached, absent names too, so loading a namespace costs the same with 10 or 100,000
     /// children. Bounded: the cache is dropped when it grows past `childCacheLimit`.
@@ -87,13 +93,9 @@ public final class NamespaceCore: Sendable {
     }
 
     /// Loads (or, on a fresh barrier, creates) the namespace: salt, mount tables, policies.
-    public static func load(path: String, namespaceID: String? = nil, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger) async throws -> NamespaceCore {
-        try await load(path: path, namespaceID: namespaceID, storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, initial: nil)
-    }
-
     /// With `initial` (a namespace this process just created), nothing is read back: the
     /// state is exactly what `initialize` wrote.
-    static func load(path: String, namespaceID: String?, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, initial: InitialState?) async throws -> NamespaceCore {
+    static func load(path: String, namespaceID: String? = nil, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, node: Core, logger: Logger, initial: InitialState? = nil) async throws -> NamespaceCore {
         let root = StorageView(storage, prefix: "", locks: storageLocks, lockScope: namespaceID ?? "root")
         var salt: [UInt8]?
         if let initial { salt = initial.salt } else { salt = try await root.get("core/token-salt") }
@@ -101,20 +103,19 @@ public final class NamespaceCore: Sendable {
             salt = Random.bytes(32)
             try await root.put("core/token-salt", salt!)
         }
-        let leases = hooks.leases
+        let leases = node.leases
         let tokens = TokenStore(
             view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
             idSuffix: namespaceID.map { "." + $0 } ?? "",
             onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path),
             onExpiry: scheduleExpiry(leases, namespaceID: namespaceID ?? "root"),
-            storeAt: { other in
+            storeAt: { [weak node] other in
                 // Parent/child token links cross namespaces only along the tree.
-                if other != path, path.hasPrefix(other) { return try await hooks.tokenStore(other) }
-                if other != path, other.hasPrefix(path) { return try await hooks.childNamespace(other)?.tokens }
-                return nil
+                guard other != path, path.hasPrefix(other) || other.hasPrefix(path) else { return nil }
+                return try await node?.namespace(path: other)?.tokens
             })
         let policies = PolicyStore(view: root.sub("sys/policy/"))
-        let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, hooks: hooks, logger: logger, policies: policies, tokens: tokens)
+        let ns = NamespaceCore(path: path, id: namespaceID ?? "root", storage: storage, catalog: catalog, configuration: configuration, node: node, logger: logger, policies: policies, tokens: tokens)
         try await ns.loadMounts(builtins: initial?.builtins)
         if initial == nil {
             try await ns.loadQuotas()
@@ -124,28 +125,38 @@ public final class NamespaceCore: Sendable {
     }
 
     /// The token store's expiry hook: schedule the token's revocation.
-    static func scheduleExpiry(_ leases: LeaseManager?, namespaceID: String) -> (@Sendable (String, Int64) async throws -> Void)? {
-        guard let leases else { return nil }
-        return { hash, at in try await leases.scheduleTokenExpiry(namespaceID: namespaceID, tokenHash: hash, at: at) }
+    static func scheduleExpiry(_ leases: LeaseManager, namespaceID: String) -> (@Sendable (String, Int64) async throws -> Void)? {
+        { hash, at in try await leases.scheduleTokenExpiry(namespaceID: namespaceID, tokenHash: hash, at: at) }
     }
 
     /// The token store's revocation hook: revoke the token's leases.
-    static func revokeLeasesOfToken(_ leases: LeaseManager?, tokenNamespace: String) -> (@Sendable (String) async -> Void)? {
-        guard let leases else { return nil }
-        return { hash in await leases.revokeByToken(tokenNamespace: tokenNamespace, tokenHash: hash) }
+    static func revokeLeasesOfToken(_ leases: LeaseManager, tokenNamespace: String) -> (@Sendable (String) async -> Void)? {
+        { hash in await leases.revokeByToken(tokenNamespace: tokenNamespace, tokenHash: hash) }
     }
 
-    init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, hooks: NodeHooks, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
+    init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, node: Core, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
         self.path = path
         self.id = id
         self.storagePrefix = path.isEmpty ? "" : NamespacePath.storagePrefix(id: id)
         self.storage = storage
         self.catalog = catalog
         self.configuration = configuration
-        self.hooks = hooks
+        self.node = node
         self.logger = logger
         self.policies = policies
         self.tokens = tokens
+    }
+
+    /// The node, or the error of a node that is gone (sealed).
+    func onNode() throws -> Core {
+        guard let node else { throw CofferError(.sealed, "Vault is sealed") }
+        return node
+    }
+
+    /// A descendant namespace by full path (loading it), or nil.
+    func descendant(_ child: String) async throws -> NamespaceCore? {
+        guard child.hasPrefix(path), child != path, let node else { return nil }
+        return try await node.namespace(path: child)
     }
 
     var rootView: StorageView { StorageView(storage, prefix: "", locks: Self.storageLocks, lockScope: id) }
@@ -175,7 +186,10 @@ public final class NamespaceCore: Sendable {
 
     /// `fresh`: the built-in mount table of a namespace just created, which has no other mounts.
     func loadMounts(builtins fresh: [String: MountEntry]? = nil) async throws {
-        let ancestorStore = hooks.tokenStore
+        let ancestorStore: @Sendable (String) async throws -> TokenStore? = { [weak node, path] ancestor in
+            guard let node, path.hasPrefix(ancestor) else { return nil }
+            return try await node.namespace(path: ancestor)?.tokens
+        }
         let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins: [String: MountEntry]
@@ -216,7 +230,7 @@ public final class NamespaceCore: Sendable {
             logger: logger)
         config.outbound = path.isEmpty ? .unrestricted : configuration.tenantOutbound
         let periodicKey = periodicKey(entry)
-        config.wakePeriodic = { [weak periodic = hooks.periodic] in periodic?.poke(periodicKey) }
+        config.wakePeriodic = { [weak periodic = node?.periodic] in periodic?.poke(periodicKey) }
         config.generatePassword = { [weak self] name in
             guard let self else { throw CofferError(.unavailable, "the namespace was unloaded") }
             return try await self.generatePassword(policy: name)
@@ -225,7 +239,7 @@ public final class NamespaceCore: Sendable {
         try await backend.setup()
         let routePath = kind == .auth ? "auth/" + entry.path : entry.path
         router.withLock { $0.add(MountedBackend(entry: entry, backend: CompiledBackend(backend), kind: kind, routePath: routePath)) }
-        if backend.runsPeriodicWork { hooks.periodic?.register(periodicKey, backend) }
+        if backend.runsPeriodicWork { node?.periodic.register(periodicKey, backend) }
     }
 
     /// A mount's key in the node's periodic-work schedule.
@@ -233,7 +247,7 @@ public final class NamespaceCore: Sendable {
 
     /// A mount leaves this process: its timed work stops, then the engine tears down.
     func teardown(_ mount: MountedBackend) async {
-        hooks.periodic?.remove(periodicKey(mount.entry))
+        node?.periodic.remove(periodicKey(mount.entry))
         await mount.backend.backend?.teardown()
     }
 }

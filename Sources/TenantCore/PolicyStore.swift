@@ -7,6 +7,9 @@ public final class PolicyStore: Sendable {
     let view: StorageView
     let parsed = Mutex<[String: Policy]>([:])
     let acls = Mutex<[String: ACL]>([:])
+    /// Bumped (under `parsed`'s lock) by every change and cache drop: a read of storage
+    /// that began before it does not put what it read (or compiled) into a cache.
+    let generation = Atomic<UInt64>(0)
 
     public init(view: StorageView) { self.view = view }
 
@@ -22,11 +25,12 @@ public final class PolicyStore: Sendable {
         let name = Self.normalize(name)
         if name == "root" { return Policy(name: "root", text: "", rules: []) }
         if let p = parsed.withLock({ $0[name] }) { return p }
+        let before = generation.load(ordering: .acquiring)
         guard let rec = try await view.getJSON(name), let text = rec["policy"]?.stringValue else {
             return name == "default" ? Self.stockDefault : nil
         }
         let p = try Policy.parse(name: name, text: text)
-        parsed.withLock { $0[name] = p }
+        parsed.withLock { if generation.load(ordering: .acquiring) == before { $0[name] = p } }
         return p
     }
 
@@ -42,19 +46,33 @@ public final class PolicyStore: Sendable {
             throw CofferError.invalid("invalid policy name")
         }
         let p = try Policy.parse(name: name, text: text)
-        try await view.putJSON(name, Self.record(name: name, text: text))
-        parsed.withLock { $0[name] = p }
+        // One writer per policy: the stored text and the cached one are the same write's.
+        try await view.withLock(name) {
+            try await view.putJSON(name, Self.record(name: name, text: text))
+            changed { $0[name] = p }
+        }
+    }
+
+    /// Applies a change to the parsed cache, drops every compiled ACL, and moves the
+    /// generation on, so reads that started before it cache nothing.
+    func changed(_ change: (inout [String: Policy]) -> Void) {
+        parsed.withLock {
+            change(&$0)
+            generation.add(1, ordering: .releasing)
+        }
         acls.withLock { $0.removeAll() }
     }
+
 
     public func delete(_ name: String) async throws {
         let name = Self.normalize(name)
         guard name != "root", name != "default" else {
             throw CofferError.invalid("cannot delete \"\(name)\" policy")
         }
-        try await view.delete(name)
-        parsed.withLock { _ = $0.removeValue(forKey: name) }
-        acls.withLock { $0.removeAll() }
+        try await view.withLock(name) {
+            try await view.delete(name)
+            changed { _ = $0.removeValue(forKey: name) }
+        }
     }
 
     public func list() async throws -> [String] {
@@ -67,12 +85,14 @@ public final class PolicyStore: Sendable {
     public func acl(for names: [String]) async throws -> ACL {
         let key = names.joined(separator: "\u{0}")
         if let a = acls.withLock({ $0[key] }) { return a }
+        let before = generation.load(ordering: .acquiring)
         var policies: [Policy] = []
         for n in names {
             if let p = try await get(n) { policies.append(p) }
         }
         let acl = ACL(policies: policies)
         acls.withLock { c in
+            guard generation.load(ordering: .acquiring) == before else { return }
             if c.count > 10_000 { c.removeAll() }
             c[key] = acl
         }

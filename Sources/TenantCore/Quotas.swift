@@ -4,48 +4,6 @@ import Foundation
 import Logging
 import Synchronization
 
-/// One token bucket to draw from: `rate` tokens per `interval` seconds, refilled
-/// continuously; once empty, refusals last `blockInterval` seconds (0: until a token refills).
-public struct RateBucket: Sendable, Hashable {
-    public var key: String
-    public var rate: Int
-    public var interval: Double
-    public var blockInterval: Double
-
-    public init(key: String, rate: Int, interval: Double, blockInterval: Double = 0) {
-        self.key = key
-        self.rate = rate
-        self.interval = interval
-        self.blockInterval = blockInterval
-    }
-}
-
-/// The answer to one take: what the `X-RateLimit-*` and `Retry-After` headers need;
-/// `remaining` is 0 while the key is blocked.
-public struct RateVerdict: Sendable, Equatable {
-    public var allowed: Bool
-    public var limit: Int
-    public var remaining: Int
-    /// Seconds until the bucket is full again.
-    public var resetSeconds: Double
-    /// Seconds until a request may succeed (0 when allowed).
-    public var retryAfterSeconds: Double
-
-    public init(allowed: Bool, limit: Int, remaining: Int, resetSeconds: Double, retryAfterSeconds: Double) {
-        self.allowed = allowed
-        self.limit = limit
-        self.remaining = remaining
-        self.resetSeconds = resetSeconds
-        self.retryAfterSeconds = retryAfterSeconds
-    }
-}
-
-/// Where buckets live (the Gateway supplies Redis or an in-process table). Throws
-/// `.unavailable` when the store cannot answer; the limiter's failure mode decides then.
-public protocol RateLimiter: Sendable {
-    func take(_ bucket: RateBucket) async throws -> RateVerdict
-}
-
 /// A rate-limit quota as Vault declares it (`sys/quotas/rate-limit/:name`), plus Coffer's
 /// `additive` and `group_by`, and `managed` for quotas a parent set on a tenant.
 public struct RateLimitQuota: Codable, Sendable, Equatable {
@@ -89,7 +47,7 @@ public struct RateLimitQuota: Codable, Sendable, Equatable {
 
     /// Higher is more specific: path quotas over mount quotas over namespace quotas, longer
     /// paths over shorter, a role over none (Vault's precedence).
-    var specificity: Int { (targetsNamespace ? 0 : 1_000_000) + 2 * path.utf8.count + (role.isEmpty ? 0 : 1) }
+    public var specificity: Int { (targetsNamespace ? 0 : 1_000_000) + 2 * path.utf8.count + (role.isEmpty ? 0 : 1) }
 }
 
 /// `sys/quotas/config` (root namespace).
@@ -111,7 +69,7 @@ public struct QuotaConfig: Codable, Sendable, Equatable {
     /// path inside the request's namespace (`sys/policies/` is exempt in every namespace);
     /// a full path (`acme/sys/policies/`) exempts one namespace's only. Only the root
     /// namespace's operator sets them.
-    func isExempt(fullPath: String, relative: String) -> Bool {
+    public func isExempt(fullPath: String, relative: String) -> Bool {
         Self.absoluteExemptPaths.contains { relative.hasPrefix($0) }
             || exemptPaths.contains { !$0.isEmpty && (fullPath.hasPrefix($0) || relative.hasPrefix($0)) }
     }
@@ -166,7 +124,7 @@ extension NamespaceCore {
         var consumed = ""
         while !rest.isEmpty {
             let seg = rest.prefix { $0 != "/" }
-            guard let child = try await current.hooks.childNamespace(current.path + seg + "/") else { break }
+            guard let child = try await current.descendant(current.path + seg + "/") else { break }
             consumed += seg + "/"
             current = child
             rest = rest.dropFirst(seg.count)
@@ -234,13 +192,24 @@ extension NamespaceCore {
     }
 }
 
+/// A quota update made from the quota as read, applied only if the table still holds
+/// that one (compare-and-set on the quota table, under its lock).
+enum QuotaUpdate {
+    static let attempts = 8
+
+    static func replace<Q: Equatable>(_ table: inout [String: Q], _ name: String, expected: Q?, with quota: Q) -> Bool {
+        guard table[name] == expected else { return false }
+        table[name] = quota
+        return true
+    }
+
+    static func contended(_ name: String) -> CofferError {
+        CofferError(.unavailable, "quota \"\(name.prefix(128))\" is being changed concurrently; retry")
+    }
+}
+
 extension Core {
     static let quotaConfigKey = "core/quota-config"
-
-    /// The rate limiter every rate-limit quota draws from (set at start-up).
-    public func setRateLimiter(_ limiter: (any RateLimiter)?) {
-        rateLimiter.withLock { $0 = limiter }
-    }
 
     public var quotaConfig: QuotaConfig { quotaConfigCache.withLock { $0 } }
 
@@ -249,100 +218,14 @@ extension Core {
         quotaConfigCache.withLock { $0 = config }
     }
 
-    func storeQuotaConfig(_ config: QuotaConfig) async throws {
-        try await barrier.putCodable(Self.quotaConfigKey, config)
-        quotaConfigCache.withLock { $0 = config }
-    }
-
-    /// The quotas that apply to a request in `ns` at `rel`: at every level from the root
-    /// down to `ns`, the most specific matching quota of that level (and, separately, of
-    /// the quotas its parent manages there), plus every matching additive quota. All of
-    /// them must admit the request, so a tenant's own quotas only ever tighten.
-    /// The root, every ancestor of `ns` and `ns` itself, root first (quota levels).
-    func namespaceChain(to ns: NamespaceCore) async throws -> [NamespaceCore] {
-        var chain: [NamespaceCore] = [try root()]
-        var prefix = ""
-        for seg in ns.path.split(separator: "/") {
-            prefix += seg + "/"
-            if prefix == ns.path { chain.append(ns) } else if let level = try await namespace(path: prefix) { chain.append(level) }
+    /// Changes `sys/quotas/config` and stores it, one writer at a time.
+    func updateQuotaConfig(_ change: @Sendable (inout QuotaConfig) -> Void) async throws {
+        try await quotaConfigLock.withLock {
+            var config = quotaConfigCache.withLock { $0 }
+            change(&config)
+            try await barrier.putCodable(Self.quotaConfigKey, config)
+            let stored = config
+            quotaConfigCache.withLock { $0 = stored }
         }
-        return chain
-    }
-
-    func applicableQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> [(level: NamespaceCore, quota: RateLimitQuota)] {
-        let chain = try await namespaceChain(to: ns)
-        var out: [(NamespaceCore, RateLimitQuota)] = []
-        let role = request.data["role"]?.stringValue ?? request.data["role_name"]?.stringValue
-        for level in chain {
-            let table = level.quotaTable.withLock { $0 }
-            if table.isEmpty { continue }
-            let nsBelow = String(ns.path.dropFirst(level.path.count))
-            let pathBelow = nsBelow + rel
-            for managed in [false, true] {
-                var best: RateLimitQuota?
-                for q in table.values where q.managed == managed {
-                    let hit: Bool
-                    if q.targetsNamespace {
-                        // A managed (tenant) quota covers the tenant's whole subtree: its
-                        // child namespaces are no way around it.
-                        hit = q.inheritable || q.managed ? nsBelow.hasPrefix(q.path) : nsBelow == q.path
-                    } else {
-                        hit = pathBelow.hasPrefix(q.path) && (q.role.isEmpty || q.role == role)
-                    }
-                    guard hit else { continue }
-                    if q.additive {
-                        out.append((level, q))
-                    } else if best == nil || q.specificity > best!.specificity
-                                || (q.specificity == best!.specificity && q.name < best!.name) {
-                        best = q
-                    }
-                }
-                if let best { out.append((level, best)) }
-            }
-        }
-        return out
-    }
-
-    /// Draws one token from every applicable quota's bucket. Returns the state for the
-    /// response headers (when enabled); throws 429 carrying `retryAfterSeconds` when any
-    /// bucket refuses.
-    func enforceQuotas(ns: NamespaceCore, rel: String, request: CoreRequest) async throws -> RateLimitState? {
-        guard let limiter = rateLimiter.withLock({ $0 }) else { return nil }
-        let config = quotaConfig
-        if config.isExempt(fullPath: ns.path + rel, relative: rel) { return nil }
-        let quotas = try await applicableQuotas(ns: ns, rel: rel, request: request)
-        if quotas.isEmpty { return nil }
-        var tightest: RateVerdict?
-        var refused: RateVerdict?
-        for (level, q) in quotas {
-            let group: String
-            switch q.groupBy {
-            case "none": group = "*"
-            case "token":
-                group = request.clientToken.map { Hex.encode(Array(SHA256.hash(data: Array($0.utf8)).prefix(16))) } ?? "-"
-            default: group = request.remoteAddress ?? "-"
-            }
-            let bucket = RateBucket(
-                key: "\(level.id)/\(q.managed ? "m" : "q")/\(q.name)/\(group)", rate: max(1, Int(exactly: min(q.rate, RateLimitQuota.maxRate).rounded(.up)) ?? 1),
-                interval: Double(q.interval), blockInterval: Double(q.blockInterval))
-            let verdict = try await limiter.take(bucket)
-            if !verdict.allowed, verdict.retryAfterSeconds > refused?.retryAfterSeconds ?? -1 { refused = verdict }
-            if verdict.remaining < tightest?.remaining ?? Int.max { tightest = verdict }
-        }
-        // Whole seconds, rounded up; a store's answer never traps (Checked).
-        func seconds(_ d: Double) -> Int { Int(Checked.int64(truncating: d.rounded(.up)) ?? 0) }
-        var state = RateLimitState()
-        if config.enableResponseHeaders, let v = refused ?? tightest {
-            state.limit = v.limit
-            state.remaining = max(0, v.remaining)
-            state.resetSeconds = seconds(v.resetSeconds)
-        }
-        if let refused {
-            var e = CofferError(.rateLimited, "request path \"\(request.path)\": rate limit quota exceeded")
-            state.retryAfterSeconds = max(1, seconds(refused.retryAfterSeconds))
-            e.rateLimit = state
-            throw e
-        }
-        return state.limit == nil ? nil : state
     }
 }

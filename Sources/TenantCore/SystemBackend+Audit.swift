@@ -19,7 +19,7 @@ extension SystemBackend {
     }
 
     func auditBroker() throws -> AuditBroker {
-        guard ns.path.isEmpty, let broker = ns.hooks.audit else {
+        guard ns.path.isEmpty, let broker = ns.node?.audit else {
             throw CofferError.invalid("audit devices are only managed in the root namespace")
         }
         return broker

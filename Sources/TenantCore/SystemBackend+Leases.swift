@@ -41,8 +41,7 @@ extension SystemBackend {
     }
 
     func leaseManager() throws -> LeaseManager {
-        guard let m = ns.hooks.leases else { throw CofferError(.unavailable, "the lease manager is not running") }
-        return m
+        try ns.onNode().leases
     }
 
     /// The lease id from the body, or from the URL (`sys/leases/renew/<id>`).

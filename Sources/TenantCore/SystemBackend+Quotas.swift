@@ -38,7 +38,7 @@ extension SystemBackend {
         q.granularity = req.fields.string("granularity").lowercased()
         q.format = req.fields.string("format").lowercased()
         q.includeDescendants = req.fields.bool("include_descendants")
-        return try await ns.hooks.usageReport(q)
+        return try await ns.onNode().usageReport(callerPath: ns.path, query: q)
     }
 
     func requireRootNamespace() throws {
@@ -49,22 +49,24 @@ extension SystemBackend {
 
     func readQuotaConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
         try requireRootNamespace()
-        return LogicalResponse(data: ns.hooks.quotaConfig().json)
+        return LogicalResponse(data: try ns.onNode().quotaConfig.json)
     }
 
     func writeQuotaConfig(_ req: LogicalRequest) async throws -> LogicalResponse? {
         try requireRootNamespace()
-        var config = ns.hooks.quotaConfig()
-        if req.fields.has("rate_limit_exempt_paths") {
-            config.exemptPaths = req.fields.strings("rate_limit_exempt_paths").map { String($0.drop { $0 == "/" }) }
+        let fields = req.fields
+        // Merged into the stored config under its lock: concurrent partial updates both land.
+        try await ns.onNode().updateQuotaConfig { config in
+            if fields.has("rate_limit_exempt_paths") {
+                config.exemptPaths = fields.strings("rate_limit_exempt_paths").map { String($0.drop { $0 == "/" }) }
+            }
+            if fields.has("enable_rate_limit_response_headers") {
+                config.enableResponseHeaders = fields.bool("enable_rate_limit_response_headers")
+            }
+            if fields.has("enable_rate_limit_audit_logging") {
+                config.enableAuditLogging = fields.bool("enable_rate_limit_audit_logging")
+            }
         }
-        if req.fields.has("enable_rate_limit_response_headers") {
-            config.enableResponseHeaders = req.fields.bool("enable_rate_limit_response_headers")
-        }
-        if req.fields.has("enable_rate_limit_audit_logging") {
-            config.enableAuditLogging = req.fields.bool("enable_rate_limit_audit_logging")
-        }
-        try await ns.hooks.setQuotaConfig(config)
         return nil
     }
 
@@ -83,13 +85,17 @@ extension SystemBackend {
         if req.fields.has("type"), !["", "rate-limit"].contains(req.fields.string("type")) {
             throw CofferError.invalid("unsupported quota type \"\(req.fields.string("type").prefix(32))\"")
         }
-        let existing = ns.rateLimitQuotas[name]
-        if existing?.managed == true {
-            throw CofferError(.permissionDenied, "quota \"\(name)\" is managed by the parent namespace")
+        // Made from the quota as it is, stored only if it is still that (else made again
+        // from the newer one): concurrent partial updates both land.
+        for _ in 0..<QuotaUpdate.attempts {
+            let existing = ns.rateLimitQuotas[name]
+            if existing?.managed == true {
+                throw CofferError(.permissionDenied, "quota \"\(name)\" is managed by the parent namespace")
+            }
+            let quota = try await ns.makeQuota(name: name, fields: req.fields, existing: existing, managed: false)
+            if try await ns.updateQuotas({ QuotaUpdate.replace(&$0, name, expected: existing, with: quota) }) { return nil }
         }
-        let quota = try await ns.makeQuota(name: name, fields: req.fields, existing: existing, managed: false)
-        try await ns.updateQuotas { $0[name] = quota }
-        return nil
+        throw QuotaUpdate.contended(name)
     }
 
     func deleteQuota(_ req: LogicalRequest) async throws -> LogicalResponse? {

@@ -61,20 +61,20 @@ struct SystemBackend: LogicalBackend {
         Route("capabilities-accessor", fields: [Field("accessor", .string, required: true), Field("path", .commaStringSlice), Field("paths", .commaStringSlice)], operations: [.update: { try await $0.capabilitiesAccessor($1) }], summary: "Capabilities of a token by accessor."),
         Route("namespaces/?", operations: [.list: { try await $0.listNamespaces($1) }], summary: "List child namespaces."),
         Route("namespaces/api-lock/lock/*path", fields: [Field("path", .string)], operations: [
-            .update: { b, req in LogicalResponse(data: ["unlock_key": .string(try await b.ns.hooks.lock(req.fields.string("path")))]) },
+            .update: { b, req in LogicalResponse(data: ["unlock_key": .string(try await b.ns.onNode().lockNamespace(callerPath: b.ns.path, relative: req.fields.string("path")))]) },
         ], summary: "Lock the API of this namespace or a descendant; returns the unlock key."),
         Route("namespaces/api-lock/lock", operations: [
-            .update: { b, _ in LogicalResponse(data: ["unlock_key": .string(try await b.ns.hooks.lock(""))]) },
+            .update: { b, _ in LogicalResponse(data: ["unlock_key": .string(try await b.ns.onNode().lockNamespace(callerPath: b.ns.path, relative: ""))]) },
         ], summary: "Lock the API of this namespace; returns the unlock key."),
         Route("namespaces/api-lock/unlock/*path", fields: [Field("path", .string), Field("unlock_key", .string)], operations: [
             .update: { b, req in
-                try await b.ns.hooks.unlock(req.fields.string("path"), req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                try await b.ns.onNode().unlockNamespace(callerPath: b.ns.path, relative: req.fields.string("path"), key: req.fields.optionalString("unlock_key"), callerIsRoot: req.token?.isRoot ?? false)
                 return nil
             },
         ], summary: "Unlock the API of this namespace or a descendant (unlock key or root token)."),
         Route("namespaces/api-lock/unlock", fields: [Field("unlock_key", .string)], operations: [
             .update: { b, req in
-                try await b.ns.hooks.unlock("", req.fields.optionalString("unlock_key"), req.token?.isRoot ?? false)
+                try await b.ns.onNode().unlockNamespace(callerPath: b.ns.path, relative: "", key: req.fields.optionalString("unlock_key"), callerIsRoot: req.token?.isRoot ?? false)
                 return nil
             },
         ], summary: "Unlock the API of this namespace (unlock key or root token)."),
@@ -87,38 +87,58 @@ struct SystemBackend: LogicalBackend {
             Field("admin_policy", .string), Field("quotas", .any),
         ], operations: [.read: { try await $0.readTenant($1) }, .update: { try await $0.provisionTenant($1) }, .delete: { try await $0.deprovisionTenant($1) }],
               summary: "Provision, read or deprovision a tenant: namespace, admin policy and admin token in one call."),
-        Route("rotate", operations: [.update: { b, _ in try await b.ns.hooks.rotate(); return nil }], summary: "Add a new barrier key term."),
-        Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.ns.hooks.keyStatus()) }], summary: "The active barrier key term."),
-        Route("seal", operations: [.update: { b, _ in try await b.ns.hooks.seal(); return nil }], summary: "Seal the server."),
+        Route("rotate", operations: [.update: { b, _ in try await b.rotate(); return nil }], summary: "Add a new barrier key term."),
+        Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.keyStatus()) }], summary: "The active barrier key term."),
+        Route("seal", operations: [.update: { b, _ in try await b.seal(); return nil }], summary: "Seal the server."),
     ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes
 
     // MARK: tenants
 
-    func tenantHooks() throws -> TenantHooks {
-        guard let t = ns.hooks.tenants else { throw CofferError(.notFound, "tenants are managed from the root namespace") }
-        return t
+    /// `sys/seal`: the node (root namespace only).
+    func seal() async throws {
+        guard ns.path.isEmpty else { throw CofferError.invalid("sys/seal is only available in the root namespace") }
+        try await ns.onNode().seal()
+    }
+
+    /// `sys/rotate`: a new term of this namespace's keyring (the root's: the barrier's).
+    func rotate() async throws {
+        let node = try ns.onNode()
+        if ns.path.isEmpty { try await node.rotate() } else { try await node.rotateNamespaceKeyring(path: ns.path) }
+    }
+
+    func keyStatus() async throws -> [String: JSONValue] {
+        let node = try ns.onNode()
+        if ns.path.isEmpty { return try await node.keyStatus() }
+        return try await node.namespaceKeyStatus(path: ns.path)
+    }
+
+    /// The node, for tenant provisioning (it spans namespaces): root namespace only.
+    func tenantNode() throws -> Core {
+        guard ns.path.isEmpty else { throw CofferError(.notFound, "tenants are managed from the root namespace") }
+        return try ns.onNode()
     }
 
     func listTenants(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let names = try await tenantHooks().list()
+        let names = try await tenantNode().tenantNames()
         return names.isEmpty ? nil : .list(names)
     }
 
     func readTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        guard let t = try await tenantHooks().read(req.fields.string("name")) else { return nil }
+        guard let t = try await tenantNode().tenant(name: req.fields.string("name")) else { return nil }
         return LogicalResponse(data: t.objectValue)
     }
 
     func provisionTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let f = req.fields
         let policy = f.optionalString("admin_policy").flatMap { $0.isEmpty ? nil : $0 }
-        let (record, auth) = try await tenantHooks().provision(f.string("name"), f.stringMap("custom_metadata"), policy, f["quotas"].flatMap { $0.isNull ? nil : $0 })
+        let (record, auth) = try await tenantNode().provisionTenant(
+            name: f.string("name"), metadata: f.stringMap("custom_metadata"), adminPolicy: policy, quotas: f["quotas"].flatMap { $0.isNull ? nil : $0 })
         let r = LogicalResponse(data: record.objectValue, auth: auth)
         return r
     }
 
     func deprovisionTenant(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        try await tenantHooks().deprovision(req.fields.string("name"))
+        try await tenantNode().deprovisionTenant(name: req.fields.string("name"))
         return nil
     }
 
@@ -159,17 +179,17 @@ struct SystemBackend: LogicalBackend {
             guard let s = v.stringValue else { throw CofferError.invalid("custom_metadata values must be strings") }
             return s
         }
-        let r = try await ns.hooks.createNamespace(req.fields.string("path"), meta)
+        let r = try await ns.onNode().createNamespace(parentPath: ns.path, relative: req.fields.string("path"), metadata: meta)
         return LogicalResponse(data: relativeJSON(r).objectValue)
     }
 
     func patchNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let r = try await ns.hooks.updateNamespace(req.fields.string("path"), req.fields.map("custom_metadata"))
+        let r = try await ns.onNode().updateNamespace(parentPath: ns.path, relative: req.fields.string("path"), patch: req.fields.map("custom_metadata"))
         return LogicalResponse(data: relativeJSON(r).objectValue)
     }
 
     func deleteNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        try await ns.hooks.deleteNamespace(req.fields.string("path"))
+        try await ns.onNode().deleteNamespace(parentPath: ns.path, relative: req.fields.string("path"))
         return nil
     }
 

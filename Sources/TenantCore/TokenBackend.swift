@@ -291,9 +291,16 @@ public struct TokenBackend: LogicalBackend {
             let left = Int(max(0, parent.expireTime - now))
             if ttl > left { ttl = left }
         }
-        e.expireTime = now + Int64(ttl)
-        e.lastRenewalTime = now
-        try await store.update(e)
+        let renewedTTL = ttl
+        // On the stored entry, under its lock: a renewal racing a revocation cannot bring
+        // the token back.
+        guard let renewed = try await store.modify(hash: e.idHash, { stored in
+            stored.expireTime = now + Int64(renewedTTL)
+            stored.lastRenewalTime = now
+        }) else {
+            throw CofferError.denied()
+        }
+        e = renewed.entry
         var auth = e.authInfo(token: token)
         auth.leaseDuration = ttl
         return LogicalResponse(auth: auth, warnings: warnings)
@@ -362,6 +369,11 @@ public struct TokenBackend: LogicalBackend {
     func writeRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let f = req.fields
         let name = f.string("role_name")
+        // Read, merge and write under the role's lock: concurrent partial updates both land.
+        return try await roles.withLock(name) { try await writeRole(name, f) }
+    }
+
+    private func writeRole(_ name: String, _ f: FieldValues) async throws -> LogicalResponse? {
         var r = try await roles.getCodable(TokenRole.self, name) ?? TokenRole(
             name: name, allowedPolicies: [], disallowedPolicies: [], orphan: false, period: 0, renewable: true,
             explicitMaxTTL: 0, pathSuffix: "", tokenType: "default-service", tokenTTL: 0, tokenMaxTTL: 0)
@@ -392,7 +404,8 @@ public struct TokenBackend: LogicalBackend {
     }
 
     func deleteRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        try await roles.delete(req.fields.string("role_name"))
+        let name = req.fields.string("role_name")
+        try await roles.withLock(name) { try await roles.delete(name) }
         return nil
     }
 }

@@ -28,6 +28,9 @@ public struct TokenEntry: Codable, Sendable {
     /// Set when the parent token (`parentHash`) lives in another namespace (an ancestor):
     /// that namespace's path. Its store indexes this child under `xchild/` (`TokenStore`).
     public var parentNamespace: String? = nil
+    /// Set when its revocation starts (before its children are walked): from then on the
+    /// token is refused and no child can be made of it.
+    public var revoking: Bool? = nil
 
     public func isExpired(now: Int64) -> Bool { expireTime != 0 && now >= expireTime }
     public func ttl(now: Int64) -> Int { expireTime == 0 ? 0 : Int(max(0, expireTime - now)) }
@@ -84,6 +87,9 @@ public final class TokenStore: Sendable {
     let view: StorageView
     let salt: SymmetricKey
     let cache = Mutex<[String: TokenEntry]>([:])
+    /// Bumped (under `cache`'s lock) by every revocation and cache drop: a lookup that read
+    /// storage before it does not put what it read into the cache.
+    let cacheGeneration = Atomic<UInt64>(0)
     public let defaultTTL: Int
     public let maxTTL: Int
 
@@ -141,31 +147,55 @@ public final class TokenStore: Sendable {
         var entry = template
         entry.idHash = hash(token)
         if entry.accessor.isEmpty { entry.accessor = TokenID.newAccessor() + idSuffix }
-        if try await view.get("id/" + entry.idHash) != nil {
-            throw CofferError.invalid("token with that id already exists")
-        }
         // The entry, its accessor and its parent link are one write (one commit).
         var rows = [
             StorageEntry(key: "id/" + entry.idHash, value: Array(try StoredJSON.encoder.encode(entry))),
             StorageEntry(key: "accessor/" + hash(entry.accessor), value: Array(entry.idHash.utf8)),
         ]
-        if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
-            guard let parentStore = try await storeAt(parentNamespace) else {
-                throw CofferError.invalid("the parent token's namespace does not exist")
-            }
-            try await parentStore.linkChild(parentHash: entry.parentHash, childHash: entry.idHash, namespace: entry.namespacePath)
-        } else if !entry.parentHash.isEmpty {
+        let foreignParent = entry.parentHash.isEmpty ? nil : entry.parentNamespace
+        if foreignParent == nil && !entry.parentHash.isEmpty {
             rows.append(StorageEntry(key: "parent/\(entry.parentHash)/\(entry.idHash)", value: []))
         }
-        try await view.putAll(rows)
-        cache.withLock { $0[entry.idHash] = entry }
+        let made = entry
+        let write = { [rows] in
+            // A custom id: the check and the write under that id's lock (two callers with
+            // one id cannot both succeed).
+            try await self.view.withLock("id/" + made.idHash) {
+                if id != nil, try await self.view.get("id/" + made.idHash) != nil {
+                    throw CofferError.invalid("token with that id already exists")
+                }
+                try await self.view.putAll(rows)
+                self.cache.withLock { $0[made.idHash] = made }
+            }
+        }
+        if let foreignParent {
+            guard let parentStore = try await storeAt(foreignParent) else {
+                throw CofferError.invalid("the parent token's namespace does not exist")
+            }
+            try await parentStore.whileAlive(made.parentHash) {
+                try await parentStore.view.put("xchild/\(made.parentHash)/\(made.idHash)", Array(made.namespacePath.utf8))
+                try await write()
+            }
+        } else if !made.parentHash.isEmpty {
+            try await whileAlive(made.parentHash) { try await write() }
+        } else {
+            try await write()
+        }
         if entry.expireTime != 0 { try await onExpiry?(entry.idHash, entry.expireTime) }
         return (token, entry)
     }
 
-    /// Records a child token that lives in the descendant namespace `namespace`.
-    func linkChild(parentHash: String, childHash: String, namespace: String) async throws {
-        try await view.put("xchild/\(parentHash)/\(childHash)", Array(namespace.utf8))
+    /// Runs `body` (which links something to the token `h`: a child token, a lease) under
+    /// the token's lock, once it is known to be alive and not being revoked: a revocation
+    /// marks the token under the same lock before it lists what is linked to it, so every
+    /// link is either found by it or refused here.
+    func whileAlive(_ h: String, _ body: () async throws -> Void) async throws {
+        try await view.withLock("id/" + h) {
+            guard let entry = try await view.getCodable(TokenEntry.self, "id/" + h), entry.revoking != true else {
+                throw CofferError.invalid("token has been revoked")
+            }
+            try await body()
+        }
     }
 
     /// The children of `h` in other namespaces: (namespace path, child hash).
@@ -190,13 +220,17 @@ public final class TokenStore: Sendable {
         if let cached {
             entry = cached
         } else {
+            let generation = cacheGeneration.load(ordering: .acquiring)
             guard let e = try await view.getCodable(TokenEntry.self, "id/" + h) else { return nil }
             entry = e
             cache.withLock { c in
+                // A revocation since the read: what was read may be gone.
+                guard cacheGeneration.load(ordering: .acquiring) == generation else { return }
                 if c.count > 50_000 { c.removeAll() }
                 c[h] = e
             }
         }
+        if entry.revoking == true { return nil }
         if entry.isExpired(now: Self.now()) {
             try? await revokeTree(hash: h)
             return nil
@@ -209,15 +243,24 @@ public final class TokenStore: Sendable {
         return try await lookup(hash: String(decoding: idh, as: UTF8.self))
     }
 
-    public func update(_ entry: TokenEntry) async throws {
-        let before = cache.withLock { $0[entry.idHash]?.expireTime }
-        try await view.putCodable("id/" + entry.idHash, entry)
-        cache.withLock { $0[entry.idHash] = entry }
-        if entry.expireTime != 0 && entry.expireTime != before { try await onExpiry?(entry.idHash, entry.expireTime) }
+    /// Changes a stored token: under its lock, on the entry re-read from storage, so
+    /// renewals, spent uses, orphaning and revocation never undo one another. Answers nil
+    /// (and changes nothing) when the token is gone or being revoked.
+    public func modify<T: Sendable>(hash h: String, _ change: (inout TokenEntry) throws -> T) async throws -> (entry: TokenEntry, result: T)? {
+        let changed: (TokenEntry, T, Int64)? = try await view.withLock("id/" + h) {
+            guard var e = try await view.getCodable(TokenEntry.self, "id/" + h), e.revoking != true else { return nil }
+            let before = e.expireTime
+            let result = try change(&e)
+            try await view.putCodable("id/" + h, e)
+            let stored = e
+            cache.withLock { $0[h] = stored }
+            return (e, result, before)
+        }
+        guard let (entry, result, before) = changed else { return nil }
+        if entry.expireTime != 0 && entry.expireTime != before { try await onExpiry?(h, entry.expireTime) }
+        return (entry, result)
     }
 
-    /// Spends the uses of limited-use tokens: one request at a time per token.
-    let useLock = KeyedLock()
     /// Requests running on a limited-use token's spent uses, and whether its last use is spent.
     let usesInFlight = Mutex<[String: (requests: Int, usedUp: Bool)]>([:])
 
@@ -227,23 +270,23 @@ public final class TokenStore: Sendable {
     /// true answer must be followed by `endUse` once the request is done.
     public func useToken(_ entry: TokenEntry) async throws -> Bool {
         guard entry.numUses != 0 else { return true }
-        return try await useLock.withLock(entry.idHash) {
-            guard var e = try await view.getCodable(TokenEntry.self, "id/" + entry.idHash), e.numUses > 0 else {
-                return false
-            }
+        let spent = try await modify(hash: entry.idHash) { e -> Bool? in
+            guard e.numUses > 0 else { return nil }
             e.numUses -= 1
             // Used up: -1, so concurrent requests can't reuse it before it is revoked.
             let last = e.numUses == 0
             if last { e.numUses = -1 }
-            try await update(e)
+            // Counted inside the lock: `endUse` of an earlier request cannot revoke the
+            // token between this spend and its count.
             usesInFlight.withLock { m in
                 var v = m[entry.idHash] ?? (0, false)
                 v.requests += 1
                 v.usedUp = v.usedUp || last
                 m[entry.idHash] = v
             }
-            return true
+            return last
         }
+        return spent?.result != nil
     }
 
     /// A request that spent a use is done: a used-up token is revoked once the last request
@@ -259,8 +302,11 @@ public final class TokenStore: Sendable {
         if revoke { try? await revokeTree(hash: hash) }
     }
 
-    /// Revokes a token and, recursively, every child token.
+    /// Revokes a token and, recursively, every child token. The token is marked first
+    /// (refused from then on, and no new child can be linked to it), then its children
+    /// go, then it.
     public func revokeTree(hash h: String) async throws {
+        try await markRevoking(h)
         for child in try await view.list(prefix: "parent/\(h)/") {
             try await revokeTree(hash: child)
         }
@@ -274,6 +320,7 @@ public final class TokenStore: Sendable {
 
     /// Revokes one token; its children become orphans.
     public func revokeOrphan(hash h: String) async throws {
+        try await markRevoking(h)
         for child in try await view.list(prefix: "parent/\(h)/") {
             try await orphan(hash: child)
             try await view.delete("parent/\(h)/\(child)")
@@ -287,25 +334,36 @@ public final class TokenStore: Sendable {
 
     /// Makes a token of this store an orphan (its parent is being revoked alone).
     func orphan(hash h: String) async throws {
-        guard var e = try await view.getCodable(TokenEntry.self, "id/" + h) else { return }
-        e.parentHash = ""
-        e.parentNamespace = nil
-        e.orphan = true
-        try await update(e)
+        _ = try await modify(hash: h) { e in
+            e.parentHash = ""
+            e.parentNamespace = nil
+            e.orphan = true
+        }
+    }
+
+    /// Marks a token as being revoked (under its lock): every later lookup refuses it.
+    func markRevoking(_ h: String) async throws {
+        _ = try await modify(hash: h) { $0.revoking = true }
     }
 
     func revokeOne(hash h: String) async throws {
-        let entry = try await view.getCodable(TokenEntry.self, "id/" + h)
-        if let entry {
-            try await view.delete("accessor/" + hash(entry.accessor))
-            if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
-                try await storeAt(parentNamespace)?.view.delete("xchild/\(entry.parentHash)/\(h)")
-            } else if !entry.parentHash.isEmpty {
-                try await view.delete("parent/\(entry.parentHash)/\(h)")
+        let entry: TokenEntry? = try await view.withLock("id/" + h) {
+            let entry = try await view.getCodable(TokenEntry.self, "id/" + h)
+            if let entry {
+                try await view.delete("accessor/" + hash(entry.accessor))
+                if let parentNamespace = entry.parentNamespace, !entry.parentHash.isEmpty {
+                    try await storeAt(parentNamespace)?.view.delete("xchild/\(entry.parentHash)/\(h)")
+                } else if !entry.parentHash.isEmpty {
+                    try await view.delete("parent/\(entry.parentHash)/\(h)")
+                }
             }
+            try await view.delete("id/" + h)
+            cache.withLock {
+                _ = $0.removeValue(forKey: h)
+                cacheGeneration.add(1, ordering: .releasing)
+            }
+            return entry
         }
-        try await view.delete("id/" + h)
-        cache.withLock { _ = $0.removeValue(forKey: h) }
         if entry != nil, let onRevoke { await onRevoke(h) }
     }
 
@@ -321,7 +379,12 @@ public final class TokenStore: Sendable {
     /// Number of stored tokens.
     public func count() async throws -> Int { try await view.list(prefix: "id/").count }
 
-    public func dropCache() { cache.withLock { $0.removeAll() } }
+    public func dropCache() {
+        cache.withLock {
+            $0.removeAll()
+            cacheGeneration.add(1, ordering: .releasing)
+        }
+    }
 }
 
 extension TokenEntry {

@@ -148,7 +148,7 @@ struct ServerCommand: AsyncParsableCommand {
         } else {
             bucketStore = InProcessBucketStore()
         }
-        core.setRateLimiter(BucketStoreLimiter(store: bucketStore, failureMode: file.quotaFailureMode, logger: logger))
+        let rateLimiter = BucketStoreLimiter(store: bucketStore, failureMode: file.quotaFailureMode, logger: logger)
 
         var banner = """
             ==> Coffer server configuration:
@@ -180,6 +180,7 @@ struct ServerCommand: AsyncParsableCommand {
 
         var gateway = GatewayConfiguration(metricsExporter: { await exporter.render() })
         gateway.cluster = clusterLink
+        gateway.rateLimiter = rateLimiter
         gateway.apiAddress = core.haConfiguration?.apiAddress ?? (file.apiAddr.isEmpty ? "\(listener.tlsDisable ? "http" : "https")://\(listener.host):\(listener.port)" : file.apiAddr)
         let app = try CofferServer.application(core: core, listener: listener, gateway: gateway, logger: logger) { port in
             logger.info("listening", metadata: ["address": "\(listener.host):\(port)"])

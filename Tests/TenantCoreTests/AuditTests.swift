@@ -335,7 +335,7 @@ private final class DatagramReceiver {
         let token = RequestToken(accessor: "acc-1", policies: ["root"], displayName: "root", entityID: "e-1")
         let caller = AuditAuth(token: token, clientToken: "hvs.raw", tokenTTL: 10)
         #expect(caller.clientToken == "hvs.raw" && caller.accessor == "acc-1" && caller.policies == ["root"] && caller.tokenType == "service")
-        var logical = LogicalResponse.raw(["sealed": false, "keys": ["k"]])
+        var logical = LogicalResponse.document(["sealed": false, "keys": ["k"]])
         logical.wrapInfo = ["token": "hvs.wrap", "accessor": "wa", "ttl": 60, "creation_path": "sys/wrapping/wrap"]
         logical.warnings = ["w"]
         let info = AuditResponseInfo(request: AuditRequestInfo(operation: .read, path: "sys/seal-status"), response: logical, leaseID: "l-1")

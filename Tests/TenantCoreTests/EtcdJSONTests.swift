@@ -6,8 +6,9 @@ import Testing
 /// The hand-written JSON of etcd's range and txn messages says what `JSONEncoder` says.
 @Suite struct EtcdJSONTests {
     func both(_ message: some Encodable & EtcdJSONMessage) throws -> (Any, Any) {
-        var mine: [UInt8] = []
-        message.writeJSON(&mine)
+        var w = JSONWriter()
+        message.writeJSON(&w)
+        let mine = w.bytes
         let encoder = JSONEncoder()
         encoder.keyEncodingStrategy = .convertToSnakeCase
         let theirs = try encoder.encode(message)
@@ -31,9 +32,9 @@ import Testing
             #expect((mine as! NSObject).isEqual(theirs as! NSObject))
         }
         // Empty repeated fields are left out (proto3: the same message).
-        var empty: [UInt8] = []
+        var empty = JSONWriter()
         TxnRequest().writeJSON(&empty)
-        #expect(empty == Array("{}".utf8))
+        #expect(empty.bytes == Array("{}".utf8))
     }
 }
 

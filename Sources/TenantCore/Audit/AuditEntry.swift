@@ -196,11 +196,11 @@ public struct AuditResponseInfo: Sendable {
         self.error = error
     }
 
-    /// From what a backend answered. `rawBody` stands in for `data` when the route answers
-    /// without the envelope (sys/ paths).
+    /// From what a backend answered. A `.document` answer (no envelope, as help and some
+    /// sys/ paths answer) stands in for `data`.
     public init(request: AuditRequestInfo, response: LogicalResponse, leaseID: String? = nil) {
         var data = response.data
-        if data == nil, let raw = response.rawBody?.objectValue { data = raw }
+        if data == nil, case .document(let doc) = response.form, let raw = doc.objectValue { data = raw }
         self.init(
             request: request, data: data, auth: response.auth.map(AuditAuth.init), leaseID: leaseID,
             wrapInfo: AuditWrapInfo(response.wrapInfo), warnings: response.warnings)
@@ -281,65 +281,74 @@ public struct AuditBody: Sendable {
     public var json: JSONValue { (try? JSONValue.parse(bytes)) ?? .null }
 }
 
-/// Writes compact JSON with object members in sorted key order straight into bytes: the
-/// canonical form of `AuditChain`, byte for byte what `JSONValue.serialized()` gives for
-/// the same value. Callers emit members in ascending key order (checked in debug builds).
+/// The audit entry's writer: `JSONWriter` with members in sorted key order, so the bytes
+/// are the canonical form of `AuditChain` (what `JSONValue.serialized()` gives for the
+/// same value). Callers emit members in ascending key order (checked in debug builds);
+/// Vault's `omitempty` members are left out when empty, and `hashed` writes a value with
+/// every string replaced by its HMAC.
 struct CanonicalJSONWriter {
-    var out: [UInt8] = []
-    /// Whether the innermost open object has a member yet, and its last key (debug check).
-    private var levels: [(hasMember: Bool, lastKey: String)] = []
+    var json = JSONWriter(capacity: 1024)
+    var out: [UInt8] { json.bytes }
+    #if DEBUG
+    /// The last key of every open object (the order check).
+    private var lastKeys: [String] = []
+    #endif
 
-    init() { out.reserveCapacity(1024) }
+    init() {}
 
     mutating func open() {
-        out.append(UInt8(ascii: "{"))
-        levels.append((false, ""))
+        json.beginObject()
+        #if DEBUG
+        lastKeys.append("")
+        #endif
     }
 
     mutating func close() {
-        out.append(UInt8(ascii: "}"))
-        levels.removeLast()
+        json.endObject()
+        #if DEBUG
+        lastKeys.removeLast()
+        #endif
     }
 
     mutating func key(_ k: String) {
-        let i = levels.count - 1
-        assert(!levels[i].hasMember || levels[i].lastKey < k, "canonical JSON members out of order: \(levels[i].lastKey) before \(k)")
-        if levels[i].hasMember { out.append(UInt8(ascii: ",")) }
-        levels[i].hasMember = true
         #if DEBUG
-        levels[i].lastKey = k
+        let i = lastKeys.count - 1
+        assert(lastKeys[i].isEmpty || lastKeys[i] < k, "canonical JSON members out of order: \(lastKeys[i]) before \(k)")
+        lastKeys[i] = k
         #endif
-        JSONValue.writeString(k, into: &out)
-        out.append(UInt8(ascii: ":"))
+        json.key(k)
     }
 
     /// A member that is left out when empty (Vault's `omitempty`).
     mutating func string(_ k: String, _ v: String) {
         guard !v.isEmpty else { return }
         key(k)
-        JSONValue.writeString(v, into: &out)
+        json.string(v)
     }
 
     mutating func int(_ k: String, _ v: Int64) {
         guard v != 0 else { return }
         key(k)
-        out.append(contentsOf: String(v).utf8)
+        json.int(v)
     }
 
     mutating func strings(_ k: String, _ v: [String]) {
         guard !v.isEmpty else { return }
         key(k)
-        out.append(UInt8(ascii: "["))
-        for (i, s) in v.enumerated() {
-            if i > 0 { out.append(UInt8(ascii: ",")) }
-            JSONValue.writeString(s, into: &out)
-        }
-        out.append(UInt8(ascii: "]"))
+        json.beginArray()
+        for s in v { json.string(s) }
+        json.endArray()
     }
 
     mutating func value(_ k: String, _ v: JSONValue) {
         key(k)
-        v.write(into: &out)
+        json.value(v)
+    }
+
+    /// Bytes rendered before (a memo of this writer's output) as the value of `k`.
+    mutating func raw(_ k: String, _ bytes: some Sequence<UInt8>) {
+        key(k)
+        json.raw(bytes)
     }
 
     /// `v` with every string at any depth replaced by its HMAC (keys, numbers, booleans
@@ -351,24 +360,19 @@ struct CanonicalJSONWriter {
 
     private mutating func writeHashed(_ v: JSONValue, _ salt: AuditSalt) {
         switch v {
-        case .string(let s): JSONValue.writeString(salt.hmac(s), into: &out)
+        case .string(let s): json.string(salt.hmac(s))
         case .array(let a):
-            out.append(UInt8(ascii: "["))
-            for (i, e) in a.enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                writeHashed(e, salt)
-            }
-            out.append(UInt8(ascii: "]"))
+            json.beginArray()
+            for e in a { writeHashed(e, salt) }
+            json.endArray()
         case .object(let o):
-            out.append(UInt8(ascii: "{"))
-            for (i, k) in o.keys.sorted().enumerated() {
-                if i > 0 { out.append(UInt8(ascii: ",")) }
-                JSONValue.writeString(k, into: &out)
-                out.append(UInt8(ascii: ":"))
+            json.beginObject()
+            for k in o.keys.sorted() {
+                json.key(k)
                 writeHashed(o[k]!, salt)
             }
-            out.append(UInt8(ascii: "}"))
-        default: v.write(into: &out)
+            json.endObject()
+        default: json.value(v)
         }
     }
 
@@ -418,8 +422,7 @@ public enum AuditEntry {
         let chainAt = w.out.count
         w.string("error", error ?? "")
         if let cached = memo?.sections.withLock({ $0[memoKey] }) {
-            w.key("request")
-            w.out.append(contentsOf: cached)
+            w.raw("request", cached)
         } else {
             w.key("request")
             let start = w.out.count

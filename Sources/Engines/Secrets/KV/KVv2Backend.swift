@@ -222,9 +222,7 @@ public struct KVv2Backend: LogicalBackend {
 
     /// The answer for a version that is gone: 404 with its metadata, `field` set to null.
     func goneResponse(_ field: String, _ n: Int, _ v: VersionMeta, _ m: KeyMetadata) -> LogicalResponse {
-        var r = LogicalResponse(data: [field: .null, "metadata": versionJSON(n, v, m)])
-        r.statusCode = 404
-        return r
+        LogicalResponse(data: [field: .null, "metadata": versionJSON(n, v, m)], form: .gone)
     }
 
     func readData(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -458,7 +456,7 @@ public struct KVv2Backend: LogicalBackend {
             m.updatedTime = Date()
             try await storage.putJSON("metadata/" + key, m.json)
             // A patch answering nothing is a 404 (no such key); done, Vault answers 204.
-            return LogicalResponse(statusCode: 204)
+            return .done
         }
     }
 

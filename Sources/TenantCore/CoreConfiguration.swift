@@ -1,0 +1,21 @@
+import CofferSDK
+
+/// Defaults that come from the server configuration.
+public struct CoreConfiguration: Sendable {
+    public var defaultLeaseTTL: Int
+    public var maxLeaseTTL: Int
+    public var clusterName: String
+    public var version: String
+    /// Lease revocation retries and concurrency.
+    public var leases = LeaseManager.Configuration()
+    /// Where engines of tenant (non-root) namespaces may connect: `database_allowed_hosts`
+    /// and `database_denied_cidrs` of the server configuration.
+    public var tenantOutbound = OutboundPolicy.defaultTenant
+
+    public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
+        self.defaultLeaseTTL = defaultLeaseTTL
+        self.maxLeaseTTL = maxLeaseTTL
+        self.clusterName = clusterName
+        self.version = version
+    }
+}

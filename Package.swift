@@ -28,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-certificates", from: "1.21.1"),
         .package(url: "https://github.com/apple/swift-asn1", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
@@ -38,10 +39,21 @@ let package = Package(
             dependencies: [.product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
+        // The audit broker, its entries, hash chain and devices (file, syslog, socket).
+        .target(
+            name: "Audit",
+            dependencies: [
+                "CofferSDK",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
         .target(
             name: "TenantCore",
             dependencies: [
-                "CofferSDK",
+                "CofferSDK", "Audit",
+                .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "SQLiteNIO", package: "sqlite-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -72,10 +84,14 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // Everything that spans nodes: the etcd storage tier and the HA campaign (which
+        // drives a core).
         .target(
             name: "Replication",
             dependencies: [
-                "CofferSDK",
+                "CofferSDK", "TenantCore", "Audit",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
@@ -87,7 +103,7 @@ let package = Package(
         .target(
             name: "Gateway",
             dependencies: [
-                "CofferSDK", "TenantCore", "Replication", "CHiredis",
+                "CofferSDK", "TenantCore", "Audit", "Replication", "CHiredis",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
@@ -106,7 +122,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferSDK", "TenantCore", "Engines", "DatabaseSecrets", "Gateway", "Replication",
+                "CofferSDK", "TenantCore", "Audit", "Engines", "DatabaseSecrets", "Gateway", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -128,7 +144,7 @@ let package = Package(
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
         .testTarget(
             name: "TenantCoreTests",
-            dependencies: ["TenantCore", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TenantCore", "Audit", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
         .testTarget(

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import TenantCore
+import Audit
 
 extension VaultGateway {
     static let snapshotPaths: Set<String> = ["sys/storage/snapshot", "sys/storage/snapshot-force"]

@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import NIOCore
 import TenantCore
+import Audit
 
 /// A Vault request as the decoding stage read it off the wire.
 public struct VaultRequest: Sendable {

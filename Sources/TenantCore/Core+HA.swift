@@ -3,6 +3,7 @@ import Crypto
 import Foundation
 import Logging
 import Synchronization
+import Audit
 
 /// How a node takes part in an HA cluster (`storage "etcd" { ha_enabled = "true" }`).
 public struct HAConfiguration: Sendable {
@@ -32,10 +33,17 @@ public struct HAConfiguration: Sendable {
     }
 }
 
+/// The stored keyring no longer opens with this node's root key: a snapshot of another
+/// cluster was restored (`snapshot-force`). The node seals itself; it is unsealed again with
+/// that cluster's keys.
+package struct ForeignKeyring: Error {
+    package init() {}
+}
+
 /// What the lock holder advertises (the lock key's value).
 public struct LeaderAdvertisement: Codable, Sendable, Equatable {
     /// The advertisement a lock value holds, or nil when it does not read.
-    static func decoded(_ bytes: [UInt8]) -> LeaderAdvertisement? {
+    package static func decoded(_ bytes: [UInt8]) -> LeaderAdvertisement? {
         try? StoredJSON.decoder.decode(LeaderAdvertisement.self, from: Data(bytes))
     }
 
@@ -50,6 +58,21 @@ public struct LeaderAdvertisement: Codable, Sendable, Equatable {
     enum CodingKeys: String, CodingKey {
         case nodeID = "node_id", apiAddr = "api_addr", clusterAddr = "cluster_addr", session, since
     }
+
+    package init(nodeID: String, apiAddr: String, clusterAddr: String, session: String, since: Double) {
+        self.nodeID = nodeID
+        self.apiAddr = apiAddr
+        self.clusterAddr = clusterAddr
+        self.session = session
+        self.since = since
+    }
+}
+
+/// The campaign that decides whether this node is active (`Replication.HAService`): the
+/// core starts it at unseal and stops it at seal (an active node then gives the lock up).
+package protocol HACampaign: Sendable {
+    func start()
+    func stop() async
 }
 
 public enum HARole: String, Sendable {
@@ -89,22 +112,20 @@ struct HAState {
     var config: HAConfiguration?
     var role = HARole.standalone
     var leader: LeaderAdvertisement?
-    var task: Task<Void, Never>?
+    var campaign: (any HACampaign)?
     var stepDownRequested = false
+    /// How far a standby has read the change feed.
     var feedRevision: UInt64 = 0
-    /// The standby's watch on the change feed, and when it was last seen lagging.
-    var feedTask: Task<Void, Never>?
-    var lastLagCheck: ContinuousClock.Instant?
-    var laggingSince: (at: ContinuousClock.Instant, head: UInt64)?
 }
 
 extension Core {
-    /// Makes this node an HA cluster member: after unseal it is a standby until it takes
-    /// the lock. Call before the first unseal.
-    public func enableHA(_ config: HAConfiguration) {
+    /// Makes this node an HA cluster member campaigning through `campaign`: after unseal it
+    /// is a standby until it takes the lock. Call before the first unseal.
+    package func enableHA(_ config: HAConfiguration, campaign: any HACampaign) {
         ha.withLock { s in
             s.config = config
             s.role = .standby
+            s.campaign = campaign
         }
     }
 
@@ -149,29 +170,21 @@ extension Core {
         ha.withLock { $0.feedRevision = head }
     }
 
-    func feedHead() async throws -> UInt64 {
+    /// The change feed's newest revision.
+    package func feedHead() async throws -> UInt64 {
         switch try await physical.changes(since: UInt64.max - 1, limit: 0) {
         case .changes(_, let head), .compacted(let head): return head
         }
     }
 
-    func launchHALoop(_ config: HAConfiguration) {
-        let t = Task<Void, Never> { [weak self] in
-            guard let self else { return }
-            await self.haLoop(config)
-        }
-        ha.withLock { $0.task = t }
+    /// At unseal: the campaign starts (this node is a standby until it wins).
+    func startCampaign() {
+        ha.withLock { $0.campaign }?.start()
     }
 
     /// At seal: stop campaigning; an active node gives the lock up.
     func stopHA() async {
-        let t = ha.withLock { s -> Task<Void, Never>? in
-            defer { s.task = nil }
-            return s.task
-        }
-        t?.cancel()
-        await t?.value
-        stopFeedWatcher()
+        await ha.withLock { $0.campaign }?.stop()
         ha.withLock { s in
             if s.config != nil { s.role = .standby }
             s.leader = nil
@@ -190,215 +203,39 @@ extension Core {
         }
     }
 
-    // MARK: the campaign
+    // MARK: what the campaign drives (Replication.HAService)
 
-    func haLoop(_ config: HAConfiguration) async {
-        var machine = HAStateMachine(
-            nodeID: nodeID, pollInterval: config.pollInterval, lockTTL: .seconds(config.lockTTL), stepDownHold: config.stepDownHold)
-        var pending = machine.start()
-        var lastError = ContinuousClock.now - .seconds(60)
-        var advertised: (advert: LeaderAdvertisement, bytes: [UInt8])?
-        while !pending.isEmpty {
-            let action = pending.removeFirst()
-            if Task.isCancelled, machine.state != .stopped {
-                pending = machine.handle(.shutdown)
-                continue
-            }
-            guard let event = await perform(action, config, machine: machine, advertised: &advertised, lastError: &lastError) else { continue }
-            let actions = machine.handle(event)
-            switch event {
-            case .foreignKeyring: logger.error("HA: storage holds another cluster's keyring; sealing")
-            case .leaseGone: logger.error("HA: the lock's lease is gone; this node is no longer active")
-            case .renewalFailed where actions.contains(.closeGate): logger.error("HA: cannot renew the lock; stepping down")
-            default: break
-            }
-            pending += actions
-        }
-        if Task.isCancelled { config.gate.setOpen(false) }
-    }
-
-    /// Runs one action of the campaign; answers the event it produced (nil: none).
-    func perform(
-        _ action: HAStateMachine.Action, _ config: HAConfiguration, machine: HAStateMachine,
-        advertised: inout (advert: LeaderAdvertisement, bytes: [UInt8])?, lastError: inout ContinuousClock.Instant
-    ) async -> HAStateMachine.Event? {
-        do {
-            switch action {
-            case .readLock:
-                guard let holder = try await config.lock.holder() else { return .lockHolder(nil, held: false) }
-                return .lockHolder(LeaderAdvertisement.decoded(holder), held: true)
-            case .acquire:
-                let advert = LeaderAdvertisement(
-                    nodeID: nodeID, apiAddr: config.apiAddress, clusterAddr: config.clusterAddress,
-                    session: RandomID.secureUUID(), since: Date().timeIntervalSince1970)
-                let bytes = Array(try StoredJSON.encoder.encode(advert))
-                switch try await config.lock.acquire(value: bytes, ttlSeconds: config.lockTTL) {
-                case .held(let holder):
-                    return .heldBy(holder.flatMap(LeaderAdvertisement.decoded))
-                case .acquired(let lease):
-                    advertised = (advert, bytes)
-                    return .acquired(lease: lease, now: .now)
-                }
-            case .activate:
-                guard let advertised else { return .activationFailed }
-                config.lock.fence(advertised.bytes)
-                do {
-                    try await activate(advertised.advert)
-                    return .activated(now: .now)
-                } catch is ForeignKeyring {
-                    return .foreignKeyring
-                } catch {
-                    logger.error("could not become active; giving the lock back", metadata: ["error": "\(error)"])
-                    return .activationFailed
-                }
-            case .renew(let lease):
-                do {
-                    return try await config.lock.keepAlive(lease: lease) ? .renewed(now: .now) : .leaseGone
-                } catch {
-                    if ContinuousClock.now - lastError > .seconds(10) {
-                        logger.warning("HA: cannot renew the lock", metadata: ["error": "\(error)"])
-                        lastError = .now
-                    }
-                    return .renewalFailed(now: .now)
-                }
-            case .release(let lease):
-                // Outside this task: on seal or shutdown it is cancelled, and a cancelled
-                // task's etcd call would be abandoned before it is sent.
-                await Task { try? await config.lock.release(lease: lease) }.value
-                logger.info("HA: lock released")
-                return nil
-            case .closeGate:
-                config.gate.setOpen(false)
-                return nil
-            case .demote:
-                if case .holdingOff = machine.state { logger.info("HA: stepping down") }
-                await demote(config)
-                return nil
-            case .setLeader(let leader):
-                ha.withLock { s in
-                    s.leader = leader
-                    // A step-down request that came while not active is void.
-                    if s.role != .active { s.stepDownRequested = false }
-                }
-                return nil
-            case .seal:
-                sealForForeignKeyring()
-                return nil
-            case .follow:
-                try await standbyTick(config)
-                return .tick(now: .now)
-            case .wait(let duration):
-                // Short sleeps, so a step-down or a seal is acted on at once.
-                let until = ContinuousClock.now + duration
-                while ContinuousClock.now < until {
-                    if case .active = machine.state, ha.withLock({ s in defer { s.stepDownRequested = false }; return s.stepDownRequested }) {
-                        return .stepDownRequested(now: .now)
-                    }
-                    try await Task.sleep(for: min(.milliseconds(50), until - .now))
-                }
-                return .tick(now: .now)
-            }
-        } catch is CancellationError {
-            return .shutdown
-        } catch is ForeignKeyring {
-            return .foreignKeyring
-        } catch {
-            if Task.isCancelled { return .shutdown }
-            if ContinuousClock.now - lastError > .seconds(10) {
-                logger.warning("HA: storage unavailable, retrying", metadata: ["error": "\(error)"])
-                lastError = ContinuousClock.now
-            }
-            return .storageFailed
-        }
-    }
-
-    /// One standby period: follow the change feed until the next look at the lock. A
-    /// watcher task applies changes as they come and this only checks, once a second, that
-    /// it is not falling behind (a member that stopped answering keeps a watch open but
-    /// silent): a watcher behind for over a second is replaced.
-    func standbyTick(_ config: HAConfiguration) async throws {
-        let feed = config.feed
-        ensureFeedWatcher(feed)
-        try await Task.sleep(for: config.pollInterval)
-        let now = ContinuousClock.now
-        let due = ha.withLock { s -> Bool in
-            guard s.lastLagCheck.map({ now - $0 >= .seconds(1) }) ?? true else { return false }
-            s.lastLagCheck = now
-            return true
-        }
-        guard due else { return }
-        let head = try await feedHead()
-        let stale = ha.withLock { s -> Bool in
-            guard head > s.feedRevision else {
-                s.laggingSince = nil
-                return false
-            }
-            guard let lag = s.laggingSince else {
-                s.laggingSince = (now, head)
-                return false
-            }
-            // Still short of what was already written a second ago: the watch is stuck.
-            return now - lag.at >= .seconds(1) && s.feedRevision < lag.head
-        }
-        if stale {
-            logger.warning("HA: the change feed watch fell behind; reconnecting")
-            stopFeedWatcher()
-            ha.withLock { $0.laggingSince = nil }
-            try await followFeed()
-            ensureFeedWatcher(feed)
-        }
-    }
-
-    func ensureFeedWatcher(_ feed: any ChangeFeedWatching) {
+    /// The active node as the lock says (this node, another, or none).
+    package func setLeader(_ leader: LeaderAdvertisement?) {
         ha.withLock { s in
-            guard s.feedTask == nil else { return }
-            s.feedTask = Task { [weak self] in await self?.runFeedWatcher(feed) }
+            s.leader = leader
+            // A step-down request that came while not active is void.
+            if s.role != .active { s.stepDownRequested = false }
         }
     }
 
-    func stopFeedWatcher() {
-        let t = ha.withLock { s -> Task<Void, Never>? in
-            defer { s.feedTask = nil }
-            return s.feedTask
+    /// Whether `sys/step-down` was asked since the last look (and forgets it).
+    package func takeStepDownRequest() -> Bool {
+        ha.withLock { s in
+            defer { s.stepDownRequested = false }
+            return s.stepDownRequested
         }
-        t?.cancel()
     }
 
-    func runFeedWatcher(_ feed: any ChangeFeedWatching) async {
-        var lastError = ContinuousClock.now - .seconds(60)
-        while !Task.isCancelled, haRole == .standby {
-            let from = ha.withLock { $0.feedRevision }
-            do {
-                for try await item in feed.watchChanges(after: from) {
-                    if Task.isCancelled { return }
-                    switch item {
-                    case .changes(let changes, _):
-                        try await apply(changes)
-                    case .compacted(let head):
-                        logger.warning("HA: the change feed was compacted past this standby; reloading everything")
-                        try await transition.withLock { try await reloadFromStorage() }
-                        ha.withLock { $0.feedRevision = max($0.feedRevision, head) }
-                    }
-                }
-            } catch is ForeignKeyring {
-                sealForForeignKeyring()
-                return
-            } catch {
-                if Task.isCancelled { return }
-                if ContinuousClock.now - lastError > .seconds(10) {
-                    logger.warning("HA: change feed watch interrupted; resuming", metadata: ["error": "\(error)"])
-                    lastError = ContinuousClock.now
-                }
-                try? await Task.sleep(for: .milliseconds(200))
-            }
-        }
+    /// How far this standby has applied the change feed.
+    package var feedRevision: UInt64 { ha.withLock { $0.feedRevision } }
+
+    /// Drops every cache and reloads (the feed was compacted past this standby); the feed is
+    /// then read from `head`.
+    package func reloadEverything(feedAt head: UInt64) async throws {
+        try await transition.withLock { try await reloadFromStorage() }
+        ha.withLock { $0.feedRevision = max($0.feedRevision, head) }
     }
 
     /// Standby → active: reload everything from storage (this node may have missed the
     /// last changes of the previous active), open the gate, start background work.
-    func activate(_ advert: LeaderAdvertisement) async throws {
+    package func activate(_ advert: LeaderAdvertisement) async throws {
         guard let config = haConfiguration else { return }
-        stopFeedWatcher()
         try await transition.withLock {
             guard barrier.isUnsealed else { throw CofferError(.sealed, "Vault is sealed") }
             config.gate.setOpen(true)
@@ -420,7 +257,7 @@ extension Core {
 
     /// Active → standby (lost lock, step-down, seal): close the gate, stop background
     /// work, and reload so the caches follow the feed again.
-    func demote(_ config: HAConfiguration) async {
+    package func demote(_ config: HAConfiguration) async {
         config.gate.setOpen(false)
         let wasActive = ha.withLock { s -> Bool in
             defer {
@@ -469,12 +306,9 @@ extension Core {
         barrier.install(try StoredJSON.decoder.decode(Keyring.self, from: Data(ring)))
     }
 
-    /// The stored keyring no longer opens with this node's root key: a snapshot of another
-    /// cluster was restored (`snapshot-force`). The node seals itself; it is unsealed again
-    /// with that cluster's keys.
-    struct ForeignKeyring: Error {}
-
-    func sealForForeignKeyring() {
+    /// The stored keyring no longer opens with this node's root key (`ForeignKeyring`): the
+    /// node seals itself.
+    package func sealForForeignKeyring() {
         logger.error("HA: the stored keyring does not open with this node's keys (another cluster's snapshot was restored); sealing this node")
         Task.detached { [weak self] in try? await self?.seal() }
     }
@@ -482,7 +316,7 @@ extension Core {
     // MARK: following the active node's writes
 
     /// Reads the change feed and invalidates what changed (a standby's caches).
-    func followFeed() async throws {
+    package func followFeed() async throws {
         let since = ha.withLock { $0.feedRevision }
         switch try await physical.changes(since: since, limit: 1000) {
         case .changes(let changes, let head):
@@ -499,7 +333,7 @@ extension Core {
     }
 
     /// Invalidates what `changes` made stale and records how far the feed was read.
-    func apply(_ changes: [StorageChange]) async throws {
+    package func apply(_ changes: [StorageChange]) async throws {
         guard let last = changes.last?.revision else { return }
         var reloadRoot = false, auditChanged = false
         var evict: Set<String> = []

@@ -3,6 +3,7 @@ import CofferSDK
 import Foundation
 import Logging
 import Synchronization
+import Audit
 
 /// The stored seal configuration (outside the barrier, plaintext by design).
 public struct SealConfiguration: Codable, Sendable {
@@ -238,9 +239,9 @@ public final class Core: Sendable {
         } catch {
             logger.error("audit devices could not be loaded", metadata: ["error": "\(error)"])
         }
-        if let haConfig {
+        if haConfig != nil {
             // A standby: the campaign decides whether this node becomes active.
-            launchHALoop(haConfig)
+            startCampaign()
         } else {
             leases.start()
             periodic.start()

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import HeapModule
 import Logging
 import Synchronization
 
@@ -44,7 +45,7 @@ extension LeaseManager {
         let due = TokenDue(at: at, hour: at / 3600, namespaceID: namespaceID, tokenHash: tokenHash)
         try await registry().put(due.row, Array(String(at).utf8))
         state.withLock { s in
-            if s.tokenHorizon >= 0 && due.hour <= s.tokenHorizon { s.tokenHeap.push(due) }
+            if s.tokenHorizon >= 0 && due.hour <= s.tokenHorizon { s.tokenHeap.insert(due) }
         }
     }
 
@@ -75,7 +76,7 @@ extension LeaseManager {
                 }
             }
             state.withLock { s in
-                for d in due { s.tokenHeap.push(d) }
+                for d in due { s.tokenHeap.insert(d) }
                 s.tokenHorizon = max(s.tokenHorizon, through)
             }
         } catch {
@@ -88,8 +89,8 @@ extension LeaseManager {
     func dueTokens(now: Int64, limit: Int) -> [TokenDue] {
         state.withLock { s in
             var out: [TokenDue] = []
-            while out.count < limit, let top = s.tokenHeap.peek, top.at <= now {
-                out.append(s.tokenHeap.pop()!)
+            while out.count < limit, let top = s.tokenHeap.min, top.at <= now {
+                out.append(s.tokenHeap.popMin()!)
             }
             return out
         }
@@ -113,7 +114,7 @@ extension LeaseManager {
             logger.warning("token expiry failed; will retry", metadata: ["error": "\(error)"])
             var retry = due
             retry.at = Int64(Self.now()) + 5
-            state.withLock { $0.tokenHeap.push(retry) }
+            state.withLock { $0.tokenHeap.insert(retry) }
         }
     }
 
@@ -130,5 +131,5 @@ extension LeaseManager {
     }
 
     /// The time of the next token expiry in memory.
-    var nextTokenExpiry: Double? { state.withLock { $0.tokenHeap.peek.map { Double($0.at) } } }
+    var nextTokenExpiry: Double? { state.withLock { $0.tokenHeap.min.map { Double($0.at) } } }
 }

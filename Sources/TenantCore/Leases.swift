@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import HeapModule
 import Logging
 import Synchronization
 @preconcurrency import Crypto
@@ -125,7 +126,7 @@ public final class LeaseManager: Sendable {
     }
 
     struct State: Sendable {
-        var heap = MinHeap<Due>()
+        var heap = Heap<Due>()
         /// Live deadline of every scheduled lease (irrevocable ones are not scheduled).
         var deadlines: [Key: Double] = [:]
         /// Full paths of counted leases (live and irrevocable), for the counter.
@@ -136,7 +137,7 @@ public final class LeaseManager: Sendable {
         /// Lease-count quota reservations of requests in flight, by quota key.
         var pending: [String: Int] = [:]
         /// Token expiries of the buckets loaded so far (`Leases+TokenExpiry.swift`).
-        var tokenHeap = MinHeap<TokenDue>()
+        var tokenHeap = Heap<TokenDue>()
         /// The last hour bucket loaded into `tokenHeap` (-1: none yet).
         var tokenHorizon: Int64 = -1
     }
@@ -246,14 +247,14 @@ public final class LeaseManager: Sendable {
             let now = Self.now()
             var due: [Key] = []
             let next: Double? = state.withLock { s in
-                while let top = s.heap.peek, top.at <= now {
-                    _ = s.heap.pop()
+                while let top = s.heap.min, top.at <= now {
+                    _ = s.heap.popMin()
                     guard s.deadlines[top.key] == top.at, !s.running.contains(top.key) else { continue }
                     s.running.insert(top.key)
                     due.append(top.key)
                     if due.count >= configuration.concurrency * 4 { break }
                 }
-                return s.heap.peek?.at
+                return s.heap.min?.at
             }
             let tokensExpired = await runTokenExpiry()
             if !due.isEmpty {
@@ -364,7 +365,7 @@ public final class LeaseManager: Sendable {
             }
             if !entry.irrevocable {
                 s.deadlines[key] = entry.expireTime
-                s.heap.push(Due(at: entry.expireTime, key: key))
+                s.heap.insert(Due(at: entry.expireTime, key: key))
             }
         }
     }
@@ -373,7 +374,7 @@ public final class LeaseManager: Sendable {
         state.withLock { s in
             guard s.counted[key] != nil else { return }
             s.deadlines[key] = at
-            s.heap.push(Due(at: at, key: key))
+            s.heap.insert(Due(at: at, key: key))
         }
     }
 
@@ -552,7 +553,7 @@ public final class LeaseManager: Sendable {
         if !prefix.hasSuffix("/"), try await ns.rootView.get(Self.idPrefix + prefix) != nil { ids.append(prefix) }
         let failures = try await revoke(ns, ids, force: force)
         if !failures.isEmpty {
-            throw CofferError(.unavailable, "failed to revoke \(failures.count) of \(ids.count) leases (they will be retried): \(failures.prefix(3).joined(separator: "; "))")
+            throw CofferError(.unavailable, "failed to revoke \(failures.count) of \(ids.count) leases (they will be retried): \(Self.describe(failures))")
         }
         return ids.count
     }
@@ -562,19 +563,32 @@ public final class LeaseManager: Sendable {
     /// namespace deletion, which must not leave credentials behind.
     func revokeAll(_ ns: NamespaceCore, prefix: String) async throws -> Int {
         let ids = try await Self.listAll(ns.rootView, Self.idPrefix + prefix).map { prefix + $0 }
-        let failures = try await revoke(ns, ids, force: false)
+        var failures = try await revoke(ns, ids, force: false)
+        // A database may refuse a revocation for a moment (PostgreSQL's "tuple concurrently
+        // updated" while a credential request still in flight grants on the same table):
+        // the leases that failed get a few more tries before the unmount gives up.
+        for pause in Self.revokeAllRetries where !failures.isEmpty {
+            try await Task.sleep(for: pause)
+            failures = try await revoke(ns, failures.map(\.id), force: false)
+        }
         if !failures.isEmpty {
             throw CofferError.invalid(
-                "\(failures.count) of \(ids.count) leases could not be revoked (they will be retried; revoke-force drops them): \(failures.prefix(3).joined(separator: "; "))")
+                "\(failures.count) of \(ids.count) leases could not be revoked (they will be retried; revoke-force drops them): \(Self.describe(failures))")
         }
         return ids.count
     }
 
+    static let revokeAllRetries: [Duration] = [.milliseconds(200), .milliseconds(500), .seconds(1)]
+
+    static func describe(_ failures: [(id: String, message: String)]) -> String {
+        failures.prefix(3).map { "\($0.id): \($0.message)" }.joined(separator: "; ")
+    }
+
     /// Revokes the leases `ids` (irrevocable ones too: this is an explicit request), or with
-    /// `force` forgets them without calling their engines. Answers "id: error" for each that
-    /// failed (it stays scheduled for retry).
-    func revoke(_ ns: NamespaceCore, _ ids: [String], force: Bool) async throws -> [String] {
-        var failures: [String] = []
+    /// `force` forgets them without calling their engines. Answers the id and error of each
+    /// that failed (it stays scheduled for retry).
+    func revoke(_ ns: NamespaceCore, _ ids: [String], force: Bool) async throws -> [(id: String, message: String)] {
+        var failures: [(id: String, message: String)] = []
         for id in ids {
             guard var e = try await ns.rootView.getCodable(LeaseEntry.self, Self.idPrefix + id) else { continue }
             if force {
@@ -582,7 +596,7 @@ public final class LeaseManager: Sendable {
                 continue
             }
             e.irrevocable = false
-            if let error = try await revokeOrRetry(ns, e) { failures.append("\(e.leaseID): \(Self.message(error))") }
+            if let error = try await revokeOrRetry(ns, e) { failures.append((id, Self.message(error))) }
         }
         return failures
     }
@@ -654,41 +668,5 @@ public final class LeaseManager: Sendable {
             }
         }
         return (links, leases)
-    }
-}
-
-/// A binary min-heap.
-struct MinHeap<Element: Comparable & Sendable>: Sendable {
-    private var items: [Element] = []
-
-    var count: Int { items.count }
-    var peek: Element? { items.first }
-
-    mutating func push(_ e: Element) {
-        items.append(e)
-        var i = items.count - 1
-        while i > 0 {
-            let parent = (i - 1) / 2
-            guard items[i] < items[parent] else { break }
-            items.swapAt(i, parent)
-            i = parent
-        }
-    }
-
-    mutating func pop() -> Element? {
-        guard !items.isEmpty else { return nil }
-        items.swapAt(0, items.count - 1)
-        let top = items.removeLast()
-        var i = 0
-        while true {
-            let l = 2 * i + 1, r = l + 1
-            var m = i
-            if l < items.count && items[l] < items[m] { m = l }
-            if r < items.count && items[r] < items[m] { m = r }
-            if m == i { break }
-            items.swapAt(i, m)
-            i = m
-        }
-        return top
     }
 }

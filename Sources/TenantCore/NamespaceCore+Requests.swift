@@ -2,6 +2,7 @@ import CofferSDK
 import Foundation
 import Logging
 import Synchronization
+import Audit
 
 extension NamespaceCore {
     // MARK: request handling

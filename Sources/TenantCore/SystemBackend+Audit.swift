@@ -1,4 +1,5 @@
 import CofferSDK
+import Audit
 
 /// `sys/audit`, `sys/audit/:path`, `sys/audit-hash/:path` (root namespace, sudo), Vault's shapes,
 /// plus `sys/audit-chain/:path` (Coffer): the device's hash-chain head, for `coffer audit verify --head`.

@@ -2,6 +2,7 @@ import Logging
 import ServiceLifecycle
 import TenantCore
 import UnixSignals
+import Audit
 
 /// Keeps the audit devices' chain heads stored (the broker's own loop), reopens every
 /// device on SIGHUP (log rotation), and closes them on shutdown.

@@ -8,6 +8,7 @@ import Logging
 import ServiceLifecycle
 import TenantCore
 import UnixSignals
+import Audit
 
 @main
 struct Coffer: AsyncParsableCommand {

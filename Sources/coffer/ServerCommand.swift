@@ -9,6 +9,7 @@ import UnixSignals
 import Metrics
 import Prometheus
 import Replication
+import Audit
 
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "server", abstract: "Run a Coffer server.")
@@ -126,6 +127,7 @@ struct ServerCommand: AsyncParsableCommand {
         let gate = WriteGate(physical)
         let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
         var clusterLink: ClusterLink?
+        var haService: HAService?
         if let etcdOptions, etcdOptions.haEnabled, let lock = physical as? EtcdStorage {
             let clusterListen = listener.clusterAddress ?? "\(listener.host):\(listener.port == 0 ? 0 : listener.port + 1)"
             let scheme = listener.tlsDisable ? "http" : "https"
@@ -133,7 +135,9 @@ struct ServerCommand: AsyncParsableCommand {
             let apiAddr = file.apiAddr.isEmpty ? "\(scheme)://\(advertisedHost):\(listener.port)" : file.apiAddr
             let clusterPort = clusterListen.split(separator: ":").last.map(String.init) ?? "8201"
             let clusterAddr = file.clusterAddr.isEmpty ? "https://\(advertisedHost):\(clusterPort)" : file.clusterAddr
-            core.enableHA(HAConfiguration(lock: lock, feed: lock, gate: gate, apiAddress: apiAddr, clusterAddress: clusterAddr, lockTTL: etcdOptions.lockTTL))
+            haService = HAService(
+                core: core, config: HAConfiguration(lock: lock, feed: lock, gate: gate, apiAddress: apiAddr, clusterAddress: clusterAddr, lockTTL: etcdOptions.lockTTL),
+                logger: logger)
             do {
                 clusterLink = try ClusterLink(core: core, listenAddress: clusterListen, logger: logger)
             } catch let e as CofferError {
@@ -197,7 +201,8 @@ struct ServerCommand: AsyncParsableCommand {
             services.append(ClusterService(link: clusterLink, gateway: clusterGateway, logger: logger))
             services.append(ClusterEchoService(link: clusterLink))
         }
-        services.append(HAHandoverService(core: core))
+        // The HA campaign stops first: the lock is handed over (HAService.run).
+        if let haService { services.append(haService) }
         let group = ServiceGroup(configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
         await bucketStore.shutdown()

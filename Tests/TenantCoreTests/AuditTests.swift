@@ -7,6 +7,7 @@ import Logging
 import Synchronization
 @testable import TenantCore
 import Testing
+@testable import Audit
 
 // MARK: helpers
 

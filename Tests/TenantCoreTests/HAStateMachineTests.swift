@@ -1,6 +1,7 @@
 import CofferSDK
 import Testing
 
+@testable import Replication
 @testable import TenantCore
 
 /// The HA campaign's transitions, without etcd or clocks.

@@ -62,7 +62,10 @@ public final class BucketStoreLimiter: RateLimiter {
             let hold = Duration.milliseconds(Int64(min(1_000, bucket.interval * 100)))
             reservoirs.withLock { r in
                 if r.count > 10_000 { r = r.filter { $0.value.expires > now } }
-                r[bucket.key] = Reservoir(tokens: batch - 1, expires: now + hold, verdict: verdict)
+                // Concurrent misses each draw a batch: what another one left unspent is
+                // kept, not overwritten (drawn tokens are spent or expire, never lost early).
+                let left = r[bucket.key].map { $0.expires > now ? $0.tokens : 0 } ?? 0
+                r[bucket.key] = Reservoir(tokens: left + batch - 1, expires: now + hold, verdict: verdict)
             }
             return verdict
         }

@@ -2,6 +2,7 @@ import ArgumentParser
 import CofferSDK
 import Foundation
 import TenantCore
+import Audit
 
 struct AuditCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(

@@ -1,9 +1,10 @@
 import CofferSDK
 import Foundation
+import TenantCore
 
 /// The HA campaign as a value: it is told what happened (an `Event`) and answers what to do
 /// next (`Action`s), without I/O or clocks of its own, so every transition is tested
-/// without etcd (`HAStateMachineTests`). `Core.haLoop` drives it: it runs each action,
+/// without etcd (`HAStateMachineTests`). `HAService` drives it: it runs each action,
 /// turns its outcome into the next event, and does nothing the machine did not ask for.
 ///
 /// A node is a standby that looks at the lock every poll interval; it tries to take the

@@ -1,4 +1,3 @@
-import CofferSDK
 import Foundation
 import Logging
 import Synchronization

@@ -103,7 +103,7 @@ public final class AuditBroker: Sendable {
             if let clash = current.first(where: { $0.path.hasPrefix(path) || path.hasPrefix($0.path) }) {
                 throw CofferError.invalid("path already in use at \"\(clash.path)\"")
             }
-            let salt = Random.bytes(32)
+            let salt = SecureRandom.bytes(32)
             let record = AuditDeviceRecord(
                 path: path, type: type, description: description, options: options, local: local,
                 id: RandomID.secureUUID(), salt: Hex.encode(salt), chain: .genesis)
@@ -408,7 +408,7 @@ public final class AuditBroker: Sendable {
     }
 
     /// `file` → `file/`; refuses empty paths and `..`.
-    static func normalize(_ raw: String) throws -> String {
+    package static func normalize(_ raw: String) throws -> String {
         let trimmed = raw.trimmingCharacters(in: CharacterSet(charactersIn: "/"))
         guard !trimmed.isEmpty else { throw CofferError.invalid("audit device path cannot be empty") }
         guard !trimmed.contains(".."), !trimmed.contains("//"), trimmed.utf8.count <= 256,

@@ -198,7 +198,7 @@ public struct ClusterService: Service {
         var config = gateway
         config.clusterListener = true
         let app = Application(
-            router: VaultRouter.build(VaultGateway(core: link.core, configuration: config, logger: logger)),
+            responder: VaultPipeline(VaultGateway(core: link.core, configuration: config, logger: logger)),
             server: try .tls(.cofferHTTP1(), tlsConfiguration: identity.serverConfiguration),
             configuration: ApplicationConfiguration(address: .hostname(link.listenHost, port: link.listenPort), serverName: nil),
             onServerRunning: { channel in

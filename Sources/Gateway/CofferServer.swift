@@ -40,7 +40,7 @@ public enum CofferServer {
         var gateway = gateway
         gateway.unauthenticatedMetricsAccess = gateway.unauthenticatedMetricsAccess || listener.unauthenticatedMetricsAccess
         gateway.forwardedForAuthorized += listener.forwardedForAuthorized
-        let router = VaultRouter.build(VaultGateway(core: core, configuration: gateway, logger: logger))
+        let pipeline = VaultPipeline(VaultGateway(core: core, configuration: gateway, logger: logger))
         let server: HTTPServerBuilder
         if listener.tlsDisable {
             server = .cofferHTTP1()
@@ -61,7 +61,7 @@ public enum CofferServer {
             server = try .tls(.cofferHTTP1(), tlsConfiguration: tls)
         }
         return Application(
-            router: router,
+            responder: pipeline,
             server: server,
             configuration: ApplicationConfiguration(address: .hostname(listener.host, port: listener.port), serverName: nil),
             onServerRunning: { channel in await onServerRunning(channel.localAddress?.port ?? listener.port) },

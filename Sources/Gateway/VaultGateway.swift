@@ -6,7 +6,7 @@ import Logging
 import NIOCore
 import TenantCore
 
-/// What every stage of the Gateway's request path shares (`VaultRouter`): the core, the
+/// What every stage of the Gateway's request path shares (`VaultPipeline`): the core, the
 /// listener's configuration, the logger and the request metrics; and the wire helpers
 /// (token, client address, path and query decoding).
 public struct VaultGateway: Sendable {

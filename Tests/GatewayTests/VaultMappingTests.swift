@@ -24,7 +24,7 @@ import TenantCore
             configuration: CoreConfiguration(), logger: logger)
         _ = try await core.bootstrapDev(rootTokenID: "root")
         try await core.mountDefault(path: "secret/", type: "kv", options: ["version": "2"])
-        let app = Application(router: VaultRouter.build(VaultGateway(core: core, logger: logger)), logger: logger)
+        let app = Application(responder: VaultPipeline(VaultGateway(core: core, logger: logger)), logger: logger)
         try await app.test(.router) { client in try await test(client) }
     }
 

@@ -84,44 +84,68 @@ public final class RequestRecord: Sendable {
     }
 }
 
-/// The Gateway's request path (DESIGN §2), as a Hummingbird router whose stages are
-/// middleware, in this order:
+/// The Gateway's request path (DESIGN §2): Hummingbird middleware stages (each a
+/// `RouterMiddleware`), composed in this order and called with their concrete types:
 ///
 /// 1. `ObservationStage`: request id, metrics, the request log, bytes-out metering, and
 ///    errors thrown by any later stage rendered as Vault renders them.
 /// 2. `DecodingStage`: the verb to an operation (`LIST`, `?list=`, `?help=`), the path
-///    checked once, query and JSON body to `VaultRequest`.
+///    checked once, query and JSON body to `VaultRequest`; a path outside `/v1/` is 404.
 /// 3. `NodeEndpointStage`: what the node answers itself, sealed or not (`sys/health`,
 ///    `sys/seal-status`, init, unseal, leader, step-down, metrics, ha-status, OpenAPI,
 ///    snapshots, the cluster listener's echo and usage).
 /// 4. `ForwardingStage`: on an HA standby, writes (and reads that turn out to need the
 ///    active node) go to the active node unchanged.
 /// 5. `NamespaceStage`: `X-Vault-Namespace` and path prefix to a loaded `NamespaceCore`,
-///    held against idle eviction for the request; then the `NamespacedContext`.
+///    held against idle eviction for the request; then the typed `NamespacedContext`.
 /// 6. `MeteringStage`: usage by the class the route declares (ok, error, throttled).
 /// 7. `RateLimitStage`: every applicable rate-limit quota, 429 and `X-RateLimit-*`.
-/// 8. the route: `Core.serve` (token owner, then `NamespaceCore.handle`: token, ACL,
+/// 8. `ServeResponder`: `Core.serve` (token owner, then `NamespaceCore.handle`: token, ACL,
 ///    audit, engine, lease) and the Vault envelope.
-public enum VaultRouter {
-    static let methods: [HTTPRequest.Method] = [.get, .head, .post, .put, .patch, .delete, .init("LIST")!]
+///
+/// Composed by hand rather than through `Router`'s middleware chain: every path below
+/// `/v1/` is one route, and the chain's type-erased calls cost a third of a KV read's CPU
+/// (103 against 79 µs per request, measured; this composition: 89 µs, and the stages'
+/// closures stay on the stack).
+public struct VaultPipeline: HTTPResponder {
+    public typealias Context = CofferRequestContext
+    let observe: ObservationStage
+    let decode: DecodingStage
+    let node: NodeEndpointStage
+    let forward: ForwardingStage
+    let namespace: NamespaceStage
+    let meter: MeteringStage
+    let limit: RateLimitStage
+    let serve: ServeResponder
 
-    public static func build(_ gateway: VaultGateway) -> Router<CofferRequestContext> {
-        let router = Router(context: CofferRequestContext.self)
-        router.add(middleware: ObservationStage(gateway: gateway))
-        router.add(middleware: DecodingStage(gateway: gateway))
-        router.add(middleware: NodeEndpointStage(gateway: gateway))
-        router.add(middleware: ForwardingStage(gateway: gateway))
-        router.add(middleware: NamespaceStage(gateway: gateway))
-        let namespaced = router.group(context: NamespacedContext.self)
-            .add(middleware: MeteringStage(gateway: gateway))
-            .add(middleware: RateLimitStage(gateway: gateway))
-        let serve = ServeResponder(gateway: gateway)
-        for method in methods {
-            namespaced.on("/v1/**", method: method, responder: serve)
+    public init(_ gateway: VaultGateway) {
+        observe = ObservationStage(gateway: gateway)
+        decode = DecodingStage(gateway: gateway)
+        node = NodeEndpointStage(gateway: gateway)
+        forward = ForwardingStage(gateway: gateway)
+        namespace = NamespaceStage(gateway: gateway)
+        meter = MeteringStage(gateway: gateway)
+        limit = RateLimitStage(gateway: gateway)
+        serve = ServeResponder(gateway: gateway)
+    }
+
+    public func respond(to request: Request, context: Context) async throws -> Response {
+        try await observe.handle(request, context: context) { request, context in
+            try await decode.handle(request, context: context) { request, context in
+                try await node.handle(request, context: context) { request, context in
+                    try await forward.handle(request, context: context) { request, context in
+                        try await namespace.handle(request, context: context) { request, context in
+                            let child = try NamespacedContext(context: context)
+                            return try await meter.handle(request, context: child) { request, context in
+                                try await limit.handle(request, context: context) { request, context in
+                                    try await serve.respond(to: request, context: context)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
         }
-        // Any other path or verb reaches the router's not-found responder through the
-        // stages above: the decoding stage answers it (404, or 405 for a verb Vault lacks).
-        return router
     }
 }
 

@@ -1,47 +1,37 @@
 import CofferSDK
-import Logging
 import NIOCore
 import NIOPosix
-import SQLiteNIO
 
 extension SQLiteStorage: SnapshotStorage {
     /// Pages through `kv` inside one read transaction on a connection of its own: WAL gives
     /// that transaction one snapshot of the database, whatever the writer commits meanwhile.
     public func scan(pageSize: Int, _ consume: ([StorageEntry]) async throws -> Void) async throws {
+        let pool = Self.readerPool
         let connection = try await wrap {
-            try await SQLiteConnection.open(
-                storage: .file(path: path), threadPool: Self.readerPool, logger: Logger(label: "coffer.storage.sqlite"),
-                on: MultiThreadedEventLoopGroup.singleton.any())
+            try await pool.runIfActive { try SQLiteReader(path: self.path, pragmas: ["PRAGMA busy_timeout=5000", "BEGIN"]) }
         }
-        do {
-            try await wrap {
-                try await connection.query("PRAGMA busy_timeout=5000", [])
-                try await connection.query("BEGIN", [])
-            }
-            var last: String?
-            let limit = max(1, pageSize)
-            while true {
-                let rows = try await wrap {
-                    if let last {
-                        return try await connection.query(
-                            "SELECT key, value FROM kv WHERE key > ? ORDER BY key LIMIT ?", [.text(last), .integer(limit)])
+        defer { connection.close() }
+        var last: String?
+        let limit = max(1, pageSize)
+        while true {
+            let after = last
+            let rows = try await wrap {
+                try await pool.runIfActive { () throws -> [[SQLiteValue]] in
+                    if let after {
+                        return try connection.query("SELECT key, value FROM kv WHERE key > ? ORDER BY key LIMIT ?", [.text(after), .int(Int64(limit))])
                     }
-                    return try await connection.query("SELECT key, value FROM kv ORDER BY key LIMIT ?", [.integer(limit)])
+                    return try connection.query("SELECT key, value FROM kv ORDER BY key LIMIT ?", [.int(Int64(limit))])
                 }
-                let page = rows.compactMap { row -> StorageEntry? in
-                    guard let key = row.column("key")?.string else { return nil }
-                    return StorageEntry(key: key, value: Self.bytes(row.column("value")) ?? [])
-                }
-                if !page.isEmpty { try await consume(page) }
-                guard rows.count == limit, let next = page.last?.key else { break }
-                last = next
             }
-            try await wrap { try await connection.query("COMMIT", []) }
-        } catch {
-            try? await connection.close()
-            throw error
+            let page = rows.compactMap { row -> StorageEntry? in
+                guard row.count == 2, let key = row[0].string else { return nil }
+                return StorageEntry(key: key, value: row[1].bytes ?? [])
+            }
+            if !page.isEmpty { try await consume(page) }
+            guard rows.count == limit, let next = page.last?.key else { break }
+            last = next
         }
-        try? await connection.close()
+        try await wrap { try await pool.runIfActive { try connection.exec("COMMIT") } }
     }
 
     /// One transaction on the writer: readers see the old contents or the new, never a mix,

@@ -3,7 +3,6 @@ import Foundation
 import Logging
 import NIOCore
 import NIOPosix
-import SQLiteNIO
 import Synchronization
 
 /// Embedded single-node `Storage` on SQLite: WAL journal with `synchronous=FULL`, so a
@@ -16,7 +15,7 @@ import Synchronization
 /// `feedLimit` entries.
 public final class SQLiteStorage: Storage {
     let writer: SQLiteWriter
-    let readers: [SQLiteConnection]
+    let readers: [SQLiteReader]
     let nextReader = Atomic<Int>(0)
     /// Process-wide, started once, never stopped.
     static let readerPool: NIOThreadPool = {
@@ -24,7 +23,7 @@ public final class SQLiteStorage: Storage {
         pool.start()
         return pool
     }()
-    var reader: SQLiteConnection {
+    var reader: SQLiteReader {
         readers[(nextReader.add(1, ordering: .relaxed).newValue & Int.max) % readers.count]
     }
     let path: String
@@ -36,35 +35,15 @@ public final class SQLiteStorage: Storage {
         let dir = (path as NSString).deletingLastPathComponent
         if !dir.isEmpty { try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true) }
         do {
-            let readerPool = Self.readerPool
             // Schema, through a short-lived connection; then the writer thread takes over.
-            let schema = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000"] {
-                try await schema.query(pragma, [])
+            let readers = try await Self.readerPool.runIfActive { () throws -> [SQLiteReader] in
+                let schema = try SQLiteHandle(path: path, pragmas: ["PRAGMA journal_mode=WAL", "PRAGMA busy_timeout=5000"])
+                defer { schema.close() }
+                for statement in Self.schema { try schema.exec(statement) }
+                return try (0..<readerCount).map { _ in
+                    try SQLiteReader(path: path, pragmas: ["PRAGMA busy_timeout=5000", "PRAGMA cache_size=-4000"])
+                }
             }
-            try await schema.query("""
-                CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID
-                """, [])
-            try await schema.query("""
-                CREATE TABLE IF NOT EXISTS changelog (rev INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, deleted INTEGER NOT NULL)
-                """, [])
-            try await schema.query("""
-                CREATE TRIGGER IF NOT EXISTS kv_ins AFTER INSERT ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END
-                """, [])
-            try await schema.query("""
-                CREATE TRIGGER IF NOT EXISTS kv_upd AFTER UPDATE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END
-                """, [])
-            try await schema.query("""
-                CREATE TRIGGER IF NOT EXISTS kv_del AFTER DELETE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (old.key, 1); END
-                """, [])
-            var readers: [SQLiteConnection] = []
-            for _ in 0..<readerCount {
-                let reader = try await SQLiteConnection.open(storage: .file(path: path), threadPool: readerPool, logger: logger, on: MultiThreadedEventLoopGroup.singleton.any())
-                try await reader.query("PRAGMA busy_timeout=5000", [])
-                try await reader.query("PRAGMA cache_size=-4000", [])
-                readers.append(reader)
-            }
-            try await schema.close()
             let storage = SQLiteStorage(writer: try SQLiteWriter(path: path, feedLimit: feedLimit), readers: readers, path: path)
             let term = storage.knownKeys.begin()
             Task { await storage.listKnownKeys(term: term) }
@@ -76,7 +55,15 @@ public final class SQLiteStorage: Storage {
         }
     }
 
-    init(writer: SQLiteWriter, readers: [SQLiteConnection], path: String) {
+    static let schema = [
+        "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY NOT NULL, value BLOB NOT NULL) WITHOUT ROWID",
+        "CREATE TABLE IF NOT EXISTS changelog (rev INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL, deleted INTEGER NOT NULL)",
+        "CREATE TRIGGER IF NOT EXISTS kv_ins AFTER INSERT ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END",
+        "CREATE TRIGGER IF NOT EXISTS kv_upd AFTER UPDATE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (new.key, 0); END",
+        "CREATE TRIGGER IF NOT EXISTS kv_del AFTER DELETE ON kv BEGIN INSERT INTO changelog(key, deleted) VALUES (old.key, 1); END",
+    ]
+
+    init(writer: SQLiteWriter, readers: [SQLiteReader], path: String) {
         self.writer = writer
         self.readers = readers
         self.path = path
@@ -84,7 +71,7 @@ public final class SQLiteStorage: Storage {
 
     public func close() async {
         writer.close()
-        for reader in readers { try? await reader.close() }
+        for reader in readers { reader.close() }
     }
 
     func wrap<T>(_ body: () async throws -> T) async throws -> T {
@@ -97,10 +84,10 @@ public final class SQLiteStorage: Storage {
         }
     }
 
-    static func bytes(_ d: SQLiteData?) -> [UInt8]? {
-        guard let d else { return nil }
-        if case .blob(var b) = d { return b.readBytes(length: b.readableBytes) ?? [] }
-        return nil
+    /// A query on a reader connection, on the storage's thread pool (SQLite's calls block).
+    func query(_ sql: String, _ binds: [SQLiteBind] = []) async throws -> [[SQLiteValue]] {
+        let reader = reader
+        return try await wrap { try await Self.readerPool.runIfActive { try reader.query(sql, binds) } }
     }
 
     /// Lists every key into `knownKeys`, in key order, a page at a time.
@@ -108,8 +95,8 @@ public final class SQLiteStorage: Storage {
         var after = ""
         do {
             while true {
-                let rows = try await reader.query("SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT 10000", [.text(after)])
-                let keys = rows.compactMap { $0.column("key")?.string }
+                let rows = try await query("SELECT key FROM kv WHERE key > ? ORDER BY key LIMIT 10000", [.text(after)])
+                let keys = rows.compactMap { $0.first?.string }
                 knownKeys.add(listed: keys, term: term)
                 guard keys.count == 10000, let last = keys.last else { break }
                 after = last
@@ -122,10 +109,7 @@ public final class SQLiteStorage: Storage {
 
     public func get(_ key: String) async throws -> [UInt8]? {
         if knownKeys.certainlyAbsent(key) { return nil }
-        return try await wrap {
-            let rows = try await reader.query("SELECT value FROM kv WHERE key = ?", [.text(key)])
-            return rows.first.flatMap { Self.bytes($0.column("value")) }
-        }
+        return try await query("SELECT value FROM kv WHERE key = ?", [.text(key)]).first?.first?.bytes
     }
 
     public func put(_ key: String, _ value: [UInt8]) async throws {
@@ -143,11 +127,8 @@ public final class SQLiteStorage: Storage {
     }
 
     public func list(prefix: String) async throws -> [String] {
-        try await wrap {
-            let rows = try await reader.query(
-                "SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", [.text(prefix), .text(prefix + "\u{10FFFF}")])
-            return Self.immediateChildren(of: prefix, in: rows.compactMap { $0.column("key")?.string })
-        }
+        let rows = try await query("SELECT key FROM kv WHERE key >= ? AND key < ? ORDER BY key", [.text(prefix), .text(prefix + "\u{10FFFF}")])
+        return Self.immediateChildren(of: prefix, in: rows.compactMap { $0.first?.string })
     }
 
     public func compareAndSet(_ key: String, expected: [UInt8]?, new: [UInt8]?) async throws -> Bool {
@@ -156,19 +137,17 @@ public final class SQLiteStorage: Storage {
     }
 
     public func changes(since revision: UInt64, limit: Int) async throws -> StorageChanges {
-        try await wrap {
-            let headRows = try await reader.query("SELECT COALESCE(MIN(rev), 0) AS lo, COALESCE(MAX(rev), 0) AS hi FROM changelog", [])
-            let lo = UInt64(headRows.first?.column("lo")?.integer ?? 0)
-            let hi = UInt64(headRows.first?.column("hi")?.integer ?? 0)
-            if lo > 0, revision + 1 < lo { return .compacted(head: hi) }
-            let rows = try await reader.query(
-                "SELECT rev, key, deleted FROM changelog WHERE rev > ? ORDER BY rev LIMIT ?",
-                [.integer(Int(revision)), .integer(limit)])
-            let changes = rows.compactMap { row -> StorageChange? in
-                guard let rev = row.column("rev")?.integer, let key = row.column("key")?.string else { return nil }
-                return StorageChange(revision: UInt64(rev), key: key, deleted: (row.column("deleted")?.integer ?? 0) != 0)
-            }
-            return .changes(changes, head: hi)
+        let head = try await query("SELECT COALESCE(MIN(rev), 0), COALESCE(MAX(rev), 0) FROM changelog").first
+        let lo = UInt64(clamping: head?.first?.integer ?? 0)
+        let hi = UInt64(clamping: head?.last?.integer ?? 0)
+        if lo > 0, revision + 1 < lo { return .compacted(head: hi) }
+        let rows = try await query(
+            "SELECT rev, key, deleted FROM changelog WHERE rev > ? ORDER BY rev LIMIT ?",
+            [.int(Int64(clamping: revision)), .int(Int64(limit))])
+        let changes = rows.compactMap { row -> StorageChange? in
+            guard row.count == 3, let rev = row[0].integer, let key = row[1].string else { return nil }
+            return StorageChange(revision: UInt64(clamping: rev), key: key, deleted: (row[2].integer ?? 0) != 0)
         }
+        return .changes(changes, head: hi)
     }
 }

@@ -1,7 +1,6 @@
 import CofferSDK
 import Foundation
 import Synchronization
-import VaporCSQLite
 
 /// The SQLite write path: one connection owned by one dedicated thread, which drains the
 /// queue of pending writes and commits each drained batch as one transaction (group commit).
@@ -42,8 +41,7 @@ final class SQLiteWriter: @unchecked Sendable {
     typealias Waiter = CheckedContinuation<Bool, any Error>
 
     // Owned by the writer thread after init.
-    private let db: OpaquePointer
-    private var statements: [String: OpaquePointer] = [:]
+    private let handle: SQLiteHandle
     private let feedLimit: Int
     private var writesSinceTrim = 0
 
@@ -53,30 +51,13 @@ final class SQLiteWriter: @unchecked Sendable {
     private var stopping = false
     private var finished = false
 
-    /// SQLite copies bound values before the call returns.
-    static let transient = unsafeBitCast(-1, to: sqlite3_destructor_type.self)
-
     /// The largest number of operations put in one transaction.
     static let maxBatch = 2_000
 
     init(path: String, feedLimit: Int) throws {
-        var handle: OpaquePointer?
-        let flags = SQLITE_OPEN_CREATE | SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE
-        let rc = sqlite_nio_sqlite3_open_v2(path, &handle, flags, nil)
-        guard rc == SQLITE_OK, let handle else {
-            if let handle { sqlite_nio_sqlite3_close(handle) }
-            throw CofferError(.unavailable, "cannot open SQLite storage at \(path) (code \(rc))")
-        }
-        db = handle
+        handle = try SQLiteHandle(
+            path: path, pragmas: ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000", "PRAGMA cache_size=-8000"])
         self.feedLimit = feedLimit
-        do {
-            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000", "PRAGMA cache_size=-8000"] {
-                try exec(pragma)
-            }
-        } catch {
-            sqlite_nio_sqlite3_close(db)
-            throw error
-        }
         let thread = Thread { [self] in run() }
         thread.name = "coffer-sqlite-writer"
         thread.start()
@@ -127,8 +108,7 @@ final class SQLiteWriter: @unchecked Sendable {
             condition.unlock()
             commit(batch)
         }
-        for (_, stmt) in statements { sqlite_nio_sqlite3_finalize(stmt) }
-        sqlite_nio_sqlite3_close(db)
+        handle.close()
     }
 
     private func commit(_ batch: [(Op, Waiter)]) {
@@ -199,58 +179,13 @@ final class SQLiteWriter: @unchecked Sendable {
         }
     }
 
-    enum Bind {
-        case text(String)
-        case blob([UInt8])
-        case int(Int64)
-    }
-
     /// Runs a cached statement to completion; returns the number of result rows.
     @discardableResult
-    private func run(_ sql: String, _ binds: Bind...) throws -> Int {
-        let stmt = try prepared(sql)
-        defer {
-            sqlite_nio_sqlite3_reset(stmt)
-            sqlite_nio_sqlite3_clear_bindings(stmt)
-        }
-        for (i, bind) in binds.enumerated() {
-            let index = Int32(i + 1)
-            let rc: Int32
-            switch bind {
-            case .text(let s):
-                rc = sqlite_nio_sqlite3_bind_text64(stmt, index, s, UInt64(s.utf8.count), Self.transient, UInt8(SQLITE_UTF8))
-            case .blob(let b):
-                rc = b.withUnsafeBytes { sqlite_nio_sqlite3_bind_blob64(stmt, index, $0.baseAddress ?? UnsafeRawPointer(bitPattern: 1), UInt64($0.count), Self.transient) }
-            case .int(let v):
-                rc = sqlite_nio_sqlite3_bind_int64(stmt, index, v)
-            }
-            guard rc == SQLITE_OK else { throw failure(rc) }
-        }
+    private func run(_ sql: String, _ binds: SQLiteBind...) throws -> Int {
         var rows = 0
-        while true {
-            let rc = sqlite_nio_sqlite3_step(stmt)
-            if rc == SQLITE_ROW { rows += 1; continue }
-            if rc == SQLITE_DONE { return rows }
-            throw failure(rc)
-        }
+        try handle.run(sql, binds) { _ in rows += 1 }
+        return rows
     }
 
-    private func prepared(_ sql: String) throws -> OpaquePointer {
-        if let stmt = statements[sql] { return stmt }
-        var stmt: OpaquePointer?
-        let rc = sqlite_nio_sqlite3_prepare_v3(db, sql, -1, UInt32(SQLITE_PREPARE_PERSISTENT), &stmt, nil)
-        guard rc == SQLITE_OK, let stmt else { throw failure(rc) }
-        statements[sql] = stmt
-        return stmt
-    }
-
-    private func exec(_ sql: String) throws {
-        let rc = sqlite_nio_sqlite3_exec(db, sql, nil, nil, nil)
-        guard rc == SQLITE_OK else { throw failure(rc) }
-    }
-
-    private func failure(_ rc: Int32) -> CofferError {
-        let message = String(cString: sqlite_nio_sqlite3_errmsg(db))
-        return CofferError(.unavailable, "storage error: \(message) (code \(rc))")
-    }
+    private func exec(_ sql: String) throws { try handle.exec(sql) }
 }

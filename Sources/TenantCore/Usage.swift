@@ -1,6 +1,5 @@
 import CofferSDK
 import Foundation
-import SQLiteNIO
 import Synchronization
 
 /// One namespace's usage in one hour (or an aggregate of hours): counters add up; the
@@ -275,30 +274,24 @@ extension MetricsStorage: StorageStatisticsForwarding {}
 
 extension SQLiteStorage: StorageStatistics {
     public func statistics(prefix: String) async throws -> (count: Int, bytes: Int) {
-        try await wrap {
-            let rows = try await reader.query(
-                "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(value)), 0) AS b FROM kv WHERE key >= ? AND key < ?",
-                [.text(prefix), .text(prefix + "\u{10FFFF}")])
-            let n = rows.first?.column("n")?.integer ?? 0
-            let b = rows.first?.column("b")?.integer ?? 0
-            return (n, b)
-        }
+        let row = try await query(
+            "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0) FROM kv WHERE key >= ? AND key < ?",
+            [.text(prefix), .text(prefix + "\u{10FFFF}")]).first
+        return (row?.first?.integer ?? 0, row?.last?.integer ?? 0)
     }
 
     /// One range scan: conditional counts for the inner ranges.
     public func statistics(prefix: String, counting within: [String]) async throws -> (count: Int, bytes: Int, within: [Int]) {
-        try await wrap {
-            var sql = "SELECT COUNT(*) AS n, COALESCE(SUM(LENGTH(value)), 0) AS b"
-            var binds: [SQLiteData] = []
-            for (i, p) in within.enumerated() {
-                sql += ", COALESCE(SUM(key >= ? AND key < ?), 0) AS w\(i)"
-                binds += [.text(p), .text(p + "\u{10FFFF}")]
-            }
-            sql += " FROM kv WHERE key >= ? AND key < ?"
-            binds += [.text(prefix), .text(prefix + "\u{10FFFF}")]
-            let row = try await reader.query(sql, binds).first
-            return (row?.column("n")?.integer ?? 0, row?.column("b")?.integer ?? 0,
-                    within.indices.map { row?.column("w\($0)")?.integer ?? 0 })
+        var sql = "SELECT COUNT(*), COALESCE(SUM(LENGTH(value)), 0)"
+        var binds: [SQLiteBind] = []
+        for p in within {
+            sql += ", COALESCE(SUM(key >= ? AND key < ?), 0)"
+            binds += [.text(p), .text(p + "\u{10FFFF}")]
         }
+        sql += " FROM kv WHERE key >= ? AND key < ?"
+        binds += [.text(prefix), .text(prefix + "\u{10FFFF}")]
+        let row = try await query(sql, binds).first ?? []
+        func at(_ i: Int) -> Int { i < row.count ? row[i].integer ?? 0 : 0 }
+        return (at(0), at(1), within.indices.map { at($0 + 2) })
     }
 }

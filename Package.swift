@@ -63,13 +63,14 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
-        // Engines in pure Swift (KV); an engine that links a C library has its own target, so
+        // Engines in pure Swift (KV, userpass, AppRole); an engine that links a C library has its own target, so
         // a change to one does not rebuild or relink the others.
         .target(
             name: "Engines",
             dependencies: [
                 "CofferSDK",
                 .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
             swiftSettings: settings
         ),

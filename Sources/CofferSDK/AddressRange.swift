@@ -36,7 +36,20 @@ public struct AddressRange: Sendable, Equatable {
     }
 
     public func contains(_ address: String) -> Bool {
-        guard let a = Self.parse(address), a.count == bytes.count else { return false }
+        guard let a = Self.parse(address) else { return false }
+        return contains(bytes: a)
+    }
+
+    /// Whether the range is one address (`/32`, `/128`).
+    public var isSingleAddress: Bool { prefixBits == bytes.count * 8 }
+
+    /// Whether every address of `other` is in this range.
+    public func contains(range other: AddressRange) -> Bool {
+        other.prefixBits >= prefixBits && contains(bytes: other.bytes)
+    }
+
+    func contains(bytes a: [UInt8]) -> Bool {
+        guard a.count == bytes.count else { return false }
         var bits = prefixBits
         for i in 0..<a.count where bits > 0 {
             let take = min(8, bits)

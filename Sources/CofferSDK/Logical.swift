@@ -115,6 +115,22 @@ public struct AuthInfo: Sendable {
     public var orphan: Bool
     public var numUses: Int
 
+    // What an auth method asks of the token the core makes at login (unused once made).
+    /// The token's display name, after the mount's prefix (`userpass-alice`).
+    public var displayName = ""
+    /// The requested TTL (0: the mount's default), the TTL limit (0: the mount's), a hard
+    /// limit renewals never pass, and a period (a periodic token).
+    public var ttl = 0
+    public var maxTTL = 0
+    public var explicitMaxTTL = 0
+    public var period = 0
+    /// CIDR blocks the token may be used from (empty: anywhere).
+    public var boundCIDRs: [String] = []
+    /// Don't attach the `default` policy.
+    public var noDefaultPolicy = false
+    /// The name of the login's identity alias (the user name, the role id).
+    public var aliasName = ""
+
     public init(clientToken: String = "", accessor: String = "", policies: [String] = [], tokenPolicies: [String] = [], metadata: [String: String] = [:], leaseDuration: Int = 0, renewable: Bool = false, entityID: String = "", tokenType: String = "service", orphan: Bool = false, numUses: Int = 0) {
         self.clientToken = clientToken
         self.accessor = accessor

@@ -6,22 +6,34 @@ import NIOCore
 import TenantCore
 import Audit
 
-/// A Vault request as the decoding stage read it off the wire.
-public struct VaultRequest: Sendable {
+/// A Vault request as the decoding stage read it off the wire. A class: every stage passes
+/// its context on by value, and one reference is cheaper to copy than the fields it holds.
+public final class VaultRequest: Sendable {
     /// The path below `/v1/` (checked: one spelling per path), relative to the namespace of
     /// `X-Vault-Namespace` (a path prefix may still name child namespaces).
-    public var path: String
-    public var operation: LogicalOperation
+    public let path: String
+    public let operation: LogicalOperation
     /// The query parameters (`list` and `help` removed).
-    public var params: [String: JSONValue]
+    public let params: [String: JSONValue]
     /// The JSON body of a write (or the query parameters of a read).
-    public var data: [String: JSONValue]
+    public let data: [String: JSONValue]
     /// The body as received (forwarding, the cluster listener's endpoints); empty for a
     /// read, and for a snapshot upload (its node endpoint streams it).
-    public var body: ByteBuffer
-    public var token: String?
-    public var namespaceHeader: String?
-    public var remoteAddress: String?
+    public let body: ByteBuffer
+    public let token: String?
+    public let namespaceHeader: String?
+    public let remoteAddress: String?
+
+    init(path: String, operation: LogicalOperation, params: [String: JSONValue], data: [String: JSONValue], body: ByteBuffer, token: String?, namespaceHeader: String?, remoteAddress: String?) {
+        self.path = path
+        self.operation = operation
+        self.params = params
+        self.data = data
+        self.body = body
+        self.token = token
+        self.namespaceHeader = namespaceHeader
+        self.remoteAddress = remoteAddress
+    }
 }
 
 /// Stage 2: HTTP to a `VaultRequest`. A path outside `/v1/` is Vault's bare 404; a verb

@@ -39,7 +39,8 @@ extension NamespaceCore {
         var spent: String?
         var tokenHash: String?
         if !unauthenticated {
-            guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0 else {
+            guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0,
+                  TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) else {
                 if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
                 throw CofferError.denied()
             }
@@ -112,6 +113,11 @@ extension NamespaceCore {
         var result: LogicalResponse?
         do {
             result = try await backend.handle(logical)
+            if mount.kind == .auth, mount.entry.type != "token", let auth = result?.auth, auth.clientToken.isEmpty {
+                let (issued, warnings) = try await issueLoginToken(auth, mount: mount, requestPath: path)
+                result?.auth = issued
+                result?.warnings += warnings
+            }
             if let leasing, let leases, let secret = result?.secret {
                 do {
                     let lease = try await leases.register(
@@ -182,7 +188,8 @@ extension NamespaceCore {
                 mountType: "system", mountPoint: "sys/", mountAccessor: sys?.entry.accessor ?? "", clientToken: clientToken ?? "",
                 data: [:], remoteAddress: remoteAddress ?? "")
         }
-        guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0 else {
+        guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0,
+              TokenParameters.allows(e.boundCIDRs ?? [], address: remoteAddress) else {
             if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
             throw CofferError.denied()
         }

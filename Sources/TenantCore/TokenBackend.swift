@@ -282,6 +282,14 @@ public struct TokenBackend: LogicalBackend {
                 warnings.append("TTL of \"\(GoDuration.format(increment))\" exceeded the effective max_ttl of \"\(GoDuration.format(ttl))\"; TTL value is capped accordingly")
             }
         }
+        // A login token never renews past its method's max TTL, counted from its creation.
+        if e.period == 0, let maxTTL = e.maxTTL, maxTTL > 0 {
+            let end = e.creationTime + Int64(maxTTL)
+            if now + Int64(ttl) > end {
+                ttl = Int(max(0, end - now))
+                warnings.append("TTL of \"\(GoDuration.format(increment > 0 ? increment : e.creationTTL))\" exceeded the effective max_ttl of \"\(GoDuration.format(ttl))\"; TTL value is capped accordingly")
+            }
+        }
         // A child never outlives its parent (unless it is an orphan): its parent's expiry
         // revokes it, so a renewal past it would only promise what will not be kept.
         var parentStore: TokenStore? = store

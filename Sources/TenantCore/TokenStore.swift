@@ -31,6 +31,10 @@ public struct TokenEntry: Codable, Sendable {
     /// Set when its revocation starts (before its children are walked): from then on the
     /// token is refused and no child can be made of it.
     public var revoking: Bool? = nil
+    /// CIDR blocks the token may be used from (nil or empty: anywhere).
+    public var boundCIDRs: [String]? = nil
+    /// A login token's TTL limit for renewals, from its creation (nil: the store's).
+    public var maxTTL: Int? = nil
 
     public func isExpired(now: Int64) -> Bool { expireTime != 0 && now >= expireTime }
     public func ttl(now: Int64) -> Int { expireTime == 0 ? 0 : Int(max(0, expireTime - now)) }
@@ -392,6 +396,12 @@ extension TokenEntry {
 
     /// The `data` of a token lookup, Vault's shape.
     public func lookupData(id: String, now: Int64) -> [String: JSONValue] {
+        var data = lookupFields(id: id, now: now)
+        if let cidrs = boundCIDRs, !cidrs.isEmpty { data["bound_cidrs"] = .array(cidrs.map { .string($0) }) }
+        return data
+    }
+
+    func lookupFields(id: String, now: Int64) -> [String: JSONValue] {
         [
             "accessor": .string(accessor),
             "creation_time": .int(creationTime),

@@ -736,6 +736,13 @@ def _setup(fz: Fuzzer):
         call("POST", "sys/mounts/secret", {"type": "kv", "options": {"version": "2"}})
     call("POST", "sys/mounts/database", {"type": "database"})
     call("POST", "sys/mounts/fz-tune", {"type": "kv", "options": {"version": "1"}})
+    for ns in (None, TENANT):
+        if ns:
+            call("POST", f"sys/namespaces/{TENANT}")
+        call("POST", "sys/auth/userpass", {"type": "userpass"}, ns=ns)
+        call("POST", "sys/auth/approle", {"type": "approle"}, ns=ns)
+        call("POST", "auth/userpass/users/fzuser", {"password": "fz-pw"}, ns=ns)
+        call("POST", "auth/approle/role/fzrole", {"token_policies": ["default"]}, ns=ns)
     # tenant namespace, its engines and an all-powerful (in the tenant) token
     st, _ = call("POST", f"sys/namespaces/{TENANT}")
     assert st in ok or st == 400, st

@@ -44,6 +44,9 @@ public struct RequestToken: Sendable {
     /// Whether the token holds `sudo` on the request's path (or is a root token): what
     /// Vault requires for privileged options such as a token's `period` or `id`.
     public var hasSudo = false
+    /// The token's private storage scope, only handed to `cubbyhole/` (an HMAC of the token,
+    /// never the token).
+    public var cubbyholeID: String? = nil
     public var isRoot: Bool { policies.contains("root") }
 
     public init(accessor: String, policies: [String], displayName: String, namespacePath: String = "", entityID: String = "", clientToken: String? = nil) {

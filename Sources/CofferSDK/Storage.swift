@@ -294,6 +294,29 @@ public struct StoredFields {
         return b
     }
 
+    /// A number (integral or not) as a `Double`.
+    public func double(_ key: String) throws -> Double {
+        switch fields[key] {
+        case .int(let i)?: return Double(i)
+        case .double(let d)?: return d
+        default: throw Self.mismatch("number", key)
+        }
+    }
+
+    /// An array of strings.
+    public func stringList(_ key: String) throws -> [String] {
+        guard case .array(let a)? = fields[key] else { throw Self.mismatch("array", key) }
+        return try a.map { v in
+            guard case .string(let s) = v else { throw Self.mismatch("strings", key) }
+            return s
+        }
+    }
+
+    /// A nested record.
+    public func record<T: StoredJSONRecord>(_ type: T.Type, _ key: String) throws -> T {
+        try T(storedJSON: value(key))
+    }
+
     public func bytes(_ key: String) throws -> [UInt8] {
         guard case .array(let a)? = fields[key] else { throw Self.mismatch("byte array", key) }
         return try a.map { v in
@@ -334,6 +357,7 @@ extension JSONValue {
     /// A `Date` as `Codable` stores it by default.
     public static func storedDate(_ d: Date) -> JSONValue { .double(d.timeIntervalSinceReferenceDate) }
     public static func storedStrings(_ m: [String: String]) -> JSONValue { .object(m.mapValues { .string($0) }) }
+    public static func storedList(_ a: [String]) -> JSONValue { .array(a.map { .string($0) }) }
 }
 
 import Foundation

@@ -3,7 +3,7 @@ import Foundation
 /// The token fields every auth method shares (`token_ttl`, `token_policies`, …), as Vault's
 /// `tokenutil` declares them: one field group a role or user route adds to its own fields,
 /// parsed once, stored with the role, shown on read, and copied into a login's `auth` block.
-public struct TokenParameters: Codable, Sendable, Equatable {
+public struct TokenParameters: StoredJSONRecord, Sendable, Equatable {
     public var boundCIDRs: [String] = []
     public var explicitMaxTTL: Int = 0
     public var maxTTL: Int = 0
@@ -17,6 +17,28 @@ public struct TokenParameters: Codable, Sendable, Equatable {
     public var strictlyBindIP: Bool = false
 
     public init() {}
+
+    public var storedJSON: JSONValue {
+        [
+            "boundCIDRs": .storedList(boundCIDRs), "explicitMaxTTL": .int(Int64(explicitMaxTTL)), "maxTTL": .int(Int64(maxTTL)),
+            "noDefaultPolicy": .bool(noDefaultPolicy), "numUses": .int(Int64(numUses)), "period": .int(Int64(period)),
+            "policies": .storedList(policies), "type": .string(type), "ttl": .int(Int64(ttl)), "strictlyBindIP": .bool(strictlyBindIP),
+        ]
+    }
+
+    public init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        boundCIDRs = try f.stringList("boundCIDRs")
+        explicitMaxTTL = try f.int("explicitMaxTTL")
+        maxTTL = try f.int("maxTTL")
+        noDefaultPolicy = try f.bool("noDefaultPolicy")
+        numUses = try f.int("numUses")
+        period = try f.int("period")
+        policies = try f.stringList("policies")
+        type = try f.string("type")
+        ttl = try f.int("ttl")
+        strictlyBindIP = try f.bool("strictlyBindIP")
+    }
 
     /// The declared fields, to append to a route's own.
     public static let fields: [Field] = [

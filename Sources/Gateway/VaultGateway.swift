@@ -25,6 +25,7 @@ public struct VaultGateway: Sendable {
     static let jsonHeaders: HTTPFields = [.contentType: "application/json", .cacheControl: "no-store"]
     static let vaultTokenHeader = HTTPField.Name("X-Vault-Token")!
     static let vaultNamespaceHeader = HTTPField.Name("X-Vault-Namespace")!
+    static let wrapTTLHeader = HTTPField.Name("X-Vault-Wrap-TTL")!
     static let forwardedForHeader = HTTPField.Name("X-Forwarded-For")!
 
     /// The request's token: `X-Vault-Token`, else an `Authorization: Bearer` value.

@@ -158,7 +158,7 @@ struct ServeResponder: HTTPResponder {
         let core = gateway.core
         let coreRequest = CoreRequest(
             id: context.requestID, operation: vault.operation, path: context.path, data: vault.data,
-            clientToken: vault.token, remoteAddress: vault.remoteAddress)
+            clientToken: vault.token, remoteAddress: vault.remoteAddress, wrapTTL: vault.wrapTTL)
         let response: LogicalResponse
         do {
             response = try await core.serve(coreRequest, in: context.namespace)
@@ -268,10 +268,10 @@ extension VaultGateway {
             break
         }
         // Vault: a LIST with no keys is a 404, whatever the backend (an empty folder, no roles).
-        if operation == .list && r.warnings.isEmpty && (r.data?["keys"]?.arrayValue?.isEmpty ?? true) {
+        if operation == .list && r.warnings.isEmpty && r.wrapInfo == nil && (r.data?["keys"]?.arrayValue?.isEmpty ?? true) {
             return Self.error(.notFound, [])
         }
-        if r.data == nil && r.auth == nil && r.secret == nil && r.warnings.isEmpty {
+        if r.data == nil && r.auth == nil && r.secret == nil && r.warnings.isEmpty && r.wrapInfo == nil {
             if operation == .read || operation == .list { return Self.error(.notFound, []) }
             return Response(status: .noContent)
         }

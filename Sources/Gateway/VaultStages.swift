@@ -23,8 +23,10 @@ public final class VaultRequest: Sendable {
     public let token: String?
     public let namespaceHeader: String?
     public let remoteAddress: String?
+    /// `X-Vault-Wrap-TTL` in seconds (nil: not asked).
+    public let wrapTTL: Int?
 
-    init(path: String, operation: LogicalOperation, params: [String: JSONValue], data: [String: JSONValue], body: ByteBuffer, token: String?, namespaceHeader: String?, remoteAddress: String?) {
+    init(path: String, operation: LogicalOperation, params: [String: JSONValue], data: [String: JSONValue], body: ByteBuffer, token: String?, namespaceHeader: String?, remoteAddress: String?, wrapTTL: Int? = nil) {
         self.path = path
         self.operation = operation
         self.params = params
@@ -33,6 +35,7 @@ public final class VaultRequest: Sendable {
         self.token = token
         self.namespaceHeader = namespaceHeader
         self.remoteAddress = remoteAddress
+        self.wrapTTL = wrapTTL
     }
 }
 
@@ -118,10 +121,17 @@ struct DecodingStage: RouterMiddleware {
                 body = try await request.body.collect(upTo: gateway.maxRequestSize)
             }
         }
+        var wrapTTL: Int?
+        if let raw = request.headers[VaultGateway.wrapTTLHeader] {
+            guard let secs = GoDuration.parseSeconds(raw), secs >= 0 else {
+                throw CofferError.invalid("error parsing X-Vault-Wrap-TTL: invalid duration \"\(raw.prefix(32))\"")
+            }
+            wrapTTL = secs > 0 ? Int(secs) : nil
+        }
         return VaultRequest(
             path: path, operation: operation, params: params, data: data, body: body,
             token: VaultGateway.clientToken(request), namespaceHeader: request.headers[VaultGateway.vaultNamespaceHeader],
-            remoteAddress: gateway.clientAddress(request, context))
+            remoteAddress: gateway.clientAddress(request, context), wrapTTL: wrapTTL)
     }
 }
 

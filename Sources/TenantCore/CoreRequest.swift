@@ -11,13 +11,16 @@ public struct CoreRequest: Sendable {
     public var data: [String: JSONValue]
     public var clientToken: String?
     public var remoteAddress: String?
+    /// `X-Vault-Wrap-TTL` in seconds: answer a wrapping token instead of the response.
+    public var wrapTTL: Int?
 
-    public init(id: String = RandomID.uuid(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil) {
+    public init(id: String = RandomID.uuid(), operation: LogicalOperation, path: String, data: [String: JSONValue] = [:], clientToken: String? = nil, remoteAddress: String? = nil, wrapTTL: Int? = nil) {
         self.id = id
         self.operation = operation
         self.path = path
         self.data = data
         self.clientToken = clientToken
         self.remoteAddress = remoteAddress
+        self.wrapTTL = wrapTTL
     }
 }

@@ -4,7 +4,7 @@ import Synchronization
 extension MemoryStorage: SnapshotStorage {
     /// Copies everything under the lock (one point in time), then pages it out.
     public func scan(pageSize: Int, _ consume: ([StorageEntry]) async throws -> Void) async throws {
-        let all = state.withLock { s in s.sortedKeys.map { StorageEntry(key: $0, value: s.values[$0] ?? []) } }
+        let all = state.withLock { s in s.sortedKeys.all.map { StorageEntry(key: $0, value: s.values[$0] ?? []) } }
         var start = 0
         let size = max(1, pageSize)
         while start < all.count {
@@ -22,7 +22,7 @@ extension MemoryStorage: SnapshotStorage {
             var wanted: [String: [UInt8]] = [:]
             wanted.reserveCapacity(entries.count)
             for e in entries { wanted[e.key] = e.value }
-            for key in s.sortedKeys where wanted[key] == nil {
+            for key in s.sortedKeys.all where wanted[key] == nil {
                 Self.apply(&s, key: key, value: nil, limit: feedLimit)
             }
             for e in entries where s.values[e.key] != e.value {

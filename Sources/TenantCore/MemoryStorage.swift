@@ -5,7 +5,7 @@ import Synchronization
 public final class MemoryStorage: Storage {
     struct State {
         var values: [String: [UInt8]] = [:]
-        var sortedKeys: [String] = []
+        var sortedKeys = SortedKeys()
         var log: [StorageChange] = []
         var revision: UInt64 = 0
         var logStart: UInt64 = 1
@@ -33,14 +33,7 @@ public final class MemoryStorage: Storage {
 
     public func list(prefix: String) async throws -> [String] {
         state.withLock { s in
-            let start = Self.lowerBound(s.sortedKeys, prefix)
-            var matched: [String] = []
-            var i = start
-            while i < s.sortedKeys.count, s.sortedKeys[i].hasPrefix(prefix) {
-                matched.append(s.sortedKeys[i])
-                i += 1
-            }
-            return Self.immediateChildren(of: prefix, in: matched)
+            Self.immediateChildren(of: prefix, in: s.sortedKeys.withPrefix(prefix))
         }
     }
 
@@ -62,29 +55,21 @@ public final class MemoryStorage: Storage {
         }
     }
 
-    static func lowerBound(_ keys: [String], _ key: String) -> Int {
-        var lo = 0, hi = keys.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if keys[mid] < key { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
-
     static func apply(_ s: inout State, key: String, value: [UInt8]?, limit: Int) {
         let existed = s.values[key] != nil
         if let value {
             s.values[key] = value
-            if !existed { s.sortedKeys.insert(key, at: lowerBound(s.sortedKeys, key)) }
+            if !existed { s.sortedKeys.insert(key) }
         } else {
             guard existed else { return }
             s.values[key] = nil
-            let i = lowerBound(s.sortedKeys, key)
-            s.sortedKeys.remove(at: i)
+            s.sortedKeys.remove(key)
         }
         s.revision += 1
         s.log.append(StorageChange(revision: s.revision, key: key, deleted: value == nil))
-        if s.log.count > limit {
+        // Compacted in batches (an eighth of the limit at a time): dropping one entry per
+        // write moved the whole log on every write.
+        if s.log.count > limit + max(1, limit / 8) {
             let drop = s.log.count - limit
             s.log.removeFirst(drop)
             s.logStart += UInt64(drop)

@@ -13,8 +13,9 @@ extension NamespaceCore {
         if policies.contains("root") { throw CofferError.invalid("auth methods cannot create root tokens") }
         if !auth.noDefaultPolicy && !policies.contains("default") { policies.append("default") }
         policies.sort()
-        guard auth.tokenType == "default" || auth.tokenType == "service" || auth.tokenType.isEmpty else {
-            throw CofferError.invalid("token type \"\(auth.tokenType.prefix(16))\" is not available: only service tokens are issued")
+        let batch = auth.tokenType == "batch"
+        guard batch || auth.tokenType == "default" || auth.tokenType == "service" || auth.tokenType.isEmpty else {
+            throw CofferError.invalid("invalid token type \"\(auth.tokenType.prefix(16))\"")
         }
 
         // TTLs as Vault's CalculateTTL: the method's TTL or the mount's default, under the
@@ -51,7 +52,8 @@ extension NamespaceCore {
             path: requestPath, role: "", type: "service", entityID: auth.entityID, namespacePath: path, lastRenewalTime: 0)
         if !auth.boundCIDRs.isEmpty { template.boundCIDRs = auth.boundCIDRs }
         if auth.period == 0 { template.maxTTL = maxTTL }
-        let (token, entry) = try await tokens.create(template)
+        // A batch login writes nothing: the token is its own sealed entry.
+        let (token, entry) = batch ? try tokens.makeBatch(template) : try await tokens.create(template)
         var issued = entry.authInfo(token: token)
         issued.leaseDuration = ttl
         return (issued, warnings)

@@ -41,11 +41,19 @@ extension NamespaceCore {
         if !unauthenticated {
             guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0,
                   TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) else {
-                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, CofferError.denied()) }
-                throw CofferError.denied()
+                // An unwrap whose X-Vault-Token is the (used or expired) wrapping token: Vault's 400.
+                let refusal = mount.kind == .system && rel == "wrapping/unwrap" && (request.data["token"]?.stringValue ?? "").isEmpty
+                    ? Self.invalidWrappingToken : CofferError.denied()
+                if let audit, let info = auditInfo { await Self.auditRefusal(audit, info, refusal) }
+                throw refusal
             }
-            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: mount.entry.type == "token" ? raw : nil)
-            tokenHash = e.idHash
+            // The raw token only for the token store and the wrapping endpoints (which act on
+            // the caller's own token); the cubbyhole scope only for the cubbyhole.
+            let needsRaw = mount.entry.type == "token" || (mount.kind == .system && rel.hasPrefix("wrapping/"))
+            logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID, clientToken: needsRaw ? raw : nil)
+            if mount.entry.type == "cubbyhole" { logical.token?.cubbyholeID = owner === self && e.type != "batch" ? e.idHash : nil }
+            // A batch token is not stored: nothing (a lease) can be linked to it.
+            tokenHash = e.type == "batch" ? nil : e.idHash
 
             if logical.operation == .update || logical.operation == .create {
                 if let exists = try await backend.exists(logical) {
@@ -72,14 +80,18 @@ extension NamespaceCore {
         } else if logical.operation == .update {
             if let exists = try await backend.exists(logical) { logical.operation = exists ? .update : .create }
         }
+        if mount.kind == .system, rel == "wrapping/wrap", logical.operation == .update || logical.operation == .create, (request.wrapTTL ?? 0) <= 0 {
+            throw CofferError.invalid("endpoint requires response wrapping to be used")
+        }
         guard let spent else {
-            return try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
         }
         // A limited-use token: its last use revokes it once every request that spent a use is done.
         do {
             let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
             await owner.tokens.endUse(spent)
-            return response
+            return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
         } catch {
             await owner.tokens.endUse(spent)
             throw error

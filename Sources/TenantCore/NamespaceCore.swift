@@ -69,7 +69,7 @@ public final class NamespaceCore: Sendable {
     /// is not written (`PolicyStore.stockDefault`). Returns what it wrote, so the namespace
     /// can be assembled without reading it back.
     static func initialize(storage: any LogicalStorage) async throws -> InitialState {
-        let state = InitialState(salt: Random.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry()])
+        let state = InitialState(salt: Random.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry()])
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: state.salt),
             StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
@@ -86,6 +86,10 @@ public final class NamespaceCore: Sendable {
 
     static func builtinSysEntry() -> MountEntry {
         MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
+    }
+
+    static func builtinCubbyholeEntry() -> MountEntry {
+        MountEntry(path: "cubbyhole/", type: "cubbyhole", description: "per-token private secret storage", accessorPrefix: "cubbyhole")
     }
 
     static func builtinTokenEntry() -> MountEntry {
@@ -106,8 +110,8 @@ public final class NamespaceCore: Sendable {
         let leases = node.leases
         let tokens = TokenStore(
             view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
-            idSuffix: namespaceID.map { "." + $0 } ?? "",
-            onRevoke: revokeLeasesOfToken(leases, tokenNamespace: path),
+            idSuffix: namespaceID.map { "." + $0 } ?? "", namespacePath: path,
+            onRevoke: revokeLeasesAndCubbyhole(leases, tokenNamespace: path, cubbyholes: root.sub(cubbyholePrefix)),
             onExpiry: scheduleExpiry(leases, namespaceID: namespaceID ?? "root"),
             storeAt: { [weak node] other in
                 // Parent/child token links cross namespaces only along the tree.
@@ -129,10 +133,16 @@ public final class NamespaceCore: Sendable {
         { hash, at in try await leases.scheduleTokenExpiry(namespaceID: namespaceID, tokenHash: hash, at: at) }
     }
 
-    /// The token store's revocation hook: revoke the token's leases.
-    static func revokeLeasesOfToken(_ leases: LeaseManager, tokenNamespace: String) -> (@Sendable (String) async -> Void)? {
-        { hash in await leases.revokeByToken(tokenNamespace: tokenNamespace, tokenHash: hash) }
+    /// The token store's revocation hook: revoke the token's leases, delete its cubbyhole.
+    static func revokeLeasesAndCubbyhole(_ leases: LeaseManager, tokenNamespace: String, cubbyholes: StorageView) -> (@Sendable (String) async -> Void)? {
+        { hash in
+            await leases.revokeByToken(tokenNamespace: tokenNamespace, tokenHash: hash)
+            try? await cubbyholes.sub(hash + "/").deleteTree()
+        }
     }
+
+    /// Where every token's cubbyhole lives (`CubbyholeBackend`), below the namespace's root view.
+    static let cubbyholePrefix = "sys/cubbyhole/"
 
     init(path: String, id: String, storage: any LogicalStorage, catalog: EngineCatalog, configuration: CoreConfiguration, node: Core, logger: Logger, policies: PolicyStore, tokens: TokenStore) {
         self.path = path
@@ -194,15 +204,17 @@ public final class NamespaceCore: Sendable {
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins: [String: MountEntry]
         if let fresh { builtins = fresh } else { builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:] }
-        if builtins["sys/"] == nil || builtins["auth/token/"] == nil {
+        if builtins["sys/"] == nil || builtins["auth/token/"] == nil || builtins["cubbyhole/"] == nil {
             builtins["sys/"] = builtins["sys/"] ?? Self.builtinSysEntry()
             builtins["auth/token/"] = builtins["auth/token/"] ?? Self.builtinTokenEntry()
+            builtins["cubbyhole/"] = builtins["cubbyhole/"] ?? Self.builtinCubbyholeEntry()
             try await rootView.putCodable(Self.builtinTable, builtins)
         }
         let stored = builtins
         router.withLock { r in
             r.add(MountedBackend(entry: stored["sys/"]!, backend: SystemBackend.compiled, kind: .system, routePath: "sys/"))
             r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
+            r.add(MountedBackend(entry: stored["cubbyhole/"]!, backend: CompiledBackend(CubbyholeBackend(storage: rootView.sub(Self.cubbyholePrefix))), kind: .secret, routePath: "cubbyhole/"))
         }
         if fresh != nil { return }
         for entry in try await mountTable(Self.secretTable) {

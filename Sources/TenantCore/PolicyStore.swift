@@ -24,6 +24,7 @@ public final class PolicyStore: Sendable {
     public func get(_ name: String) async throws -> Policy? {
         let name = Self.normalize(name)
         if name == "root" { return Policy(name: "root", text: "", rules: []) }
+        if name == NamespaceCore.wrappingPolicy { return Self.responseWrapping }
         if let p = parsed.withLock({ $0[name] }) { return p }
         let before = generation.load(ordering: .acquiring)
         guard let rec = try await view.getJSON(name), let text = rec["policy"]?.stringValue else {
@@ -39,9 +40,19 @@ public final class PolicyStore: Sendable {
         ["name": .string(name), "policy": .string(text)]
     }
 
+    /// The policy of wrapping tokens (Vault's text): built in, never stored or changed.
+    static let responseWrapping = try! Policy.parse(name: NamespaceCore.wrappingPolicy, text: """
+        path "cubbyhole/response" {
+            capabilities = ["create", "read"]
+        }
+        path "sys/wrapping/unwrap" {
+            capabilities = ["update"]
+        }
+        """)
+
     public func write(name: String, text: String) async throws {
         let name = Self.normalize(name)
-        guard name != "root" else { throw CofferError.invalid("cannot update \"root\" policy") }
+        guard name != "root", name != NamespaceCore.wrappingPolicy else { throw CofferError.invalid("cannot update \"\(name)\" policy") }
         guard !name.isEmpty, name.count <= 128, !name.contains("/"), !name.contains("..") else {
             throw CofferError.invalid("invalid policy name")
         }
@@ -66,7 +77,7 @@ public final class PolicyStore: Sendable {
 
     public func delete(_ name: String) async throws {
         let name = Self.normalize(name)
-        guard name != "root", name != "default" else {
+        guard name != "root", name != "default", name != NamespaceCore.wrappingPolicy else {
             throw CofferError.invalid("cannot delete \"\(name)\" policy")
         }
         try await view.withLock(name) {

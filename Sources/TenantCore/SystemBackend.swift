@@ -16,7 +16,7 @@ struct SystemBackend: LogicalBackend {
     let tokenNamespace: NamespaceCore
 
     /// What the `sys/` mount of every namespace routes through (its instance is per request).
-    static let compiled = CompiledBackend(declaring: SystemBackend.self, rootPaths: rootPathList)
+    static let compiled = CompiledBackend(declaring: SystemBackend.self, rootPaths: rootPathList, unauthenticatedPaths: ["wrapping/lookup"])
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
     var rootPaths: [String] { Self.rootPathList }
@@ -90,7 +90,7 @@ struct SystemBackend: LogicalBackend {
         Route("rotate", operations: [.update: { b, _ in try await b.rotate(); return nil }], summary: "Add a new barrier key term."),
         Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.keyStatus()) }], summary: "The active barrier key term."),
         Route("seal", operations: [.update: { b, _ in try await b.seal(); return nil }], summary: "Seal the server."),
-    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes
+    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes + wrappingRoutes
 
     // MARK: tenants
 

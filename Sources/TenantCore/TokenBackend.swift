@@ -125,8 +125,19 @@ public struct TokenBackend: LogicalBackend {
             }
             role = r
         }
-        if let t = f.optionalString("type"), !t.isEmpty, t != "service", t != "default" {
-            throw CofferError.invalid("unsupported token type \"\(t.prefix(16))\": only service tokens are available")
+        if parent.type == "batch" { throw CofferError.invalid("batch tokens cannot create more tokens") }
+        var batch = role?.tokenType == "batch"
+        switch f.optionalString("type") ?? "" {
+        case "", "default": break
+        case "service": batch = false
+        case "batch": batch = true
+        default: throw CofferError.invalid("invalid 'token_type' value")
+        }
+        if batch {
+            if f.int("explicit_max_ttl") != 0 { throw CofferError.invalid("batch tokens cannot have \"explicit_max_ttl\" set") }
+            if f.int("num_uses") != 0 { throw CofferError.invalid("batch tokens cannot have \"num_uses\" set") }
+            if f.int("period") != 0 { throw CofferError.invalid("batch tokens cannot have \"period\" set") }
+            if f.has("id") { throw CofferError.invalid("batch tokens cannot have a custom id") }
         }
         var wantOrphan = orphan || (role?.orphan ?? false)
         if f.bool("no_parent") {
@@ -238,6 +249,14 @@ public struct TokenBackend: LogicalBackend {
             type: "service", entityID: "", namespacePath: namespacePath, lastRenewalTime: 0)
         var entryTemplate = template
         if crossNamespace && !wantOrphan { entryTemplate.parentNamespace = parent.namespacePath }
+        if batch {
+            if policies.contains("root") { throw CofferError.invalid("batch tokens cannot be root tokens") }
+            if crossNamespace && !wantOrphan { throw CofferError.invalid("batch tokens cannot have a parent in another namespace") }
+            var t = entryTemplate
+            t.renewable = false
+            let (token, entry) = try store.makeBatch(t)
+            return LogicalResponse(auth: entry.authInfo(token: token), warnings: warnings)
+        }
         let id = f.optionalString("id").flatMap { $0.isEmpty ? nil : $0 }
         let (token, entry) = try await store.create(entryTemplate, id: id)
         return LogicalResponse(auth: entry.authInfo(token: token), warnings: warnings)
@@ -265,6 +284,7 @@ public struct TokenBackend: LogicalBackend {
     func renewEntry(_ entry: TokenEntry, token: String, increment: Int, in owner: TokenStore? = nil) async throws -> LogicalResponse {
         let store = owner ?? self.store
         var e = entry
+        if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be renewed") }
         guard e.renewable else { throw CofferError.invalid("invalid lease ID, or lease is not renewable") }
         let now = TokenStore.now()
         var ttl: Int
@@ -336,12 +356,16 @@ public struct TokenBackend: LogicalBackend {
 
     func revoke(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let t = req.fields.string("token")
-        if let e = try await store.lookup(token: t) { try await store.revokeTree(hash: e.idHash) }
+        if let e = try await store.lookup(token: t) {
+            if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be revoked") }
+            try await store.revokeTree(hash: e.idHash)
+        }
         return nil
     }
 
     func revokeSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let (_, e, owner) = try await caller(req)
+        if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be revoked") }
         try await owner.revokeTree(hash: e.idHash)
         return nil
     }
@@ -357,6 +381,7 @@ public struct TokenBackend: LogicalBackend {
     func revokeOrphan(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let t = req.fields.string("token")
         guard let e = try await store.lookup(token: t) else { throw CofferError.invalid("invalid token") }
+        if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be revoked") }
         try await store.revokeOrphan(hash: e.idHash)
         return nil
     }

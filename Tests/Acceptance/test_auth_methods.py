@@ -290,3 +290,49 @@ def test_logins_are_audited_without_credentials(dev_server, root_client, tmp_pat
         assert secret not in raw
     paths = [e["request"]["path"] for e in map(json.loads, filter(str.strip, raw.splitlines())) if "request" in e]
     assert f"auth/{up}/login/carol" in paths and f"auth/{ar}/login" in paths
+
+
+# ----------------------------------------------------------------------------- batch tokens
+
+
+def test_batch_tokens(dev_server, root_client):
+    maker = unique("tokmaker")
+    root_client.sys.create_or_update_policy(name=maker, policy='path "auth/token/create" { capabilities = ["update"] }')
+    parent = root_client.auth.token.create(policies=[maker], ttl="10m")["auth"]["client_token"]
+    r = api_call(dev_server, "POST", "auth/token/create", token=parent, body={"type": "batch", "ttl": "5m"})
+    assert r.status_code == 200, r.text
+    auth = r.json()["auth"]
+    batch = auth["client_token"]
+    assert batch.startswith(("hvb.", "b."))  # Vault: hvb., OpenBao: b. and auth["token_type"] == "batch" and auth["renewable"] is False
+    assert auth["accessor"] == "" and auth["orphan"] is False
+    me = api_call(dev_server, "GET", "auth/token/lookup-self", token=batch).json()["data"]
+    assert me["type"] == "batch" and me["policies"] == ["default", maker] and 0 < me["ttl"] <= 300
+    for path, text in (("auth/token/renew-self", "batch tokens cannot be renewed"),
+                       ("auth/token/revoke-self", "batch tokens cannot be revoked"),
+                       ("auth/token/create", "batch tokens cannot create more tokens")):
+        r = api_call(dev_server, "POST", path, token=batch, body={})
+        assert r.status_code in (400, 403) and (r.status_code == 403 or text in r.text), (path, r.text)
+    for body, text in (({"type": "batch", "num_uses": 2}, '"num_uses"'), ({"type": "batch", "period": "1h"}, '"period"'),
+                       ({"type": "batch", "explicit_max_ttl": "1h"}, '"explicit_max_ttl"'), ({"type": "weird"}, "invalid 'token_type'")):
+        r = api_call(dev_server, "POST", "auth/token/create", body=body)
+        assert r.status_code == 400 and text in " ".join(r.json()["errors"]), (body, r.text)
+    # A tampered batch token is no token; a revoked parent takes its batch children along.
+    tampered = batch[:-3] + ("A" if batch[-3] != "A" else "B") + batch[-2:]
+    assert api_call(dev_server, "GET", "auth/token/lookup-self", token=tampered).status_code == 403
+    root_client.auth.token.revoke(parent)
+    assert api_call(dev_server, "GET", "auth/token/lookup-self", token=batch).status_code == 403
+
+
+def test_batch_logins(dev_server, root_client):
+    mp = mount(root_client, "userpass")
+    path = unique("batchkv")
+    root_client.secrets.kv.v2.create_or_update_secret(path=path, secret={"v": "1"})
+    root_client.sys.create_or_update_policy(name=f"{mp}-r", policy=f'path "secret/data/{path}" {{ capabilities = ["read"] }}')
+    root_client.auth.userpass.create_or_update_user("bat", password="pw", token_policies=[f"{mp}-r"], token_type="batch",
+                                                    token_ttl="2m", mount_point=mp)
+    auth = root_client.auth.userpass.login("bat", "pw", mount_point=mp, use_token=False)["auth"]
+    assert auth["client_token"].startswith(("hvb.", "b."))  # Vault: hvb., OpenBao: b. and auth["token_type"] == "batch" and auth["lease_duration"] == 120
+    assert dev_server.client(auth["client_token"]).secrets.kv.v2.read_secret_version(
+        path=path, raise_on_deleted_version=True)["data"]["data"] == {"v": "1"}
+    r = api_call(dev_server, "POST", f"auth/{mp}/users/bat", body={"token_num_uses": 2})
+    assert r.status_code == 400 and "limited use count" in r.text

@@ -593,9 +593,12 @@ def test_auth_list_tune_enable_disable(cli, api):
         ok(p)
         m = api.get("sys/auth/token").json()["data"]
         assert m["config"]["default_lease_ttl"] == 7200
-    # no auth method besides token is built yet: enabling one is a server error (exit 1)
-    p = cli("auth", "enable", "-path=ul", "userpass")
+    # an auth method type that does not exist is a server error (exit 1); userpass is built
+    p = cli("auth", "enable", "-path=ul", "no-such-method")
     assert p.returncode == 1 and "Error enabling" in p.stderr
+    assert "Enabled userpass auth method at: ul/" in ok(cli("auth", "enable", "-path=ul", "userpass")).stdout
+    assert "ul/" in api.get("sys/auth").json()["data"]
+    ok(cli("auth", "disable", "ul"))
     p = ok(cli("auth", "disable", "not-there"))
     assert "Success!" in p.stdout
 

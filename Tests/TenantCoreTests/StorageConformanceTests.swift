@@ -1,7 +1,7 @@
 import CofferSDK
 import Foundation
 import Testing
-import TenantCore
+@testable import TenantCore
 
 /// One conformance suite for every `Storage` backend (OpenBao's ExerciseBackend idea).
 func exerciseStorage(_ s: any Storage) async throws {
@@ -218,5 +218,30 @@ func exerciseStorage(_ s: any Storage) async throws {
             return
         }
         #expect(c.map(\.key) == ["k8", "k9"])
+    }
+}
+
+/// The dev storage's chunked key index against a plain sorted array, over random inserts,
+/// removals and prefix scans across many chunks.
+@Suite struct SortedKeysTests {
+    @Test func matchesASortedArray() {
+        var keys = SortedKeys()
+        var reference = Set<String>()
+        var rng = SystemRandomNumberGenerator()
+        for step in 0..<20_000 {
+            let key = "p\(Int.random(in: 0..<40, using: &rng))/k\(Int.random(in: 0..<3000, using: &rng))"
+            if Bool.random(using: &rng) || step < 2000 {
+                if reference.insert(key).inserted { keys.insert(key) }
+            } else if reference.remove(key) != nil {
+                keys.remove(key)
+            }
+        }
+        #expect(keys.count == reference.count && keys.chunks.count > 2)
+        #expect(keys.all == reference.sorted())
+        for prefix in ["", "p1", "p1/", "p39/k29", "q", "p"] {
+            #expect(keys.withPrefix(prefix) == reference.filter { $0.hasPrefix(prefix) }.sorted(), "prefix \(prefix)")
+        }
+        keys.remove("absent")
+        #expect(keys.count == reference.count)
     }
 }

@@ -120,3 +120,29 @@ import TenantCore
         return out
     }
 }
+
+/// The hand-written stored form of a token is the one `Codable` writes: data written either
+/// way reads either way (tokens stored before the change stay valid).
+@Suite struct TokenEntryStoredFormTests {
+    @Test func handWrittenFormMatchesCodable() throws {
+        var e = TokenEntry(
+            idHash: "h", accessor: "a", parentHash: "p", policies: ["default", "x"], meta: ["k": "v"], displayName: "token-x",
+            numUses: 3, creationTime: 1_700_000_000, creationTTL: 60, expireTime: 1_700_000_060, explicitMaxTTL: 120, period: 0,
+            renewable: true, orphan: false, path: "auth/token/create", role: "", type: "service", entityID: "", namespacePath: "t/",
+            lastRenewalTime: 0)
+        for variant in 0..<2 {
+            if variant == 1 {
+                e.parentNamespace = "root/"
+                e.revoking = true
+                e.boundCIDRs = ["10.0.0.0/8"]
+                e.maxTTL = 900
+            }
+            let viaCodable = try JSONValue.parse(Array(StoredJSON.encoder.encode(e)))
+            #expect(viaCodable == e.storedJSON)
+            let back = try TokenEntry(storedJSON: viaCodable)
+            #expect(back.storedJSON == e.storedJSON)
+            let decoded = try StoredJSON.decoder.decode(TokenEntry.self, from: Data(e.storedJSON.serialized()))
+            #expect(decoded.storedJSON == e.storedJSON)
+        }
+    }
+}

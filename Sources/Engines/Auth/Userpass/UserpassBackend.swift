@@ -189,3 +189,23 @@ public struct UserpassBackend: LogicalBackend {
 protocol EmptyDefault { static var emptyValue: Self { get } }
 extension Int: EmptyDefault { static var emptyValue: Int { 0 } }
 extension Array: EmptyDefault { static var emptyValue: [Element] { [] } }
+
+extension UserpassBackend.User: StoredJSONRecord {
+    var storedJSON: JSONValue {
+        [
+            "token": token.storedJSON, "passwordHash": .string(passwordHash), "policies": .storedList(policies),
+            "ttl": .int(Int64(ttl)), "maxTTL": .int(Int64(maxTTL)), "boundCIDRs": .storedList(boundCIDRs),
+        ]
+    }
+
+    init(storedJSON: JSONValue) throws {
+        let f = try StoredFields(storedJSON)
+        self.init()
+        token = try f.record(TokenParameters.self, "token")
+        passwordHash = try f.string("passwordHash")
+        policies = try f.stringList("policies")
+        ttl = try f.int("ttl")
+        maxTTL = try f.int("maxTTL")
+        boundCIDRs = try f.stringList("boundCIDRs")
+    }
+}

@@ -10,6 +10,8 @@ public struct CofferError: Error, Sendable, CustomStringConvertible {
     public enum Code: String, Hashable, Sendable, CaseIterable, CustomStringConvertible {
         /// Malformed or invalid input (400).
         case invalidRequest = "invalid_request"
+        /// A login's credentials are wrong (400): counts towards the user's lockout.
+        case invalidCredentials = "invalid_credentials"
         /// The token is missing, invalid or lacks the capability (403).
         case permissionDenied = "permission_denied"
         /// No route or no such object (404).

@@ -280,6 +280,10 @@ public protocol LogicalBackend: Sendable {
     func handle(_ request: LogicalRequest) async throws -> LogicalResponse?
     /// Whether the object behind a create/update request exists (nil: the route has no check).
     func exists(_ request: LogicalRequest) async throws -> Bool?
+    /// The identity a login request names, before it runs (the user name, the role id):
+    /// what the core's user lockout counts failed logins against. nil: not a login, or a
+    /// method without lockout.
+    func loginAlias(_ request: LogicalRequest) -> String?
     /// Whether the backend has timed work (`periodic`); most have none.
     var runsPeriodicWork: Bool { get }
     /// The backend's timed work (rotation, tidy): the core calls it on the active node only
@@ -295,6 +299,7 @@ extension LogicalBackend {
     public func teardown() async {}
     public var backendHelp: String { "" }
     public var runsPeriodicWork: Bool { false }
+    public func loginAlias(_ request: LogicalRequest) -> String? { nil }
     public func periodic() async -> Duration? { nil }
 }
 

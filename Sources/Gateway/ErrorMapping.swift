@@ -8,7 +8,7 @@ extension CofferError.Code {
     /// code does not compile until it has a status.
     var httpStatus: HTTPResponse.Status {
         switch self {
-        case .invalidRequest, .conflict: .badRequest
+        case .invalidRequest, .conflict, .invalidCredentials: .badRequest
         case .alreadyExists: .conflict
         case .permissionDenied: .forbidden
         case .notFound: .notFound

@@ -7,12 +7,24 @@ public struct MountConfig: StoredJSONRecord, Sendable {
     public var maxLeaseTTL: Int = 0
     public var forceNoCache: Bool = false
     public var listingVisibility: String = ""
+    /// User lockout of an auth mount (`user_lockout_config`); nil fields take the defaults.
+    public var lockoutThreshold: Int?
+    public var lockoutDuration: Int?
+    public var lockoutCounterReset: Int?
+    public var lockoutDisable: Bool?
 
     public init() {}
 
     public var storedJSON: JSONValue {
-        ["defaultLeaseTTL": .int(Int64(defaultLeaseTTL)), "maxLeaseTTL": .int(Int64(maxLeaseTTL)),
-         "forceNoCache": .bool(forceNoCache), "listingVisibility": .string(listingVisibility)]
+        var o: [String: JSONValue] = [
+            "defaultLeaseTTL": .int(Int64(defaultLeaseTTL)), "maxLeaseTTL": .int(Int64(maxLeaseTTL)),
+            "forceNoCache": .bool(forceNoCache), "listingVisibility": .string(listingVisibility),
+        ]
+        if let lockoutThreshold { o["lockoutThreshold"] = .int(Int64(lockoutThreshold)) }
+        if let lockoutDuration { o["lockoutDuration"] = .int(Int64(lockoutDuration)) }
+        if let lockoutCounterReset { o["lockoutCounterReset"] = .int(Int64(lockoutCounterReset)) }
+        if let lockoutDisable { o["lockoutDisable"] = .bool(lockoutDisable) }
+        return .object(o)
     }
 
     public init(storedJSON: JSONValue) throws {
@@ -21,6 +33,15 @@ public struct MountConfig: StoredJSONRecord, Sendable {
         maxLeaseTTL = try f.int("maxLeaseTTL")
         forceNoCache = try f.bool("forceNoCache")
         listingVisibility = try f.string("listingVisibility")
+        lockoutThreshold = f.has("lockoutThreshold") ? try f.int("lockoutThreshold") : nil
+        lockoutDuration = f.has("lockoutDuration") ? try f.int("lockoutDuration") : nil
+        lockoutCounterReset = f.has("lockoutCounterReset") ? try f.int("lockoutCounterReset") : nil
+        lockoutDisable = f.has("lockoutDisable") ? try f.bool("lockoutDisable") : nil
+    }
+
+    /// Vault's defaults: 5 failures within 15 minutes lock the user for 15 minutes.
+    public var effectiveLockout: (threshold: Int, duration: Int, counterReset: Int, disabled: Bool) {
+        (lockoutThreshold ?? 5, lockoutDuration ?? 900, lockoutCounterReset ?? 900, lockoutDisable ?? false)
     }
 
     /// The mount's TTLs as they apply: its own when tuned (non-zero), else the system's.

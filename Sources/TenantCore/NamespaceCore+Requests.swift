@@ -123,12 +123,21 @@ extension NamespaceCore {
         // The request entry reaches an audit device before the operation runs, or it does not run.
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
+        // A login names an alias: a locked one is refused before its credentials are checked.
+        let loginAlias = mount.kind == .auth && mount.entry.type != "token" ? backend.loginAlias(logical) : nil
         do {
-            result = try await backend.handle(logical)
+            if let loginAlias { try await checkLockout(mount: mount, alias: loginAlias) }
+            do {
+                result = try await backend.handle(logical)
+            } catch let e as CofferError where e.code == .invalidCredentials {
+                if let loginAlias { await recordFailedLogin(mount: mount, alias: loginAlias) }
+                throw e
+            }
             if mount.kind == .auth, mount.entry.type != "token", let auth = result?.auth, auth.clientToken.isEmpty {
                 let (issued, warnings) = try await issueLoginToken(auth, mount: mount, requestPath: path)
                 result?.auth = issued
                 result?.warnings += warnings
+                if let loginAlias { recordSuccessfulLogin(mount: mount, alias: loginAlias) }
             }
             if let leasing, let leases, let secret = result?.secret {
                 do {

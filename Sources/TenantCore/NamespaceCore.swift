@@ -35,6 +35,8 @@ public final class NamespaceCore: Sendable {
     let quotaTable = Mutex<[String: RateLimitQuota]>([:])
     /// Lease-count quotas defined in this namespace, by name (`LeaseQuotas.swift`).
     let leaseQuotaTable = Mutex<[String: LeaseCountQuota]>([:])
+    /// Failed logins by mount accessor and alias, below the lockout threshold (`NamespaceCore+Lockout.swift`).
+    let failedLogins = Mutex<[String: FailedLogins]>([:])
     static let childCacheLimit = 10_000
     static let childPrefix = "sys/namespaces/"
 

@@ -32,6 +32,7 @@ struct SystemBackend: LogicalBackend {
         Field("options", .keyValuePairs), Field("listing_visibility", .string), Field("force_no_cache", .bool),
         Field("audit_non_hmac_request_keys", .commaStringSlice), Field("audit_non_hmac_response_keys", .commaStringSlice),
         Field("passthrough_request_headers", .commaStringSlice), Field("allowed_response_headers", .commaStringSlice),
+        Field("user_lockout_config", .map),
     ]
 
     static let routes: [Route<SystemBackend>] = [
@@ -90,7 +91,7 @@ struct SystemBackend: LogicalBackend {
         Route("rotate", operations: [.update: { b, _ in try await b.rotate(); return nil }], summary: "Add a new barrier key term."),
         Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.keyStatus()) }], summary: "The active barrier key term."),
         Route("seal", operations: [.update: { b, _ in try await b.seal(); return nil }], summary: "Seal the server."),
-    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes + wrappingRoutes
+    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes + wrappingRoutes + lockoutRoutes
 
     // MARK: tenants
 
@@ -224,6 +225,13 @@ struct SystemBackend: LogicalBackend {
                 "description": .string(m.entry.description),
             ]
             if !m.entry.options.isEmpty { d["options"] = .object(m.entry.options.mapValues { .string($0) }) }
+            if ["userpass", "approle", "ldap"].contains(m.entry.type) {
+                let l = m.entry.config.effectiveLockout
+                d["user_lockout_threshold"] = .int(Int64(l.threshold))
+                d["user_lockout_duration"] = .int(Int64(l.duration))
+                d["user_lockout_counter_reset_duration"] = .int(Int64(l.counterReset))
+                d["user_lockout_disable"] = .bool(l.disabled)
+            }
             return LogicalResponse(data: d)
         }
         return LogicalResponse(data: m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL).objectValue)
@@ -262,6 +270,50 @@ struct SystemBackend: LogicalBackend {
         }
     }
 
+    /// `user_lockout_config` of a tune: each field given changes ("system" or "" back to the
+    /// default); nil when the tune has none.
+    static func lockoutTune(_ m: [String: JSONValue]) throws -> (@Sendable (inout MountConfig) -> Void)? {
+        guard !m.isEmpty else { return nil }
+        func text(_ k: String) -> String? {
+            switch m[k] {
+            case .string(let s)?: return s
+            case .int(let i)?: return String(i)
+            case .double(let d)?: return Checked.int64(exactly: d).map(String.init)
+            default: return nil
+            }
+        }
+        func duration(_ k: String) throws -> Int?? {
+            guard let t = text(k) else { return .none }
+            if t.isEmpty || t == "system" { return .some(nil) }
+            guard let secs = GoDuration.parseSeconds(t) else { throw CofferError.invalid("invalid \(k) \"\(t.prefix(32))\"") }
+            return .some(Int(secs))
+        }
+        var threshold: Int??
+        if let t = text("lockout_threshold") {
+            if t.isEmpty || t == "system" { threshold = .some(nil) } else {
+                guard let n = UInt32(t) else { throw CofferError.invalid("unable to parse user lockout threshold \"\(t.prefix(32))\"") }
+                threshold = .some(Int(n))
+            }
+        }
+        let lockDuration = try duration("lockout_duration")
+        let reset = try duration("lockout_counter_reset_duration") ?? duration("lockout_counter_reset")
+        var disable: Bool?
+        if let v = m["lockout_disable"] {
+            switch v {
+            case .bool(let b): disable = b
+            case .string(let s) where ["true", "false"].contains(s.lowercased()): disable = s.lowercased() == "true"
+            default: throw CofferError.invalid("unable to convert given user lockout config information")
+            }
+        }
+        let chosenThreshold = threshold, chosenDuration = lockDuration, chosenReset = reset, chosenDisable = disable
+        return { c in
+            if let t = chosenThreshold { c.lockoutThreshold = t }
+            if let d = chosenDuration { c.lockoutDuration = d }
+            if let r = chosenReset { c.lockoutCounterReset = r }
+            if let b = chosenDisable { c.lockoutDisable = b }
+        }
+    }
+
     func mountWrite(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {
         let f = req.fields
         try Self.checkMountMetadata(description: f.optionalString("description"), options: f.has("options") ? f.stringMap("options") : nil)
@@ -276,7 +328,14 @@ struct SystemBackend: LogicalBackend {
             let description = f.optionalString("description")
             let options = f.has("options") ? f.stringMap("options") : nil
             let systemMax = ns.configuration.maxLeaseTTL
+            let lockout = try Self.lockoutTune(f.has("user_lockout_config") ? f.map("user_lockout_config") : [:])
             try await ns.tuneMount(path: path, kind: kind) { e in
+                if let lockout {
+                    guard ["userpass", "approle", "ldap"].contains(e.type) else {
+                        throw CofferError.invalid("tuning of user lockout configuration for auth type \"\(e.type.prefix(32))\" not allowed")
+                    }
+                    lockout(&e.config)
+                }
                 if let dflt { e.config.defaultLeaseTTL = dflt }
                 if let max { e.config.maxLeaseTTL = max }
                 if e.config.maxLeaseTTL > 0, e.config.defaultLeaseTTL > e.config.maxLeaseTTL {

@@ -56,6 +56,11 @@ public struct AppRoleBackend: LogicalBackend {
         return .seconds(60)
     }
 
+    public func loginAlias(_ request: LogicalRequest) -> String? {
+        guard request.path == "login", let id = request.data["role_id"]?.stringValue, !id.isEmpty, id.utf8.count <= 4096 else { return nil }
+        return id
+    }
+
     func hmac(_ value: String) throws -> String {
         guard let key = keyHolder.key.withLock({ $0 }) else { throw CofferError(.unavailable, "the approle mount is not set up") }
         return Hex.encode(HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: key))
@@ -468,7 +473,8 @@ public struct AppRoleBackend: LogicalBackend {
             // The use is spent under the secret id's lock: N concurrent logins with a
             // one-use secret id make one token.
             let entry: SecretID = try await storage.withLock(key) {
-                guard var e = try await storage.getCodable(SecretID.self, key) else { throw invalid }
+                // A wrong secret id for a valid role counts towards the role id's lockout.
+                guard var e = try await storage.getCodable(SecretID.self, key) else { throw CofferError(.invalidCredentials, "invalid role or secret ID") }
                 let now = self.now()
                 if e.expired(now: now) {
                     try await storage.delete("accessor/" + (try hmac(e.accessor)))

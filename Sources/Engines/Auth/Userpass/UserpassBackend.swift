@@ -12,6 +12,12 @@ public struct UserpassBackend: LogicalBackend {
     public var backendHelp: String { "The userpass auth method lets users authenticate with a username and password." }
     public var unauthenticatedPaths: [String] { ["login/*"] }
 
+    public func loginAlias(_ request: LogicalRequest) -> String? {
+        guard request.path.hasPrefix("login/") else { return nil }
+        let name = request.path.dropFirst("login/".count).lowercased()
+        return name.isEmpty || name.contains("/") ? nil : name
+    }
+
     /// A stored user: its token parameters, its password hash, and the deprecated fields as
     /// they were written (a read shows them while they are set).
     struct User: Codable, Sendable {
@@ -174,7 +180,8 @@ public struct UserpassBackend: LogicalBackend {
         if let u, u.passwordHash.isEmpty { throw CofferError.invalid("invalid username or password") }
         // An unknown user is checked against a dummy hash: the same cost as a wrong password.
         guard await PasswordHash.verify(password, against: u?.passwordHash), let u else {
-            throw CofferError.invalid("invalid username or password")
+            // A wrong password of a user that exists counts towards its lockout.
+            throw u == nil ? CofferError.invalid("invalid username or password") : CofferError(.invalidCredentials, "invalid username or password")
         }
         guard TokenParameters.allows(u.token.boundCIDRs, address: req.remoteAddress) else { throw CofferError.denied() }
         var auth = AuthInfo(metadata: ["username": name])

@@ -200,7 +200,7 @@ public final class AuditBroker: Sendable {
                     for d in loaded { await d.worker.close() }
                     throw CofferError.internalError("stored audit device \"\(record.path)\" is invalid: \(Self.detail(error))")
                 }
-                guard let salt = Self.decodeHex(record.salt), salt.count == 32 else {
+                guard let salt = Hex.decode(record.salt), salt.count == 32 else {
                     for d in loaded { await d.worker.close() }
                     throw CofferError.internalError("stored audit device \"\(record.path)\" has a corrupt salt")
                 }
@@ -425,28 +425,6 @@ public final class AuditBroker: Sendable {
         // A transport failure names the device in its message; its cause is the bare reason.
         if let io = e.cause as? AuditIOError { return io.message }
         return e.message
-    }
-
-    static func decodeHex(_ text: String) -> [UInt8]? {
-        let digits = Array(text.utf8)
-        guard digits.count % 2 == 0 else { return nil }
-        func value(_ c: UInt8) -> UInt8? {
-            switch c {
-            case 0x30...0x39: c - 0x30
-            case 0x61...0x66: c - 0x57
-            case 0x41...0x46: c - 0x37
-            default: nil
-            }
-        }
-        var out: [UInt8] = []
-        out.reserveCapacity(digits.count / 2)
-        var i = 0
-        while i < digits.count {
-            guard let hi = value(digits[i]), let lo = value(digits[i + 1]) else { return nil }
-            out.append(hi << 4 | lo)
-            i += 2
-        }
-        return out
     }
 }
 

@@ -220,6 +220,14 @@ public struct LogicalResponse: Sendable {
     public static func list(_ keys: [String]) -> LogicalResponse {
         LogicalResponse(data: ["keys": .array(keys.map { .string($0) })])
     }
+
+    /// A page of sorted keys, as Vault's `after` and `limit` list parameters choose it.
+    public static func list(_ keys: [String], after: String, limit: Int) -> LogicalResponse {
+        var page = keys.sorted()
+        if !after.isEmpty { page = page.filter { $0 > after } }
+        if limit > 0 && page.count > limit { page = Array(page.prefix(limit)) }
+        return list(page)
+    }
 }
 
 /// Engine-wide facts the core gives a backend when it is mounted.

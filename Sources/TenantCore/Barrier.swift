@@ -45,24 +45,18 @@ public struct Keyring: StoredJSONRecord, Sendable {
     }
 
     public static func generate() -> Keyring {
-        Keyring(terms: [KeyTerm(term: 1, key: Random.bytes(32), installTime: Date())], activeTerm: 1)
+        Keyring(terms: [KeyTerm(term: 1, key: SecureRandom.bytes(32), installTime: Date())], activeTerm: 1)
     }
 
     public func rotated() -> Keyring {
         var k = self
         let next = (terms.map(\.term).max() ?? 0) + 1
-        k.terms.append(KeyTerm(term: next, key: Random.bytes(32), installTime: Date()))
+        k.terms.append(KeyTerm(term: next, key: SecureRandom.bytes(32), installTime: Date()))
         k.activeTerm = next
         return k
     }
 }
 
-/// CSPRNG bytes from the system generator.
-public enum Random {
-    public static func bytes(_ n: Int) -> [UInt8] {
-        SecureRandom.bytes(n)
-    }
-}
 
 /// AES-256-GCM with the storage path as additional data: a value moved to another path,
 /// truncated or altered fails to open.

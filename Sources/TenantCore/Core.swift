@@ -124,8 +124,8 @@ public final class Core: Sendable {
                 throw CofferError.invalid("invalid seal configuration: threshold must be between 1 and the number of shares")
             }
             if shares > 1 && threshold < 2 { throw CofferError.invalid("invalid seal configuration: threshold must be at least 2 when shares > 1") }
-            let unsealKey = Random.bytes(32)
-            let rootKey = Random.bytes(32)
+            let unsealKey = SecureRandom.bytes(32)
+            let rootKey = SecureRandom.bytes(32)
             let keyring = Keyring.generate()
             let parts: [[UInt8]] = shares == 1 ? [unsealKey] : try Shamir.split(secret: unsealKey, shares: shares, threshold: threshold)
             try await physical.put(Self.rootKeyKey, try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: Self.rootKeyKey))

@@ -71,7 +71,7 @@ public final class NamespaceCore: Sendable {
     /// is not written (`PolicyStore.stockDefault`). Returns what it wrote, so the namespace
     /// can be assembled without reading it back.
     static func initialize(storage: any LogicalStorage) async throws -> InitialState {
-        let state = InitialState(salt: Random.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry()])
+        let state = InitialState(salt: SecureRandom.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry()])
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: state.salt),
             StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
@@ -106,7 +106,7 @@ public final class NamespaceCore: Sendable {
         var salt: [UInt8]?
         if let initial { salt = initial.salt } else { salt = try await root.get("core/token-salt") }
         if salt == nil {
-            salt = Random.bytes(32)
+            salt = SecureRandom.bytes(32)
             try await root.put("core/token-salt", salt!)
         }
         let leases = node.leases

@@ -204,12 +204,7 @@ public struct AppRoleBackend: LogicalBackend {
     }
 
     func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        var names = try await storage.list(prefix: "role/").filter { !$0.hasSuffix("/") }.sorted()
-        let after = req.fields.string("after")
-        if !after.isEmpty { names = names.filter { $0 > after } }
-        let limit = req.fields.int("limit")
-        if limit > 0 && names.count > limit { names = Array(names.prefix(limit)) }
-        return .list(names)
+        .list(try await storage.list(prefix: "role/").filter { !$0.hasSuffix("/") }, after: req.fields.string("after"), limit: req.fields.int("limit"))
     }
 
     func readRole(_ req: LogicalRequest) async throws -> LogicalResponse? {

@@ -76,12 +76,7 @@ public struct UserpassBackend: LogicalBackend {
     }
 
     func listUsers(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        var names = try await storage.list(prefix: "user/").sorted()
-        let after = req.fields.string("after")
-        if !after.isEmpty { names = names.filter { $0 > after } }
-        let limit = req.fields.int("limit")
-        if limit > 0 && names.count > limit { names = Array(names.prefix(limit)) }
-        return .list(names)
+        .list(try await storage.list(prefix: "user/"), after: req.fields.string("after"), limit: req.fields.int("limit"))
     }
 
     func readUser(_ req: LogicalRequest) async throws -> LogicalResponse? {

@@ -49,6 +49,14 @@ public enum Hex {
     }
 }
 
+/// Compares two byte strings in time independent of where they differ.
+public func constantTimeEquals(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
+    guard a.count == b.count else { return false }
+    var diff: UInt8 = 0
+    for (x, y) in zip(a, b) { diff |= x ^ y }
+    return diff == 0
+}
+
 /// RFC 3339 timestamps in UTC with Go's trimmed fractional seconds (`RFC3339Nano`), as Vault prints them.
 public enum RFC3339 {
     /// Parses `2026-11-29T05:00:00Z`, with optional fractional seconds and any UTC offset;

@@ -40,7 +40,7 @@ extension NamespaceCore {
         if ttl <= 0 { ttl = configuration.defaultLeaseTTL }
 
         // `userpass/` + `alice` → `userpass-alice`, as Vault names login tokens.
-        var source = String(mount.routePath.dropFirst("auth/".count)).replacingOccurrences(of: "/", with: "-")
+        var source = String(mount.routePath.dropFirst("auth/".count).map { $0 == "/" ? "-" : $0 })
         source += auth.displayName
         while source.hasSuffix("-") { source.removeLast() }
 

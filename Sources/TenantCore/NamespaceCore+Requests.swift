@@ -124,7 +124,8 @@ extension NamespaceCore {
         if let audit, let info = auditInfo { try await audit.logRequest(info) }
         var result: LogicalResponse?
         // A login names an alias: a locked one is refused before its credentials are checked.
-        let loginAlias = mount.kind == .auth && mount.entry.type != "token" ? backend.loginAlias(logical) : nil
+        let isLogin = mount.kind == .auth && mount.entry.type != "token"
+        let loginAlias = isLogin ? backend.loginAlias(logical) : nil
         do {
             if let loginAlias { try await checkLockout(mount: mount, alias: loginAlias) }
             do {
@@ -133,7 +134,7 @@ extension NamespaceCore {
                 if let loginAlias { await recordFailedLogin(mount: mount, alias: loginAlias) }
                 throw e
             }
-            if mount.kind == .auth, mount.entry.type != "token", let auth = result?.auth, auth.clientToken.isEmpty {
+            if isLogin, let auth = result?.auth, auth.clientToken.isEmpty {
                 let (issued, warnings) = try await issueLoginToken(auth, mount: mount, requestPath: path)
                 result?.auth = issued
                 result?.warnings += warnings

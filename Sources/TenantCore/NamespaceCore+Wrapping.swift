@@ -71,7 +71,10 @@ extension NamespaceCore {
     /// Takes the wrapped response out of a wrapping token (once: concurrent unwraps of one
     /// token get it once) and revokes the token.
     func unwrap(token raw: String) async throws -> JSONValue {
-        let e = try await wrappingToken(raw)
+        try await unwrap(try await wrappingToken(raw))
+    }
+
+    func unwrap(_ e: TokenEntry) async throws -> JSONValue {
         let box = cubbyhole(of: e.idHash)
         let record: JSONValue? = try await box.withLock("response") {
             let r = try await box.getJSON("response")
@@ -95,7 +98,7 @@ extension NamespaceCore {
     /// A new wrapping token for the same response (same path and TTL); the old one is gone.
     func rewrap(token raw: String) async throws -> LogicalResponse {
         let e = try await wrappingToken(raw)
-        let doc = try await unwrap(token: raw)
+        let doc = try await unwrap(e)
         return try await wrap(doc, ttl: e.creationTTL, creationPath: e.path, wrappedAccessor: doc["auth"]?["accessor"]?.stringValue ?? "")
     }
 }

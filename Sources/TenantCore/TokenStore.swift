@@ -151,14 +151,6 @@ public enum TokenID {
     }
 }
 
-/// Compares two byte strings in time independent of where they differ.
-public func constantTimeEquals(_ a: some Collection<UInt8>, _ b: some Collection<UInt8>) -> Bool {
-    guard a.count == b.count else { return false }
-    var diff: UInt8 = 0
-    for (x, y) in zip(a, b) { diff |= x ^ y }
-    return diff == 0
-}
-
 /// One namespace's token store: create, look up, renew and revoke, with parent/child trees.
 ///
 /// Layout below its view: `id/<hash>` entry, `accessor/<hash>` → id hash,

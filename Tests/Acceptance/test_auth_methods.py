@@ -69,6 +69,11 @@ def test_userpass_users_crud_and_login(dev_server, root_client):
     r = api_call(dev_server, "POST", f"auth/{mp}/users/alice/policies", body={"token_policies": "only"})
     assert r.status_code == 204, r.text
     assert up.login("alice", "pw-2", mount_point=mp, use_token=False)["auth"]["policies"] == ["default", "only"]
+    # Both names at once: the new one wins and the deprecated one mirrors it.
+    r = api_call(dev_server, "POST", f"auth/{mp}/users/alice/policies", body={"token_policies": "both", "policies": "old"})
+    assert r.status_code == 204, r.text
+    user = up.read_user("alice", mount_point=mp)["data"]
+    assert user["token_policies"] == ["both"] and user["policies"] == ["both"]
 
     up.delete_user("alice", mount_point=mp)
     with pytest.raises(hvac.exceptions.InvalidPath):

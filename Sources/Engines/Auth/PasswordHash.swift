@@ -40,7 +40,7 @@ public enum PasswordHash {
               expected.count == hashBytes,
               let digest = try? await derive(password, salt: Array(salt), logN: logN, r: r, p: p)
         else { return false }
-        return constantTimeMatch(digest, Array(expected)) && stored != nil
+        return constantTimeEquals(digest, Array(expected)) && stored != nil
     }
 
     /// A fixed hash of a random password, checked for unknown users.
@@ -57,13 +57,6 @@ public enum PasswordHash {
             let key = try KDF.Scrypt.deriveKey(from: bytes, salt: salt, outputByteCount: hashBytes, rounds: 1 << logN, blockSize: r, parallelism: p)
             return key.withUnsafeBytes { Array($0) }
         }
-    }
-
-    static func constantTimeMatch(_ a: [UInt8], _ b: [UInt8]) -> Bool {
-        guard a.count == b.count else { return false }
-        var diff: UInt8 = 0
-        for i in 0..<a.count { diff |= a[i] ^ b[i] }
-        return diff == 0
     }
 }
 

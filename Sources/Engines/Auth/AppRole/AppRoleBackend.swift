@@ -246,18 +246,8 @@ public struct AppRoleBackend: LogicalBackend {
                 r.localSecretIDs = local
             }
             try r.token.parse(f)
-            if f.has("token_policies") {
-                r.policies = f.has("policies") ? r.token.policies : []
-            } else if f.has("policies") {
-                r.policies = TokenParameters.policyList(f.strings("policies"))
-                r.token.policies = r.policies
-            }
-            if f.has("token_period") {
-                r.period = f.has("period") ? r.token.period : 0
-            } else if f.has("period") {
-                r.period = f.int("period")
-                r.token.period = r.period
-            }
+            try DeprecatedField.upgrade(f, old: "policies", new: "token_policies", oldValue: &r.policies, newValue: &r.token.policies) { TokenParameters.policyList($0.strings("policies")) }
+            try DeprecatedField.upgrade(f, old: "period", new: "token_period", oldValue: &r.period, newValue: &r.token.period) { $0.int("period") }
             if r.token.type == "batch" && r.token.period != 0 {
                 throw CofferError.invalid("'token_type' cannot be 'batch' or 'default_batch' when set to generate periodic tokens")
             }
@@ -367,14 +357,14 @@ public struct AppRoleBackend: LogicalBackend {
             accessor: UUID().uuidString.lowercased(), numUses: numUses, ttl: ttl, creationTime: now,
             expirationTime: ttl > 0 ? now + Double(ttl) : 0, lastUpdatedTime: now, metadata: metadata,
             cidrList: cidrs, tokenBoundCIDRs: tokenCIDRs)
-        let roleHMAC = try hmac(r.name)
-        let key = "secret-id/\(roleHMAC)/\(try hmac(secretID))"
+        let roleHMAC = try hmac(r.name), secretIDHMAC = try hmac(secretID)
+        let key = "secret-id/\(roleHMAC)/\(secretIDHMAC)"
         try await storage.withLock(key) {
             if try await storage.get(key) != nil { throw CofferError.invalid("SecretID is already registered") }
             try await storage.putAll([
                 StorageEntry(key: key, value: entry.storedJSON.serialized()),
                 StorageEntry(key: "accessor/" + (try hmac(entry.accessor)),
-                             value: AccessorEntry(roleNameHMAC: roleHMAC, secretIDHMAC: try hmac(secretID)).storedJSON.serialized()),
+                             value: AccessorEntry(roleNameHMAC: roleHMAC, secretIDHMAC: secretIDHMAC).storedJSON.serialized()),
             ])
         }
         return LogicalResponse(data: [

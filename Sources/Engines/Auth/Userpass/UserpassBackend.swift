@@ -104,27 +104,18 @@ public struct UserpassBackend: LogicalBackend {
             if let hash { u.passwordHash = hash }
             // Deprecated fields, as Vault's tokenutil.UpgradeValue: the new name wins; the
             // old one, given alone, sets both.
-            try Self.upgrade(f, old: "policies", new: "token_policies", oldValue: &u.policies, newValue: &u.token.policies) { TokenParameters.policyList($0.strings("policies")) }
-            try Self.upgrade(f, old: "bound_cidrs", new: "token_bound_cidrs", oldValue: &u.boundCIDRs, newValue: &u.token.boundCIDRs) {
+            try DeprecatedField.upgrade(f, old: "policies", new: "token_policies", oldValue: &u.policies, newValue: &u.token.policies) { TokenParameters.policyList($0.strings("policies")) }
+            try DeprecatedField.upgrade(f, old: "bound_cidrs", new: "token_bound_cidrs", oldValue: &u.boundCIDRs, newValue: &u.token.boundCIDRs) {
                 try TokenParameters.cidrs($0.strings("bound_cidrs"), field: "bound_cidrs")
             }
-            try Self.upgrade(f, old: "ttl", new: "token_ttl", oldValue: &u.ttl, newValue: &u.token.ttl) { $0.int("ttl") }
-            try Self.upgrade(f, old: "max_ttl", new: "token_max_ttl", oldValue: &u.maxTTL, newValue: &u.token.maxTTL) { $0.int("max_ttl") }
+            try DeprecatedField.upgrade(f, old: "ttl", new: "token_ttl", oldValue: &u.ttl, newValue: &u.token.ttl) { $0.int("ttl") }
+            try DeprecatedField.upgrade(f, old: "max_ttl", new: "token_max_ttl", oldValue: &u.maxTTL, newValue: &u.token.maxTTL) { $0.int("max_ttl") }
             if u.token.ttl > 0 && u.token.maxTTL > 0 && u.token.ttl > u.token.maxTTL {
                 throw CofferError.invalid("'token_ttl' cannot be greater than 'token_max_ttl'")
             }
             try await storage.putCodable("user/" + name, u)
         }
         return nil
-    }
-
-    static func upgrade<T>(_ f: FieldValues, old: String, new: String, oldValue: inout T, newValue: inout T, read: (FieldValues) throws -> T) throws where T: Equatable, T: EmptyDefault {
-        if f.has(new) {
-            oldValue = f.has(old) ? newValue : T.emptyValue
-        } else if f.has(old) {
-            oldValue = try read(f)
-            newValue = oldValue
-        }
     }
 
     static func checkPasswordInput(_ password: String, _ hash: String) throws {
@@ -160,8 +151,8 @@ public struct UserpassBackend: LogicalBackend {
         let f = req.fields
         try await storage.withLock("user/" + name) {
             guard var u = try await user(name) else { throw CofferError.invalid("username does not exist") }
-            try Self.upgrade(f, old: "policies", new: "token_policies", oldValue: &u.policies, newValue: &u.token.policies) { TokenParameters.policyList($0.strings("policies")) }
             if f.has("token_policies") { u.token.policies = TokenParameters.policyList(f.strings("token_policies")) }
+            try DeprecatedField.upgrade(f, old: "policies", new: "token_policies", oldValue: &u.policies, newValue: &u.token.policies) { TokenParameters.policyList($0.strings("policies")) }
             try await storage.putCodable("user/" + name, u)
         }
         return nil
@@ -186,11 +177,6 @@ public struct UserpassBackend: LogicalBackend {
         return LogicalResponse(auth: auth)
     }
 }
-
-/// The value a deprecated field takes when its new name is given alone.
-protocol EmptyDefault { static var emptyValue: Self { get } }
-extension Int: EmptyDefault { static var emptyValue: Int { 0 } }
-extension Array: EmptyDefault { static var emptyValue: [Element] { [] } }
 
 extension UserpassBackend.User: StoredJSONRecord {
     var storedJSON: JSONValue {

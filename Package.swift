@@ -49,10 +49,16 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // Each namespace's identity store: entities, aliases, groups (the `identity/` mount).
+        .target(
+            name: "Identity",
+            dependencies: ["CofferSDK"],
+            swiftSettings: settings
+        ),
         .target(
             name: "TenantCore",
             dependencies: [
-                "CofferSDK", "Audit",
+                "CofferSDK", "Audit", "Identity",
                 .product(name: "HeapModule", package: "swift-collections"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 "CSQLite3",
@@ -145,7 +151,7 @@ let package = Package(
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
         .testTarget(
             name: "TenantCoreTests",
-            dependencies: ["TenantCore", "Audit", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TenantCore", "Audit", "Identity", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
         .testTarget(

@@ -131,8 +131,16 @@ public struct AuthInfo: Sendable {
     public var boundCIDRs: [String] = []
     /// Don't attach the `default` policy.
     public var noDefaultPolicy = false
-    /// The name of the login's identity alias (the user name, the role id).
+    /// The name of the login's identity alias (the user name, the role id), and the
+    /// metadata the alias carries (AppRole: the role name and the secret id's metadata).
     public var aliasName = ""
+    public var aliasMetadata: [String: String] = [:]
+    /// The groups the method knows the identity to be in (LDAP groups, an OIDC groups
+    /// claim): the external groups aliased by these names on the mount. Nil: not a method
+    /// that knows groups.
+    public var groupAliases: [String]? = nil
+    /// The policies the token's entity and its groups bring (shown, never stored on the token).
+    public var identityPolicies: [String] = []
 
     public init(clientToken: String = "", accessor: String = "", policies: [String] = [], tokenPolicies: [String] = [], metadata: [String: String] = [:], leaseDuration: Int = 0, renewable: Bool = false, entityID: String = "", tokenType: String = "service", orphan: Bool = false, numUses: Int = 0) {
         self.clientToken = clientToken
@@ -154,6 +162,7 @@ public struct AuthInfo: Sendable {
             "accessor": .string(accessor),
             "policies": .array(policies.map { .string($0) }),
             "token_policies": .array(tokenPolicies.map { .string($0) }),
+            "identity_policies": identityPolicies.isEmpty ? .null : .array(identityPolicies.map { .string($0) }),
             "metadata": metadata.isEmpty ? .null : .object(metadata.mapValues { .string($0) }),
             "lease_duration": .int(Int64(leaseDuration)),
             "renewable": .bool(renewable),

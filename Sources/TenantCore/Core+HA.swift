@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import Synchronization
 import Audit
+import Identity
 
 /// How a node takes part in an HA cluster (`storage "etcd" { ha_enabled = "true" }`).
 public struct HAConfiguration: Sendable {
@@ -373,6 +374,8 @@ extension Core {
         if nsID == nil && (rel == "core/seal-config" || rel == "core/root-key") { return }
         if rel.hasPrefix("sys/token/") {
             ns?.tokens.dropCache()
+        } else if rel.hasPrefix(NamespaceCore.identityPrefix) {
+            ns?.identity.dropLoaded()
         } else if rel.hasPrefix(NamespaceCore.childPrefix) {
             // A child's record (metadata, lock) changed: its parent's record cache and the
             // child (with its descendants) go.

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Identity
 
 extension NamespaceCore {
     // MARK: logins
@@ -56,6 +57,10 @@ extension NamespaceCore {
         let (token, entry) = batch ? try tokens.makeBatch(template) : try await tokens.create(template)
         var issued = entry.authInfo(token: token)
         issued.leaseDuration = ttl
+        if !auth.entityID.isEmpty, let extra = try await identity.policies(ofEntity: auth.entityID), !extra.isEmpty {
+            issued.identityPolicies = extra
+            issued.policies = Self.union(policies, extra).sorted()
+        }
         return (issued, warnings)
     }
 }

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Identity
 import Logging
 import Synchronization
 import Audit
@@ -67,9 +68,9 @@ extension NamespaceCore {
                 auditInfo?.clientTokenAccessor = e.accessor
                 auditInfo?.auth = AuditAuth(token: token, clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
             }
-            let acl = try await owner.policies.acl(for: e.policies)
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
             do {
+                let acl = try await owner.policies.acl(for: owner.effectivePolicies(e))
                 let granted = try acl.authorize(logical.operation, path: aclPath, data: request.data, needsSudo: needsSudo)
                 logical.token?.hasSudo = granted.contains(.sudo)
             } catch {
@@ -134,7 +135,12 @@ extension NamespaceCore {
                 if let loginAlias { await recordFailedLogin(mount: mount, alias: loginAlias) }
                 throw e
             }
-            if isLogin, let auth = result?.auth, auth.clientToken.isEmpty {
+            if isLogin, var auth = result?.auth, auth.clientToken.isEmpty {
+                // The login's entity: found by its alias, or made.
+                if !auth.aliasName.isEmpty {
+                    let info = AuthMountInfo(accessor: mount.entry.accessor, path: mount.routePath, type: mount.entry.type, local: mount.entry.local)
+                    auth.entityID = try await identity.entity(forLogin: info, alias: auth.aliasName, metadata: auth.aliasMetadata, groupAliases: auth.groupAliases).id
+                }
                 let (issued, warnings) = try await issueLoginToken(auth, mount: mount, requestPath: path)
                 result?.auth = issued
                 result?.warnings += warnings
@@ -216,7 +222,7 @@ extension NamespaceCore {
             throw CofferError.denied()
         }
         do {
-            try await policies.acl(for: e.policies).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
+            try await policies.acl(for: effectivePolicies(e)).authorize(operation, path: path, data: [:], needsSudo: needsSudo)
         } catch {
             if let audit, let info { await Self.auditRefusal(audit, info, error) }
             throw error
@@ -230,6 +236,20 @@ extension NamespaceCore {
             try await audit.logRequest(request)
             try await audit.logResponse(AuditResponseInfo(request: request))
         }
+    }
+
+    /// The policies a token acts with: its own, and those its entity brings (the entity's
+    /// and its groups', as they are now). A token whose entity is disabled or gone is
+    /// refused, though not revoked, as in Vault.
+    func effectivePolicies(_ e: TokenEntry) async throws -> [String] {
+        guard !e.entityID.isEmpty else { return e.policies }
+        guard let extra = try await identity.policies(ofEntity: e.entityID) else { throw CofferError.denied() }
+        return Self.union(e.policies, extra)
+    }
+
+    /// Token policies followed by the identity ones they lack.
+    static func union(_ own: [String], _ extra: [String]) -> [String] {
+        extra.isEmpty ? own : own + extra.filter { !own.contains($0) }
     }
 
     /// Capabilities of a token on paths (sys/capabilities*).

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Identity
 import Logging
 import Synchronization
 
@@ -22,6 +23,8 @@ public final class NamespaceCore: Sendable {
     let logger: Logger
     public let policies: PolicyStore
     public let tokens: TokenStore
+    /// Its entities, aliases and groups (`identity/`), read from storage on first use.
+    public let identity: IdentityStore
     let router = Mutex(MountRouter())
     let mountLock = AsyncMutex()
     /// Being deleted (its leases are being revoked): it takes no request meanwhile.
@@ -71,7 +74,7 @@ public final class NamespaceCore: Sendable {
     /// is not written (`PolicyStore.stockDefault`). Returns what it wrote, so the namespace
     /// can be assembled without reading it back.
     static func initialize(storage: any LogicalStorage) async throws -> InitialState {
-        let state = InitialState(salt: SecureRandom.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry()])
+        let state = InitialState(salt: SecureRandom.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry(), "identity/": builtinIdentityEntry()])
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: state.salt),
             StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
@@ -92,6 +95,10 @@ public final class NamespaceCore: Sendable {
 
     static func builtinCubbyholeEntry() -> MountEntry {
         MountEntry(path: "cubbyhole/", type: "cubbyhole", description: "per-token private secret storage", accessorPrefix: "cubbyhole")
+    }
+
+    static func builtinIdentityEntry() -> MountEntry {
+        MountEntry(path: "identity/", type: "identity", description: "identity store", accessorPrefix: "identity")
     }
 
     static func builtinTokenEntry() -> MountEntry {
@@ -157,6 +164,19 @@ public final class NamespaceCore: Sendable {
         self.logger = logger
         self.policies = policies
         self.tokens = tokens
+        self.identity = IdentityStore(view: StorageView(storage, prefix: "", locks: Self.storageLocks, lockScope: id).sub(Self.identityPrefix), namespaceID: id)
+        identity.resolveMounts { [weak self] accessor in self?.authMount(accessor: accessor) }
+    }
+
+    /// Where the identity store keeps its records, below the namespace's root view.
+    static let identityPrefix = "sys/identity/"
+
+    /// The auth mount with `accessor`, as the identity store shows it in aliases.
+    func authMount(accessor: String) -> AuthMountInfo? {
+        router.withLock { r in
+            r.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }
+                .map { AuthMountInfo(accessor: accessor, path: $0.routePath, type: $0.entry.type, local: $0.entry.local) }
+        }
     }
 
     /// The node, or the error of a node that is gone (sealed).
@@ -202,14 +222,15 @@ public final class NamespaceCore: Sendable {
             guard let node, path.hasPrefix(ancestor) else { return nil }
             return try await node.namespace(path: ancestor)?.tokens
         }
-        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, ancestorStore: ancestorStore)
+        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, identity: identity, ancestorStore: ancestorStore)
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins: [String: MountEntry]
         if let fresh { builtins = fresh } else { builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:] }
-        if builtins["sys/"] == nil || builtins["auth/token/"] == nil || builtins["cubbyhole/"] == nil {
+        if builtins["sys/"] == nil || builtins["auth/token/"] == nil || builtins["cubbyhole/"] == nil || builtins["identity/"] == nil {
             builtins["sys/"] = builtins["sys/"] ?? Self.builtinSysEntry()
             builtins["auth/token/"] = builtins["auth/token/"] ?? Self.builtinTokenEntry()
             builtins["cubbyhole/"] = builtins["cubbyhole/"] ?? Self.builtinCubbyholeEntry()
+            builtins["identity/"] = builtins["identity/"] ?? Self.builtinIdentityEntry()
             try await rootView.putCodable(Self.builtinTable, builtins)
         }
         let stored = builtins
@@ -217,6 +238,7 @@ public final class NamespaceCore: Sendable {
             r.add(MountedBackend(entry: stored["sys/"]!, backend: SystemBackend.compiled, kind: .system, routePath: "sys/"))
             r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
             r.add(MountedBackend(entry: stored["cubbyhole/"]!, backend: CompiledBackend(CubbyholeBackend(storage: rootView.sub(Self.cubbyholePrefix))), kind: .secret, routePath: "cubbyhole/"))
+            r.add(MountedBackend(entry: stored["identity/"]!, backend: CompiledBackend(IdentityBackend(store: identity)), kind: .secret, routePath: "identity/"))
         }
         if fresh != nil { return }
         for entry in try await mountTable(Self.secretTable) {

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Identity
 import Synchronization
 
 /// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
@@ -434,16 +435,24 @@ struct SystemBackend: LogicalBackend {
         guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
         let tok = req.fields.string("token")
         guard !tok.isEmpty else {
-            return capsResponse(try await callerCapabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
+            return capsResponse(try await callerCapabilities(policies: callerPolicies(req.token), paths: paths), paths: paths)
         }
         guard let e = try await ns.tokens.lookup(token: tok) else { throw CofferError.invalid("invalid token") }
-        return capsResponse(try await ns.capabilities(policies: e.policies, paths: paths), paths: paths)
+        return capsResponse(try await ns.capabilities(policies: ns.effectivePolicies(e), paths: paths), paths: paths)
     }
 
     func capabilitiesSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let paths = Self.paths(req.fields)
         guard !paths.isEmpty else { throw CofferError.invalid("missing paths") }
-        return capsResponse(try await callerCapabilities(policies: req.token?.policies ?? [], paths: paths), paths: paths)
+        return capsResponse(try await callerCapabilities(policies: callerPolicies(req.token), paths: paths), paths: paths)
+    }
+
+    /// The calling token's policies with those its entity brings (in the token's namespace).
+    func callerPolicies(_ token: RequestToken?) async throws -> [String] {
+        guard let token else { return [] }
+        guard !token.entityID.isEmpty else { return token.policies }
+        guard let extra = try await tokenNamespace.identity.policies(ofEntity: token.entityID) else { throw CofferError.denied() }
+        return NamespaceCore.union(token.policies, extra)
     }
 
     /// Capabilities of the calling token's policies. A token of an ancestor namespace is
@@ -469,6 +478,6 @@ struct SystemBackend: LogicalBackend {
         guard let e = try await ns.tokens.lookup(accessor: req.fields.string("accessor")) else {
             throw CofferError.invalid("invalid accessor")
         }
-        return capsResponse(try await ns.capabilities(policies: e.policies, paths: paths), paths: paths)
+        return capsResponse(try await ns.capabilities(policies: ns.effectivePolicies(e), paths: paths), paths: paths)
     }
 }

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Identity
 
 /// A token role (`auth/token/roles/:name`).
 struct TokenRole: Codable, Sendable {
@@ -47,12 +48,26 @@ public struct TokenBackend: LogicalBackend {
     let namespacePath: String
     /// The token store of an ancestor namespace, for calling tokens that live there.
     let ancestorStore: @Sendable (String) async throws -> TokenStore?
+    /// The namespace's identity store: a lookup shows the policies a token's entity brings.
+    let identity: IdentityStore?
 
-    public init(store: TokenStore, roles: StorageView, namespacePath: String, ancestorStore: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }) {
+    public init(store: TokenStore, roles: StorageView, namespacePath: String, identity: IdentityStore? = nil, ancestorStore: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }) {
         self.store = store
         self.roles = roles
         self.namespacePath = namespacePath
+        self.identity = identity
         self.ancestorStore = ancestorStore
+    }
+
+    /// A token lookup's data, with `identity_policies` when its entity (in this namespace)
+    /// brings any, as Vault shows them.
+    func lookupResponse(_ e: TokenEntry, id: String) async throws -> LogicalResponse {
+        var data = e.lookupData(id: id, now: TokenStore.now())
+        if !e.entityID.isEmpty, e.namespacePath == namespacePath, let identity,
+           let extra = try await identity.policies(ofEntity: e.entityID), !extra.isEmpty {
+            data["identity_policies"] = .array(extra.map { .string($0) })
+        }
+        return LogicalResponse(data: data)
     }
 
     public var backendHelp: String { "The token store creates, looks up, renews and revokes tokens." }
@@ -246,7 +261,7 @@ public struct TokenBackend: LogicalBackend {
             meta: f.stringMap("meta"), displayName: display, numUses: numUses, creationTime: now,
             creationTTL: effective, expireTime: effective > 0 ? now + Int64(effective) : 0, explicitMaxTTL: explicitMax,
             period: period, renewable: renewable, orphan: wantOrphan, path: path, role: roleName ?? "",
-            type: "service", entityID: "", namespacePath: namespacePath, lastRenewalTime: 0)
+            type: "service", entityID: wantOrphan || crossNamespace ? "" : parent.entityID, namespacePath: namespacePath, lastRenewalTime: 0)
         var entryTemplate = template
         if crossNamespace && !wantOrphan { entryTemplate.parentNamespace = parent.namespacePath }
         if batch {
@@ -266,19 +281,19 @@ public struct TokenBackend: LogicalBackend {
         let t = req.fields.string("token")
         if t.isEmpty { return try await lookupSelf(req) }
         guard let e = try await store.lookup(token: t) else { throw CofferError(.permissionDenied, "bad token") }
-        return LogicalResponse(data: e.lookupData(id: t, now: TokenStore.now()))
+        return try await lookupResponse(e, id: t)
     }
 
     func lookupSelf(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let (raw, e, _) = try await caller(req)
-        return LogicalResponse(data: e.lookupData(id: raw, now: TokenStore.now()))
+        return try await lookupResponse(e, id: raw)
     }
 
     func lookupAccessor(_ req: LogicalRequest) async throws -> LogicalResponse? {
         guard let e = try await store.lookup(accessor: req.fields.string("accessor")) else {
             throw CofferError.invalid("invalid accessor")
         }
-        return LogicalResponse(data: e.lookupData(id: "", now: TokenStore.now()))
+        return try await lookupResponse(e, id: "")
     }
 
     func renewEntry(_ entry: TokenEntry, token: String, increment: Int, in owner: TokenStore? = nil) async throws -> LogicalResponse {

@@ -254,6 +254,44 @@ def test_policy_change_on_active_is_enforced_by_standby(cluster):
     print(f"\nstandby enforced the policy change {1000 * (time.monotonic() - t0):.0f} ms after the write returned")
 
 
+def test_group_membership_change_on_active_is_enforced_by_standby(cluster):
+    """#17: a group's policy reaches an entity's token on the standby, and stops reaching it
+    once the entity leaves the group on the active (the identity store is invalidated by
+    the change feed like the policies)."""
+    a, s = cluster.active(), cluster.standby()
+    ca = cluster.client(a)
+    cluster.ensure_kv(ca)
+    path = f"grp/{uuid.uuid4().hex}"
+    ca.secrets.kv.v2.create_or_update_secret(path=path, secret={"k": "v"}, mount_point="kv")
+    name = f"grp-reader-{uuid.uuid4().hex[:6]}"
+    ca.sys.create_or_update_policy(name, f'path "kv/data/{path}" {{ capabilities = ["read"] }}')
+    up = f"up{uuid.uuid4().hex[:6]}"
+    ca.sys.enable_auth_method("userpass", path=up)
+    ca.auth.userpass.create_or_update_user("ann", password="pw", mount_point=up)
+    # The login goes through the standby (forwarded): the entity is made on the active.
+    login = cluster.client(s).auth.userpass.login("ann", "pw", mount_point=up, use_token=False)["auth"]
+    eid = login["entity_id"]
+    assert eid and ca.secrets.identity.read_entity(eid)["data"]["id"] == eid
+    group = ca.secrets.identity.create_or_update_group(name=f"g{uuid.uuid4().hex[:6]}", policies=[name], member_entity_ids=[eid])["data"]
+    ts = cluster.client(s, login["client_token"])
+
+    def standby_reads() -> bool:
+        try:
+            return ts.secrets.kv.v2.read_secret_version(path=path, mount_point="kv")["data"]["data"] == {"k": "v"}
+        except (hvac.exceptions.Forbidden, hvac.exceptions.InvalidPath):
+            return False
+
+    deadline = time.monotonic() + 10
+    while not standby_reads():
+        assert time.monotonic() < deadline, "the standby never applied the group's policy"
+        time.sleep(0.05)
+    ca.secrets.identity.update_group(group_id=group["id"], name=ca.secrets.identity.read_group(group["id"])["data"]["name"], member_entity_ids=[])
+    deadline = time.monotonic() + 10
+    while standby_reads():
+        assert time.monotonic() < deadline, "the standby kept the entity in the group"
+        time.sleep(0.02)
+
+
 def test_standby_usage_is_billed_through_the_active(cluster):
     """Reads a standby serves are counted there and shipped to the active node, which alone
     writes usage buckets: sys/usage on either node shows them."""

@@ -72,7 +72,7 @@ def test_sibling_tenants_are_isolated(dev_server, root_client):
         assert r.status_code in (400, 403, 404), (headers, path, r.status_code, r.text)
         assert b not in r.text or r.status_code != 200
     mounts = ns_client(dev_server, tokens[a], a).sys.list_mounted_secrets_engines()["data"]
-    assert sorted(mounts) == ["cubbyhole/", "secret/", "sys/"]
+    assert sorted(mounts) == ["cubbyhole/", "identity/", "secret/", "sys/"]
 
 
 def test_delete_shreds_and_recreate_is_empty(dev_server, root_client):
@@ -92,7 +92,7 @@ def test_delete_shreds_and_recreate_is_empty(dev_server, root_client):
     assert r.status_code in (403, 404)
     root_client.sys.create_namespace(path=name)
     fresh = ns_client(dev_server, "root", name)
-    assert sorted(fresh.sys.list_mounted_secrets_engines()["data"]) == ["cubbyhole/", "sys/"]
+    assert sorted(fresh.sys.list_mounted_secrets_engines()["data"]) == ["cubbyhole/", "identity/", "sys/"]
 
 
 def test_one_call_tenant_provisioning(dev_server, root_client):

@@ -76,7 +76,7 @@ import TenantCore
         let w = try await Self.world()
         let r = try await w.core.handle(CoreRequest(operation: .read, path: "sys/mounts", clientToken: w.root), namespace: "beta/")
         let mounts = try #require(r.data)
-        #expect(mounts.keys.sorted() == ["cubbyhole/", "secret/", "sys/"])
+        #expect(mounts.keys.sorted() == ["cubbyhole/", "identity/", "secret/", "sys/"])
         let kids = try await w.core.handle(CoreRequest(operation: .list, path: "sys/namespaces/", clientToken: w.root), namespace: "acme/")
         #expect(kids.data?["keys"] == ["team/"])
     }
@@ -113,7 +113,7 @@ import TenantCore
         // The same path again is a new, empty namespace.
         _ = try await w.core.handle(CoreRequest(operation: .update, path: "sys/namespaces/beta", clientToken: w.root), namespace: "")
         let mounts = try await w.core.handle(CoreRequest(operation: .read, path: "sys/mounts", clientToken: w.root), namespace: "beta/")
-        #expect(mounts.data?.keys.sorted() == ["cubbyhole/", "sys/"])
+        #expect(mounts.data?.keys.sorted() == ["cubbyhole/", "identity/", "sys/"])
     }
 
     @Test func deleteWithChildrenIsRefused() async throws {

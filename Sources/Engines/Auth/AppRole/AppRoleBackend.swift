@@ -490,6 +490,7 @@ public struct AppRoleBackend: LogicalBackend {
         r.token.populate(&auth, remoteAddress: req.remoteAddress)
         if !r.token.strictlyBindIP { auth.boundCIDRs = tokenCIDRs }
         auth.aliasName = r.roleID
+        auth.aliasMetadata = metadata
         return LogicalResponse(auth: auth)
     }
 

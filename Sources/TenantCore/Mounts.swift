@@ -12,8 +12,60 @@ public struct MountConfig: StoredJSONRecord, Sendable {
     public var lockoutDuration: Int?
     public var lockoutCounterReset: Int?
     public var lockoutDisable: Bool?
+    /// An auth mount's token type: `default-service` (nil), `default-batch`, `service` or
+    /// `batch` (the last two override what the method asks for), as Vault's router applies it.
+    public var tokenType: String?
+    /// Request and response keys the audit devices log as they are (not HMAC'd), headers
+    /// passed through to the engine and headers the engine may set: kept and shown as Vault
+    /// keeps them.
+    public var auditNonHMACRequestKeys: [String]?
+    public var auditNonHMACResponseKeys: [String]?
+    public var passthroughRequestHeaders: [String]?
+    public var allowedResponseHeaders: [String]?
 
     public init() {}
+
+    /// The type of a login token, from what the method asked (`default`, `service`, `batch`).
+    public func loginTokenType(asked: String) -> String {
+        switch tokenType ?? "default-service" {
+        case "service": return "service"
+        case "batch": return "batch"
+        case "default-batch": return asked == "service" ? "service" : "batch"
+        default: return asked == "batch" ? "batch" : "service"
+        }
+    }
+
+    /// The tunable lists, by their API names.
+    static let listKeys = ["audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers", "allowed_response_headers"]
+
+    public subscript(list key: String) -> [String]? {
+        get {
+            switch key {
+            case "audit_non_hmac_request_keys": return auditNonHMACRequestKeys
+            case "audit_non_hmac_response_keys": return auditNonHMACResponseKeys
+            case "passthrough_request_headers": return passthroughRequestHeaders
+            default: return allowedResponseHeaders
+            }
+        }
+        set {
+            let v = newValue.flatMap { $0.isEmpty ? nil : $0 }
+            switch key {
+            case "audit_non_hmac_request_keys": auditNonHMACRequestKeys = v
+            case "audit_non_hmac_response_keys": auditNonHMACResponseKeys = v
+            case "passthrough_request_headers": passthroughRequestHeaders = v
+            default: allowedResponseHeaders = v
+            }
+        }
+    }
+
+    /// What a mount listing and a tune read show beyond the TTLs.
+    func tunables(auth: Bool) -> [String: JSONValue] {
+        var o: [String: JSONValue] = [:]
+        if auth { o["token_type"] = .string(tokenType ?? "default-service") }
+        if !listingVisibility.isEmpty { o["listing_visibility"] = .string(listingVisibility) }
+        for k in Self.listKeys { if let l = self[list: k] { o[k] = .array(l.map { .string($0) }) } }
+        return o
+    }
 
     public var storedJSON: JSONValue {
         var o: [String: JSONValue] = [
@@ -24,6 +76,11 @@ public struct MountConfig: StoredJSONRecord, Sendable {
         if let lockoutDuration { o["lockoutDuration"] = .int(Int64(lockoutDuration)) }
         if let lockoutCounterReset { o["lockoutCounterReset"] = .int(Int64(lockoutCounterReset)) }
         if let lockoutDisable { o["lockoutDisable"] = .bool(lockoutDisable) }
+        if let tokenType { o["tokenType"] = .string(tokenType) }
+        if let auditNonHMACRequestKeys { o["auditNonHMACRequestKeys"] = .storedList(auditNonHMACRequestKeys) }
+        if let auditNonHMACResponseKeys { o["auditNonHMACResponseKeys"] = .storedList(auditNonHMACResponseKeys) }
+        if let passthroughRequestHeaders { o["passthroughRequestHeaders"] = .storedList(passthroughRequestHeaders) }
+        if let allowedResponseHeaders { o["allowedResponseHeaders"] = .storedList(allowedResponseHeaders) }
         return .object(o)
     }
 
@@ -37,6 +94,11 @@ public struct MountConfig: StoredJSONRecord, Sendable {
         lockoutDuration = f.has("lockoutDuration") ? try f.int("lockoutDuration") : nil
         lockoutCounterReset = f.has("lockoutCounterReset") ? try f.int("lockoutCounterReset") : nil
         lockoutDisable = f.has("lockoutDisable") ? try f.bool("lockoutDisable") : nil
+        tokenType = f.has("tokenType") ? try f.string("tokenType") : nil
+        auditNonHMACRequestKeys = f.has("auditNonHMACRequestKeys") ? try f.stringList("auditNonHMACRequestKeys") : nil
+        auditNonHMACResponseKeys = f.has("auditNonHMACResponseKeys") ? try f.stringList("auditNonHMACResponseKeys") : nil
+        passthroughRequestHeaders = f.has("passthroughRequestHeaders") ? try f.stringList("passthroughRequestHeaders") : nil
+        allowedResponseHeaders = f.has("allowedResponseHeaders") ? try f.stringList("allowedResponseHeaders") : nil
     }
 
     /// Vault's defaults: 5 failures within 15 minutes lock the user for 15 minutes.
@@ -93,14 +155,14 @@ public struct MountEntry: StoredJSONRecord, Sendable {
     }
 
     /// Vault's JSON shape for `sys/mounts` and `sys/auth`.
-    public func json(systemDefaultTTL: Int, systemMaxTTL: Int) -> JSONValue {
+    public func json(systemDefaultTTL: Int, systemMaxTTL: Int, auth: Bool = false) -> JSONValue {
         .object([
             "accessor": .string(accessor),
             "config": .object([
                 "default_lease_ttl": .int(Int64(config.defaultLeaseTTL)),
                 "max_lease_ttl": .int(Int64(config.maxLeaseTTL)),
                 "force_no_cache": .bool(config.forceNoCache),
-            ]),
+            ].merging(config.tunables(auth: auth)) { a, _ in a }),
             "description": .string(description),
             "external_entropy_access": .bool(false),
             "local": .bool(local),

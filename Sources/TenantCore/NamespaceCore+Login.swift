@@ -14,10 +14,11 @@ extension NamespaceCore {
         if policies.contains("root") { throw CofferError.invalid("auth methods cannot create root tokens") }
         if !auth.noDefaultPolicy && !policies.contains("default") { policies.append("default") }
         policies.sort()
-        let batch = auth.tokenType == "batch"
-        guard batch || auth.tokenType == "default" || auth.tokenType == "service" || auth.tokenType.isEmpty else {
+        guard ["batch", "default", "service", ""].contains(auth.tokenType) else {
             throw CofferError.invalid("invalid token type \"\(auth.tokenType.prefix(16))\"")
         }
+        // The mount's token_type decides with the method's, as Vault's router does.
+        let batch = mount.entry.config.loginTokenType(asked: auth.tokenType) == "batch"
 
         // TTLs as Vault's CalculateTTL: the method's TTL or the mount's default, under the
         // method's max TTL, the mount's and an explicit max.

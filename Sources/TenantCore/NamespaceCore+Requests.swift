@@ -78,8 +78,13 @@ extension NamespaceCore {
                 throw error
             }
             if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
-        } else if logical.operation == .update {
-            if let exists = try await backend.exists(logical) { logical.operation = exists ? .update : .create }
+        } else {
+            // The UI's mount listing is open to anyone but shows a token what it can reach.
+            if mount.kind == .system, rel.hasPrefix("internal/ui/"), let raw = request.clientToken, !raw.isEmpty,
+               let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0, TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) {
+                logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID)
+            }
+            if logical.operation == .update, let exists = try await backend.exists(logical) { logical.operation = exists ? .update : .create }
         }
         if mount.kind == .system, rel == "wrapping/wrap", logical.operation == .update || logical.operation == .create, (request.wrapTTL ?? 0) <= 0 {
             throw CofferError.invalid("endpoint requires response wrapping to be used")

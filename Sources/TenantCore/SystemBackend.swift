@@ -17,7 +17,7 @@ struct SystemBackend: LogicalBackend {
     let tokenNamespace: NamespaceCore
 
     /// What the `sys/` mount of every namespace routes through (its instance is per request).
-    static let compiled = CompiledBackend(declaring: SystemBackend.self, rootPaths: rootPathList, unauthenticatedPaths: ["wrapping/lookup"])
+    static let compiled = CompiledBackend(declaring: SystemBackend.self, rootPaths: rootPathList, unauthenticatedPaths: ["wrapping/lookup", "internal/ui/mounts", "internal/ui/mounts/*"])
 
     var backendHelp: String { "The system backend controls mounts, auth methods, policies and the keyring." }
     var rootPaths: [String] { Self.rootPathList }
@@ -33,7 +33,7 @@ struct SystemBackend: LogicalBackend {
         Field("options", .keyValuePairs), Field("listing_visibility", .string), Field("force_no_cache", .bool),
         Field("audit_non_hmac_request_keys", .commaStringSlice), Field("audit_non_hmac_response_keys", .commaStringSlice),
         Field("passthrough_request_headers", .commaStringSlice), Field("allowed_response_headers", .commaStringSlice),
-        Field("user_lockout_config", .map),
+        Field("user_lockout_config", .map), Field("token_type", .string),
     ]
 
     static let routes: [Route<SystemBackend>] = [
@@ -92,7 +92,7 @@ struct SystemBackend: LogicalBackend {
         Route("rotate", operations: [.update: { b, _ in try await b.rotate(); return nil }], summary: "Add a new barrier key term."),
         Route("key-status", operations: [.read: { b, _ in LogicalResponse(data: try await b.keyStatus()) }], summary: "The active barrier key term."),
         Route("seal", operations: [.update: { b, _ in try await b.seal(); return nil }], summary: "Seal the server."),
-    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes + wrappingRoutes + lockoutRoutes
+    ] + quotaRoutes + leaseQuotaRoutes + leaseRoutes + passwordPolicyRoutes + auditRoutes + wrappingRoutes + lockoutRoutes + uiMountRoutes
 
     // MARK: tenants
 
@@ -198,7 +198,7 @@ struct SystemBackend: LogicalBackend {
     func listMounts(_ kind: MountedBackend.Kind) -> LogicalResponse {
         var data: [String: JSONValue] = [:]
         for m in ns.mounts(kind: kind) {
-            data[m.entry.path] = m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL)
+            data[m.entry.path] = m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL, auth: m.kind == .auth)
         }
         return LogicalResponse(data: data)
     }
@@ -226,6 +226,7 @@ struct SystemBackend: LogicalBackend {
                 "description": .string(m.entry.description),
             ]
             if !m.entry.options.isEmpty { d["options"] = .object(m.entry.options.mapValues { .string($0) }) }
+            d.merge(m.entry.config.tunables(auth: m.kind == .auth)) { a, _ in a }
             if ["userpass", "approle", "ldap"].contains(m.entry.type) {
                 let l = m.entry.config.effectiveLockout
                 d["user_lockout_threshold"] = .int(Int64(l.threshold))
@@ -235,7 +236,7 @@ struct SystemBackend: LogicalBackend {
             }
             return LogicalResponse(data: d)
         }
-        return LogicalResponse(data: m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL).objectValue)
+        return LogicalResponse(data: m.entry.json(systemDefaultTTL: ns.configuration.defaultLeaseTTL, systemMaxTTL: ns.configuration.maxLeaseTTL, auth: m.kind == .auth).objectValue)
     }
 
     static func ttl(_ v: JSONValue?, field: String) throws -> Int? {
@@ -320,10 +321,7 @@ struct SystemBackend: LogicalBackend {
         try Self.checkMountMetadata(description: f.optionalString("description"), options: f.has("options") ? f.stringMap("options") : nil)
         let (path, tune) = Self.splitTune(f.string("path"))
         if tune {
-            // Accepted (as Vault's tune fields) but not kept yet: at least refused when invalid.
-            if let v = f.optionalString("listing_visibility"), !["", "unauth", "hidden"].contains(v) {
-                throw CofferError.invalid("invalid listing_visibility \"\(v.prefix(32))\"")
-            }
+            let tunables = req.data
             let dflt = try Self.ttl(f["default_lease_ttl"], field: "default_lease_ttl")
             let max = try Self.ttl(f["max_lease_ttl"], field: "max_lease_ttl")
             let description = f.optionalString("description")
@@ -331,6 +329,7 @@ struct SystemBackend: LogicalBackend {
             let systemMax = ns.configuration.maxLeaseTTL
             let lockout = try Self.lockoutTune(f.has("user_lockout_config") ? f.map("user_lockout_config") : [:])
             try await ns.tuneMount(path: path, kind: kind) { e in
+                try Self.applyTunables(tunables, to: &e.config, auth: kind == .auth, type: e.type)
                 if let lockout {
                     guard ["userpass", "approle", "ldap"].contains(e.type) else {
                         throw CofferError.invalid("tuning of user lockout configuration for auth type \"\(e.type.prefix(32))\" not allowed")
@@ -363,6 +362,7 @@ struct SystemBackend: LogicalBackend {
         config.defaultLeaseTTL = try Self.ttl(configMap["default_lease_ttl"], field: "default_lease_ttl") ?? 0
         config.maxLeaseTTL = try Self.ttl(configMap["max_lease_ttl"], field: "max_lease_ttl") ?? 0
         config.forceNoCache = configMap["force_no_cache"]?.boolValue ?? false
+        try Self.applyTunables(configMap, to: &config, auth: kind == .auth, type: type)
         if config.maxLeaseTTL > 0, config.defaultLeaseTTL > config.maxLeaseTTL {
             throw CofferError.invalid("default lease TTL greater than max lease TTL")
         }
@@ -371,6 +371,44 @@ struct SystemBackend: LogicalBackend {
         if type == "kv" && options["version"] == nil { options["version"] = "1" }
         try await ns.enableMount(path: path, type: type, description: f.string("description"), config: config, options: options, local: f.bool("local"), sealWrap: f.bool("seal_wrap"), kind: kind)
         return nil
+    }
+
+    /// Vault's tunables of a mount, from an enable's `config` or a tune's fields:
+    /// `token_type` (auth mounts other than the token store), `listing_visibility`, and the
+    /// audit-key and header lists (at most 64 names each).
+    static func applyTunables(_ values: [String: JSONValue], to c: inout MountConfig, auth: Bool, type: String) throws {
+        if let raw = values["token_type"], !raw.isNull {
+            guard auth else { throw CofferError.invalid("'token_type' can only be modified on auth mounts") }
+            guard type != "token" else { throw CofferError.invalid("'token_type' cannot be set for 'token' or 'ns_token' auth mounts") }
+            switch raw.stringValue {
+            case "", "default-service": c.tokenType = nil
+            case "default-batch", "service", "batch": c.tokenType = raw.stringValue
+            default: throw CofferError.invalid("invalid value for 'token_type'")
+            }
+        }
+        if let raw = values["listing_visibility"], !raw.isNull {
+            guard let v = raw.stringValue, ["", "unauth", "hidden"].contains(v) else {
+                throw CofferError.invalid("invalid listing_visibility \"\((raw.stringValue ?? raw.kindName).prefix(32))\"")
+            }
+            c.listingVisibility = v
+        }
+        for key in MountConfig.listKeys {
+            guard let raw = values[key], !raw.isNull else { continue }
+            let list: [String]
+            switch raw {
+            case .string(let s): list = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+            case .array(let a):
+                list = try a.map {
+                    guard let s = $0.stringValue else { throw CofferError.invalid("\(key) must be a list of strings") }
+                    return s
+                }
+            default: throw CofferError.invalid("\(key) must be a list of strings")
+            }
+            guard list.count <= maxOptions, list.allSatisfy({ $0.utf8.count <= 256 }) else {
+                throw CofferError.invalid("\(key) holds at most \(maxOptions) names of at most 256 bytes")
+            }
+            c[list: key] = list
+        }
     }
 
     func mountDelete(_ req: LogicalRequest, kind: MountedBackend.Kind) async throws -> LogicalResponse? {

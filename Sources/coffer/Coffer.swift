@@ -18,7 +18,7 @@ struct Coffer: AsyncParsableCommand {
         abstract: "Coffer: a multi-tenant, Vault-compatible secrets server.",
         version: version,
         subcommands: [
-            ServerCommand.self, StatusCommand.self, OperatorCommand.self, LoginCommand.self,
+            ServerCommand.self, StatusCommand.self, OperatorCommand.self, LoginCommand.self, UnwrapCommand.self,
             ReadCommand.self, WriteCommand.self, ListCommand.self, DeleteCommand.self, PatchCommand.self,
             KVCommand.self, PolicyCommand.self, TokenCommand.self, SecretsCommand.self, AuthCommand.self,
             PathHelpCommand.self, AuditCommand.self, NamespaceCommand.self, TenantCommand.self,

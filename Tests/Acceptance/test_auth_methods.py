@@ -409,3 +409,60 @@ def test_wrong_secret_ids_lock_the_role_id(dev_server, root_client):
         assert r.status_code == 400 and r.json()["errors"] == ["invalid role or secret ID"]
     r = api_call(dev_server, "POST", f"auth/{mp}/login", token=None, body={"role_id": role_id, "secret_id": sid})
     assert r.status_code == 403
+
+
+# ----------------------------------------------------------------------------- sys/auth
+
+
+def test_auth_mount_tunables_token_type_and_ui_mounts(dev_server, root_client):
+    """#17 item 8: tune of auth mounts keeps listing_visibility, token_type, the audit keys
+    and headers; token_type decides a login's token; sys/internal/ui/mounts lists what a
+    token can reach, and the unauth-listed mounts to anyone."""
+    mp = mount(root_client, "userpass")
+    root_client.auth.userpass.create_or_update_user("uma", password="pw", mount_point=mp)
+    r = api_call(dev_server, "POST", f"sys/auth/{mp}/tune", body={
+        "listing_visibility": "unauth", "token_type": "batch", "audit_non_hmac_request_keys": ["username"],
+        "passthrough_request_headers": "X-Custom,X-Other"})
+    assert r.status_code == 204, r.text
+    tune = api_call(dev_server, "GET", f"sys/auth/{mp}/tune").json()["data"]
+    assert tune["token_type"] == "batch" and tune["listing_visibility"] == "unauth"
+    assert tune["audit_non_hmac_request_keys"] == ["username"] and tune["passthrough_request_headers"] == ["X-Custom", "X-Other"]
+    listed = root_client.sys.list_auth_methods()["data"][f"{mp}/"]["config"]
+    assert listed["token_type"] == "batch" and listed["listing_visibility"] == "unauth"
+    assert root_client.sys.list_auth_methods()["data"]["token/"]["config"]["token_type"] == "default-service"
+
+    # The mount's batch type wins over the method's default.
+    login = root_client.auth.userpass.login("uma", "pw", mount_point=mp, use_token=False)["auth"]
+    assert login["token_type"] == "batch" and login["client_token"].startswith(("hvb.", "b."))
+    api_call(dev_server, "POST", f"sys/auth/{mp}/tune", body={"token_type": "default-service"})
+    assert root_client.auth.userpass.login("uma", "pw", mount_point=mp, use_token=False)["auth"]["token_type"] == "service"
+
+    # Refusals, with Vault's texts, and nothing changed.
+    for body, text in (({"token_type": "sometimes"}, "invalid value for 'token_type'"),
+                       ({"listing_visibility": "everyone"}, "invalid listing_visibility")):
+        r = api_call(dev_server, "POST", f"sys/auth/{mp}/tune", body=body)
+        assert r.status_code == 400 and text in r.json()["errors"][0], r.text
+    r = api_call(dev_server, "POST", "sys/auth/token/tune", body={"token_type": "batch"})
+    assert r.status_code == 400 and "cannot be set for 'token'" in r.json()["errors"][0]
+    r = api_call(dev_server, "POST", "sys/mounts/secret/tune", body={"token_type": "batch"})
+    assert r.status_code == 400 and r.json()["errors"] == ["'token_type' can only be modified on auth mounts"]
+    assert api_call(dev_server, "GET", f"sys/auth/{mp}/tune").json()["data"]["listing_visibility"] == "unauth"
+
+    # The UI's listing: anyone sees the unauth-listed mount (type and description only)...
+    anon = api_call(dev_server, "GET", "sys/internal/ui/mounts", token=None)
+    assert anon.status_code == 200, anon.text
+    data = anon.json()["data"]
+    assert data["auth"][f"{mp}/"]["type"] == "userpass" and "accessor" not in data["auth"][f"{mp}/"]
+    assert "secret/" not in data["secret"] and "token/" not in data["auth"]
+    # ...root sees everything; a token sees the mounts its policies reach.
+    full = api_call(dev_server, "GET", "sys/internal/ui/mounts").json()["data"]
+    assert "secret/" in full["secret"] and full["auth"][f"{mp}/"]["accessor"]
+    pol = unique("uipol")
+    root_client.sys.create_or_update_policy(pol, 'path "secret/data/app/*" { capabilities = ["read"] }')
+    tok = root_client.auth.token.create(policies=[pol], no_default_policy=True)["auth"]["client_token"]
+    mine = api_call(dev_server, "GET", "sys/internal/ui/mounts", token=tok).json()["data"]
+    assert sorted(mine["secret"]) == ["secret/"] and sorted(mine["auth"]) == [f"{mp}/"], mine
+    one = api_call(dev_server, "GET", "sys/internal/ui/mounts/secret/data/app/x", token=tok)
+    assert one.status_code == 200 and one.json()["data"]["type"] == "kv" and one.json()["data"]["path"] == "secret/"
+    r = api_call(dev_server, "GET", "sys/internal/ui/mounts/sys/policy", token=tok)
+    assert r.status_code == 403 and "preflight capability check returned 403" in r.json()["errors"][0]

@@ -266,6 +266,42 @@ def test_login_writes_token_file_0600(dev_server, home, api):
     assert j["auth"]["client_token"] == "root"
 
 
+def test_login_with_userpass_and_approle_and_unwrap(dev_server, home, api):
+    """#17 item 9: `login -method=userpass` (password prompted), `-method=approle`, `-wrap-ttl`
+    on any command, `unwrap`, and `token lookup` showing the entity and identity policies."""
+    up, ar = unique("cup"), unique("car")
+    assert api.post(f"sys/auth/{up}", {"type": "userpass"}).status_code == 204
+    assert api.post(f"sys/auth/{ar}", {"type": "approle"}).status_code == 204
+    assert api.post(f"auth/{up}/users/ivy", {"password": "s3cret", "token_policies": "default"}).status_code == 204
+    env = clean_env(home, COFFER_ADDR=dev_server.url)
+    # The password read from stdin when not on the command line (hidden on a terminal).
+    p = ok(run(["login", "-method=userpass", f"-path={up}", "username=ivy"], env=env, input="s3cret\n"))
+    assert "Success! You are now authenticated" in p.stdout
+    tok = (home / ".coffer-token").read_text().strip()
+    me = requests.get(dev_server.url + "/v1/auth/token/lookup-self", headers={"X-Vault-Token": tok}, timeout=10).json()["data"]
+    assert me["display_name"] == f"{up}-ivy" and me["entity_id"]
+    # The entity's policy shows in `token lookup`.
+    assert api.post(f"identity/entity/id/{me['entity_id']}", {"policies": ["extra"]}).status_code == 204
+    rows = table(ok(run(["token", "lookup"], env=env)).stdout)
+    assert rows["entity_id"] == me["entity_id"] and "extra" in rows["identity_policies"]
+    p = run(["login", "-method=userpass", f"-path={up}", "username=ivy", "password=wrong"], env=env)
+    assert p.returncode == 1 and "invalid username or password" in p.stderr
+
+    # AppRole: the secret id wrapped with -wrap-ttl, unwrapped once, then the login.
+    assert api.post(f"auth/{ar}/role/build", {"token_policies": "default"}).status_code == 204
+    role_id = api.get(f"auth/{ar}/role/build/role-id").json()["data"]["role_id"]
+    root_env = clean_env(home, COFFER_ADDR=dev_server.url, COFFER_TOKEN="root")
+    wrapped = ok(run(["write", "-wrap-ttl=60s", "-field=wrapping_token", "-f", f"auth/{ar}/role/build/secret-id"], env=root_env)).stdout.strip()
+    assert wrapped and "secret_id" not in wrapped
+    secret_id = ok(run(["unwrap", "-field=secret_id", wrapped], env=root_env)).stdout.strip()
+    assert len(secret_id) == 36
+    p = run(["unwrap", wrapped], env=root_env)
+    assert p.returncode == 1 and "wrapping token is not valid or does not exist" in p.stderr
+    p = ok(run(["login", "-method=approle", f"-path={ar}", "-no-store", "-field=token", f"role_id={role_id}", f"secret_id={secret_id}"], env=env))
+    assert p.stdout.strip().startswith("hvs.")
+    assert (home / ".coffer-token").read_text().strip() == tok  # -no-store kept the old one
+
+
 # ----------------------------------------------------------------------------- generic
 
 

@@ -22,6 +22,9 @@ struct ClientOptions: ParsableArguments {
 
     @Flag(name: .customLong("tls-skip-verify"), help: "Do not verify the server's TLS certificate (insecure).")
     var tlsSkipVerify = false
+
+    @Option(name: .customLong("wrap-ttl"), help: "Wrap the response in a single-use token with this TTL (\"60s\", \"5m\"; COFFER_WRAP_TTL, VAULT_WRAP_TTL).")
+    var wrapTTL: String?
 }
 
 /// The resolved connection settings: flags > COFFER_* > VAULT_* > the token file written by `login`.
@@ -34,6 +37,8 @@ struct CLIConfig: Sendable {
     var namespace: String?
     var caCert: String?
     var skipVerify: Bool
+    /// Asks for the response wrapped (`X-Vault-Wrap-TTL`).
+    var wrapTTL: String?
 
     init(_ o: ClientOptions, environment env: [String: String] = ProcessInfo.processInfo.environment) {
         func pick(_ flag: String?, _ names: String...) -> String? {
@@ -48,6 +53,7 @@ struct CLIConfig: Sendable {
         caCert = pick(o.caCert, "COFFER_CACERT", "VAULT_CACERT")
         let skipEnv = pick(nil, "COFFER_SKIP_VERIFY", "VAULT_SKIP_VERIFY").map { ["1", "true", "t", "yes"].contains($0.lowercased()) } ?? false
         skipVerify = o.tlsSkipVerify || skipEnv
+        wrapTTL = pick(o.wrapTTL, "COFFER_WRAP_TTL", "VAULT_WRAP_TTL")
     }
 
     static func homeDirectory(environment env: [String: String] = ProcessInfo.processInfo.environment) -> String {
@@ -184,8 +190,9 @@ struct API: Sendable {
         req.method = method.http
         req.headers.add(name: "X-Vault-Request", value: "true")
         req.headers.add(name: "User-Agent", value: "coffer-cli/\(Coffer.version)")
-        if let t = overrideToken ?? config.token { req.headers.add(name: "X-Vault-Token", value: t) }
+        if let t = overrideToken ?? config.token, !t.isEmpty { req.headers.add(name: "X-Vault-Token", value: t) }
         if let ns = config.namespace { req.headers.add(name: "X-Vault-Namespace", value: ns) }
+        if let ttl = config.wrapTTL { req.headers.add(name: "X-Vault-Wrap-TTL", value: ttl) }
         if let body {
             req.headers.add(name: "Content-Type", value: contentType)
             req.body = .bytes(ByteBuffer(bytes: body.serialized()))

@@ -40,7 +40,7 @@ func writeData(_ api: API, method: Verb, path: String, data: [String: JSONValue]
     let r = try await api.call(
         method, path, body: .object(data), contentType: merge ? "application/merge-patch+json" : "application/json",
         doing: "writing to \(path)")
-    if r.data != nil || r.auth != nil {
+    if r.data != nil || r.auth != nil || r.json?["wrap_info"]?.objectValue != nil {
         try Out.secret(r, output)
     } else if output.json {
         if let j = r.json { Out.print(Out.prettyJSON(j)) }
@@ -58,6 +58,8 @@ struct WriteCommand: AsyncParsableCommand {
     @Argument(help: "The path to write.") var path: String
     @Argument(help: "key=value pairs, key=@file, key=-, or - for a JSON object on stdin.")
     var pairs: [String] = []
+    @Flag(name: [.customShort("f"), .customLong("force")], help: "Write even with no data (accepted as Vault's CLI accepts it).")
+    var force = false
 
     func run() async throws {
         let data = try Input.keyValues(pairs)
@@ -151,23 +153,25 @@ struct PathHelpCommand: AsyncParsableCommand {
     }
 }
 
-/// `login [TOKEN]`: checks the token with lookup-self, stores it in ~/.coffer-token (0600).
+/// `login [TOKEN]` or `login -method=M [-path=P] k=v...`: a token is checked with
+/// lookup-self; any other method logs in at `auth/<path>/login` (userpass and ldap at
+/// `login/<username>`, the password prompted for when not given). The token is stored in
+/// ~/.coffer-token (0600).
 struct LoginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "login", abstract: "Authenticate with a token and store it in ~/.coffer-token.")
+        commandName: "login", abstract: "Authenticate (a token, userpass, approle, any auth method) and store the token in ~/.coffer-token.")
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
-    @Option(name: .customLong("method"), help: "Auth method (only token for now).") var method = "token"
+    @Option(name: .customLong("method"), help: "Auth method: token (default), userpass, approle, or any mounted method's type.") var method = "token"
+    @Option(name: .customLong("path"), help: "Where the auth method is mounted (default: its type).") var path: String?
     @Flag(name: .customLong("no-store"), help: "Do not write the token file.") var noStore = false
     @Flag(name: .customLong("no-print"), help: "Print nothing on success.") var noPrint = false
-    @Argument(help: "The token (prompted for when omitted, or - to read stdin).") var token: String?
+    @Argument(help: "The token (prompted for when omitted, or - to read stdin); for other methods, key=value pairs (username=U password=P, role_id=R secret_id=S).")
+    var args: [String] = []
 
     func run() async throws {
-        guard method == "token" else {
-            Out.err("Error: auth method \"\(method)\" is not supported yet (only token)")
-            throw ExitCode(2)
-        }
-        var token = self.token ?? Input.prompt("Token (will be hidden): ")
+        if method != "token" { return try await loginWithMethod() }
+        var token = args.first.map { $0.hasPrefix("token=") ? String($0.dropFirst(6)) : $0 } ?? Input.prompt("Token (will be hidden): ")
         if token == "-" {
             token = String(decoding: Input.readStdin(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
         }
@@ -182,14 +186,7 @@ struct LoginCommand: AsyncParsableCommand {
                 Out.err("Error authenticating: empty response from token lookup")
                 throw ExitCode(1)
             }
-            if !noStore {
-                do {
-                    try CLIConfig.writeTokenFile(tok)
-                } catch {
-                    Out.err("Error storing token: \(error)")
-                    throw ExitCode(1)
-                }
-            }
+            try store(tok)
             if noPrint { return }
             // Present the lookup as an auth block, like `vault login` does.
             var auth: [String: JSONValue] = [
@@ -210,11 +207,80 @@ struct LoginCommand: AsyncParsableCommand {
             env["data"] = .null
             env["auth"] = .object(auth)
             let shaped = APIResponse(method: r.method, url: r.url, status: r.status, body: [], json: .object(env))
-            if output.field == nil && !output.json {
-                let stored = noStore ? "" : " The token is stored in \(CLIConfig.tokenFilePath()); future\ncommands will use it unless a token is given with -token or COFFER_TOKEN/VAULT_TOKEN."
-                Out.print("Success! You are now authenticated.\(stored)\n")
+            try printSuccess(shaped)
+        }
+    }
+
+    /// A login through an auth method: its answer's token is the one stored.
+    func loginWithMethod() async throws {
+        var data = try Input.keyValues(args)
+        let mount = cleanPath(path ?? method).trimmingCharacters(in: CharacterSet(charactersIn: "/"))
+        var loginPath = "auth/\(mount)/login"
+        if method == "userpass" || method == "ldap" {
+            guard let user = data.removeValue(forKey: "username")?.stringValue, !user.isEmpty else {
+                Out.err("Error authenticating: username=... is required for the \(method) method")
+                throw ExitCode(2)
             }
-            try Out.secret(shaped, output)
+            loginPath += "/" + user
+            if data["password"] == nil { data["password"] = .string(Input.prompt("Password (will be hidden): ")) }
+        }
+        let body = data
+        try await API.with(client) { api in
+            let r = try await api.call(.POST, loginPath, body: .object(body), token: "", doing: "authenticating")
+            if r.json?["wrap_info"]?.objectValue != nil {
+                try Out.secret(r, output)  // wrapped (-wrap-ttl): nothing to store
+                return
+            }
+            guard let token = r.auth?["client_token"]?.stringValue, !token.isEmpty else {
+                Out.err("Error authenticating: the response holds no token")
+                throw ExitCode(1)
+            }
+            try store(token)
+            if noPrint { return }
+            try printSuccess(r)
+        }
+    }
+
+    func store(_ token: String) throws {
+        guard !noStore else { return }
+        do {
+            try CLIConfig.writeTokenFile(token)
+        } catch {
+            Out.err("Error storing token: \(error)")
+            throw ExitCode(1)
+        }
+    }
+
+    func printSuccess(_ r: APIResponse) throws {
+        if output.field == nil && !output.json {
+            let stored = noStore ? "" : " The token is stored in \(CLIConfig.tokenFilePath()); future\ncommands will use it unless a token is given with -token or COFFER_TOKEN/VAULT_TOKEN."
+            Out.print("Success! You are now authenticated.\(stored)\n")
+        }
+        try Out.secret(r, output)
+    }
+}
+
+/// `unwrap [TOKEN]`: the response a wrapping token holds (the token given, or the client's
+/// own token when none is), once.
+struct UnwrapCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unwrap", abstract: "Unwrap a wrapped response (once).")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "The wrapping token (default: the client's token).") var token: String?
+
+    func run() async throws {
+        try await API.with(client) { api in
+            let r: APIResponse
+            if let token, !token.isEmpty {
+                r = try await api.call(.POST, "sys/wrapping/unwrap", body: ["token": .string(token)], doing: "unwrapping")
+            } else {
+                r = try await api.call(.POST, "sys/wrapping/unwrap", doing: "unwrapping")
+            }
+            guard r.json != nil else {
+                Out.err("Error unwrapping: the wrapped response was empty")
+                throw ExitCode(2)
+            }
+            try Out.secret(r, output)
         }
     }
 }

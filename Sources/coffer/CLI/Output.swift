@@ -200,7 +200,32 @@ enum Out {
 
     /// Prints a response the way `vault read`/`write` do: `-field`, `-format=json` or a table.
     /// `data` overrides the data shown (KV v2 nests it); `humanizeTTL` renders ttl fields as durations.
+    /// A wrapped response's `wrap_info` as Vault's CLI names its rows.
+    static func wrapRows(_ w: JSONValue) -> [(String, JSONValue)] {
+        [
+            ("wrapping_token", w["token"] ?? ""), ("wrapping_accessor", w["accessor"] ?? ""),
+            ("wrapping_token_ttl", .string(duration(w["ttl"]?.intValue ?? 0))),
+            ("wrapping_token_creation_time", w["creation_time"] ?? ""), ("wrapping_token_creation_path", w["creation_path"] ?? ""),
+        ] + ((w["wrapped_accessor"]?.stringValue ?? "").isEmpty ? [] : [("wrapped_accessor", w["wrapped_accessor"]!)])
+    }
+
     static func secret(_ r: APIResponse, _ o: OutputOptions, data overrideData: JSONValue? = nil, humanizeTTL: Bool = false) throws {
+        if let wrap = r.json?["wrap_info"], wrap.objectValue != nil {
+            let rows = wrapRows(wrap)
+            if let name = o.field {
+                guard let v = rows.first(where: { $0.0 == name })?.1 ?? wrap[name] else {
+                    err("Field \"\(name)\" not present in secret")
+                    throw ExitCode(1)
+                }
+                print(v.stringValue ?? display(v))
+            } else if o.json {
+                print(prettyJSON(r.json ?? .null))
+            } else {
+                warnings(r)
+                print(keyValue(rows.map { ($0.0, $0.1.stringValue ?? display($0.1)) }))
+            }
+            return
+        }
         let data = overrideData ?? r.data ?? (r.auth == nil ? topLevelFields(r) : nil)
         if let name = o.field {
             var value: JSONValue?

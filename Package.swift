@@ -52,7 +52,11 @@ let package = Package(
         // Each namespace's identity store: entities, aliases, groups (the `identity/` mount).
         .target(
             name: "Identity",
-            dependencies: ["CofferSDK"],
+            dependencies: [
+                "CofferSDK",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+            ],
             swiftSettings: settings
         ),
         .target(

@@ -8,10 +8,19 @@ import Foundation
 /// (metadata limits, unknown member ids), this answers a 400 with Vault's text.
 public struct IdentityBackend: LogicalBackend {
     public let store: IdentityStore
+    /// The namespace's path ("" for the root) and the node's API address: the issuer of its
+    /// identity tokens is built from them unless `oidc/config` names one.
+    let namespacePath: String
+    let apiAddress: String
 
-    public init(store: IdentityStore) { self.store = store }
+    public init(store: IdentityStore, namespacePath: String = "", apiAddress: String = "") {
+        self.store = store
+        self.namespacePath = namespacePath
+        self.apiAddress = apiAddress
+    }
 
-    public var backendHelp: String { "The identity store holds the entities, aliases and groups of a namespace." }
+    public var backendHelp: String { "The identity store holds the entities, aliases and groups of a namespace, and signs its identity tokens." }
+    public var unauthenticatedPaths: [String] { ["oidc/.well-known/*"] }
 
     static let entityFields: [Field] = [
         Field("id", .string, description: "ID of the entity. If set, updates the corresponding existing entity."),
@@ -114,7 +123,7 @@ public struct IdentityBackend: LogicalBackend {
               summary: "Query an entity by id, name or alias."),
         Route("lookup/group", fields: lookupFields, operations: [.update: { try await $0.lookupGroup($1) }],
               summary: "Query a group by id, name or alias."),
-    ]
+    ] + oidcRoutes
 
     // MARK: shared helpers
 

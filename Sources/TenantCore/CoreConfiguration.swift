@@ -11,6 +11,9 @@ public struct CoreConfiguration: Sendable {
     /// Where engines of tenant (non-root) namespaces may connect: `database_allowed_hosts`
     /// and `database_denied_cidrs` of the server configuration.
     public var tenantOutbound = OutboundPolicy.defaultTenant
+    /// The address clients reach this node at (`api_addr`, or the listener's): the default
+    /// issuer of identity tokens.
+    public var apiAddress = "http://127.0.0.1:8200"
 
     public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
         self.defaultLeaseTTL = defaultLeaseTTL

@@ -238,7 +238,7 @@ public final class NamespaceCore: Sendable {
             r.add(MountedBackend(entry: stored["sys/"]!, backend: SystemBackend.compiled, kind: .system, routePath: "sys/"))
             r.add(MountedBackend(entry: stored["auth/token/"]!, backend: CompiledBackend(tokenBackend), kind: .auth, routePath: "auth/token/"))
             r.add(MountedBackend(entry: stored["cubbyhole/"]!, backend: CompiledBackend(CubbyholeBackend(storage: rootView.sub(Self.cubbyholePrefix))), kind: .secret, routePath: "cubbyhole/"))
-            r.add(MountedBackend(entry: stored["identity/"]!, backend: CompiledBackend(IdentityBackend(store: identity)), kind: .secret, routePath: "identity/"))
+            r.add(MountedBackend(entry: stored["identity/"]!, backend: CompiledBackend(IdentityBackend(store: identity, namespacePath: path, apiAddress: configuration.apiAddress)), kind: .secret, routePath: "identity/"))
         }
         if fresh != nil { return }
         for entry in try await mountTable(Self.secretTable) {

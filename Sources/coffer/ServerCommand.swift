@@ -123,6 +123,8 @@ struct ServerCommand: AsyncParsableCommand {
             defaultLeaseTTL: file.defaultLeaseTTL, maxLeaseTTL: file.maxLeaseTTL,
             clusterName: file.clusterName.isEmpty ? "coffer-cluster" : file.clusterName, version: Coffer.version)
         coreConfig.tenantOutbound = file.tenantOutbound
+        let advertised = (listener.host == "0.0.0.0" || listener.host == "::") ? "127.0.0.1" : listener.host
+        coreConfig.apiAddress = file.apiAddr.isEmpty ? "\(listener.tlsDisable ? "http" : "https")://\(advertised):\(listener.port)" : file.apiAddr
         // HA (etcd with ha_enabled): writes pass the gate only while this node is active.
         let gate = WriteGate(physical)
         let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)

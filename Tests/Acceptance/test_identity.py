@@ -355,3 +355,132 @@ def test_bad_input_changes_nothing(dev_server, root_client):
         assert 400 <= r.status_code < 500 or (PEER_BAO and r.status_code == 500), (path, body, r.status_code, r.text)
         assert r.json()["errors"], (path, body)
     assert api_call(srv, "POST", "identity/lookup/group", body={"name": "selfish"}).status_code == 204
+
+
+# ----------------------------------------------------------------------------- identity tokens
+
+
+def approle_login_with_entity(root_client, dev_server):
+    """An AppRole login (so the token has an entity) with a policy that may mint tokens."""
+    path = unique("oar")
+    root_client.sys.enable_auth_method(method_type="approle", path=path)
+    pol = unique("mint")
+    root_client.sys.create_or_update_policy(pol, 'path "identity/oidc/token/*" { capabilities = ["read"] }')
+    root_client.auth.approle.create_or_update_approle("minter", token_policies=[pol], mount_point=path)
+    rid = root_client.auth.approle.read_role_id("minter", mount_point=path)["data"]["role_id"]
+    sid = root_client.auth.approle.generate_secret_id("minter", mount_point=path)["data"]["secret_id"]
+    auth = root_client.auth.approle.login(rid, sid, mount_point=path, use_token=False)["auth"]
+    return dev_server.client(auth["client_token"]), auth["entity_id"]
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "ES256", "EdDSA"])
+def test_identity_tokens_verify_against_the_jwks(dev_server, root_client, algorithm):
+    """#17 item 6: a role's signed ID token for the calling entity, verified here with PyJWT
+    against the published JWKS and discovery document (not with Coffer's own code)."""
+    import jwt  # PyJWT
+
+    ident = root_client.secrets.identity
+    key, role = unique("key"), unique("role")
+    assert ident.create_named_key(key, algorithm=algorithm).status_code == 204
+    assert ident.read_named_key(key)["data"] == {"algorithm": algorithm, "allowed_client_ids": [], "rotation_period": 86400, "verification_ttl": 86400}
+    r = ident.create_or_update_role(role, key=key, ttl="1h",
+                                    template='{"entity_name": {{identity.entity.name}}, "groups": {{identity.entity.groups.names}}, "meta": {{identity.entity.metadata}}, "nbf": {{time.now}}}')
+    assert r.status_code == 204
+    cid = ident.read_role(role)["data"]["client_id"]
+    assert len(cid) == 26 and role in ident.list_roles()["data"]["keys"] and key in ident.list_named_keys()["data"]["keys"]
+    minter, eid = approle_login_with_entity(root_client, dev_server)
+    ident.update_entity(entity_id=eid, metadata={"team": "ops"})
+    gname = unique("tg")
+    ident.create_or_update_group(name=gname, member_entity_ids=[eid])
+
+    # The key does not yet allow the role's client id.
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        minter.secrets.identity.generate_signed_id_token(role)
+    assert error_text(ex) == f'the key "{key}" does not list the client ID of the role "{role}" as an allowed client ID'
+    ident.create_named_key(key, algorithm=algorithm, allowed_client_ids=[cid])
+    out = minter.secrets.identity.generate_signed_id_token(role)["data"]
+    assert out["client_id"] == cid and out["ttl"] == 3600
+    token = out["token"]
+
+    disc = requests_get(dev_server, "identity/oidc/.well-known/openid-configuration")
+    assert disc["issuer"].endswith("/v1/identity/oidc") and disc["jwks_uri"] == disc["issuer"] + "/.well-known/keys"
+    assert algorithm in disc["id_token_signing_alg_values_supported"]
+    jwks = jwt.PyJWKSet.from_dict(requests_get(dev_server, "identity/oidc/.well-known/keys"))
+    kid = jwt.get_unverified_header(token)["kid"]
+    signing = [k for k in jwks.keys if k.key_id == kid][0]
+    claims = jwt.decode(token, signing.key, algorithms=[algorithm], audience=cid, issuer=disc["issuer"])
+    assert claims["sub"] == eid and claims["namespace"] == "root" and claims["exp"] - claims["iat"] == 3600
+    assert claims["entity_name"] == ident.read_entity(eid)["data"]["name"] and claims["groups"] == [gname]
+    assert claims["meta"] == {"team": "ops"}
+    # A flipped signature byte does not verify.
+    head, body, sig = token.split(".")
+    forged = ".".join([head, body, ("A" if sig[0] != "A" else "B") + sig[1:]])
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(forged, signing.key, algorithms=[algorithm], audience=cid)
+
+    # Introspection: Vault's bare {"active": ...}.
+    assert ident.introspect_signed_id_token(token, client_id=cid) == {"active": True}
+    bad = ident.introspect_signed_id_token(forged, client_id=cid)
+    assert bad["active"] is False and bad["error"]
+    assert ident.introspect_signed_id_token(token, client_id="someone-else")["active"] is False
+
+    # Rotation: a new key signs; the old one still verifies (in the JWKS) until verification_ttl.
+    r = api_call(dev_server, "POST", f"identity/oidc/key/{key}/rotate", body={"verification_ttl": "1h"})
+    assert r.status_code == 204
+    kids = {k["kid"] for k in requests_get(dev_server, "identity/oidc/.well-known/keys")["keys"]}
+    assert kid in kids
+    fresh = minter.secrets.identity.generate_signed_id_token(role)["data"]["token"]
+    assert jwt.get_unverified_header(fresh)["kid"] != kid and jwt.get_unverified_header(fresh)["kid"] in kids
+    assert ident.introspect_signed_id_token(token, client_id=cid)["active"] is True
+
+    # A disabled entity's tokens no longer introspect as active; a key in use cannot go.
+    ident.update_entity(entity_id=eid, disabled=True)
+    assert ident.introspect_signed_id_token(fresh)["active"] is False
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        ident.delete_named_key(key)
+    assert f"currently referenced by these roles: {role}" in error_text(ex)
+    ident.delete_role(role)
+    assert ident.delete_named_key(key).status_code == 204
+
+
+def requests_get(srv, path):
+    r = api_call(srv, "GET", path, token=None)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def test_identity_token_failures_and_config(dev_server, root_client):
+    ident = root_client.secrets.identity
+    assert ident.configure_tokens_backend(issuer="").status_code == 204
+    r = ident.configure_tokens_backend(issuer="https://issuer.example:8200")
+    assert len(r["warnings"]) >= 1
+    assert ident.read_tokens_backend_configuration()["data"]["issuer"] == "https://issuer.example:8200"
+    assert requests_get(dev_server, "identity/oidc/.well-known/openid-configuration")["issuer"] == "https://issuer.example:8200/v1/identity/oidc"
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        ident.configure_tokens_backend(issuer="https://issuer.example:8200/path?x=1")
+    assert "invalid issuer" in error_text(ex)
+    ident.configure_tokens_backend(issuer="")
+
+    key = unique("k")
+    with pytest.raises(hvac.exceptions.InvalidRequest):
+        ident.create_named_key(key, algorithm="HS256")
+    ident.create_named_key(key, allowed_client_ids=["*"])
+    for template, text in (('{"sub": "x"}', 'top level key "sub" not allowed. Restricted keys: iat, aud, exp'), ("[1]", "error parsing template"),
+                           ('{"a": {{identity.entity.nope}}}', "no value could be found for one of the template directives")):
+        with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+            ident.create_or_update_role(unique("r"), key=key, template=template)
+        assert text in error_text(ex)
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        ident.create_or_update_role(unique("r"), key=key, ttl="48h")
+    assert "cannot be longer than the verification_ttl" in error_text(ex)
+    role = unique("r")
+    ident.create_or_update_role(role, key=key)
+    # The root token has no entity.
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        ident.generate_signed_id_token(role)
+    assert error_text(ex) == "no entity associated with the request's token"
+    with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
+        ident.generate_signed_id_token("no-such-role")
+    assert error_text(ex) == 'role "no-such-role" not found'
+    bad = ident.introspect_signed_id_token("not.a.jwt")
+    assert bad["active"] is False

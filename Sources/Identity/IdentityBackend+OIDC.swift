@@ -124,9 +124,9 @@ extension IdentityBackend {
             }
             if let algorithm, algorithm != k.algorithm || k.versions.isEmpty {
                 k.algorithm = algorithm
-                try k.rotate(now: now)
+                k.rotate(to: try await SigningKeyVersion.generate(algorithm, now: now), now: now)
             } else if k.versions.isEmpty {
-                try k.rotate(now: now)
+                k.rotate(to: try await SigningKeyVersion.generate(k.algorithm, now: now), now: now)
             }
             // A role's tokens must stay verifiable for their whole TTL.
             for roleName in try await storage.list(prefix: "role/") where !roleName.hasSuffix("/") {
@@ -161,7 +161,8 @@ extension IdentityBackend {
         let storage = oidcStorage
         try await storage.withLock("key/" + name) {
             guard var k = try await key(name) else { throw CofferError.invalid("no named key found at \"\(name)\"") }
-            try k.rotate(now: Date(), verificationTTL: ttl)
+            let now = Date()
+            k.rotate(to: try await SigningKeyVersion.generate(k.algorithm, now: now), now: now, verificationTTL: ttl)
             try await storage.putCodable("key/" + name, k)
         }
         return nil
@@ -177,7 +178,7 @@ extension IdentityBackend {
         return try await storage.withLock("key/" + name) {
             guard var fresh = try await key(name) else { return nil }
             if fresh.rotationDue(at: now) {
-                try fresh.rotate(now: now)
+                fresh.rotate(to: try await SigningKeyVersion.generate(fresh.algorithm, now: now), now: now)
                 try await storage.putCodable("key/" + name, fresh)
             }
             return fresh

@@ -26,8 +26,13 @@ public struct SigningKeyVersion: Codable, Sendable {
     /// Set when a newer version replaced it: verification stops then.
     public var expiresAt: Date?
 
-    /// A new key of `algorithm` (an RSA key takes a moment: 2048 bits).
-    public static func generate(_ algorithm: JWSAlgorithm, now: Date) throws -> SigningKeyVersion {
+    /// A new key of `algorithm`, made off the concurrency pool (an RSA key takes tens of
+    /// milliseconds: 2048 bits).
+    public static func generate(_ algorithm: JWSAlgorithm, now: Date) async throws -> SigningKeyVersion {
+        try await CPUWork.shared.run { try make(algorithm, now: now) }
+    }
+
+    static func make(_ algorithm: JWSAlgorithm, now: Date) throws -> SigningKeyVersion {
         let key: [UInt8]
         switch algorithm {
         case .RS256, .RS384, .RS512: key = Array(try _RSA.Signing.PrivateKey(keySize: .bits2048).derRepresentation)
@@ -131,10 +136,10 @@ public struct NamedKey: Codable, Sendable {
     }
 
     /// A new version signs from now; the one it replaces verifies `verificationTTL` longer.
-    public mutating func rotate(now: Date, verificationTTL ttl: Int? = nil) throws {
+    public mutating func rotate(to fresh: SigningKeyVersion, now: Date, verificationTTL ttl: Int? = nil) {
         let keep = TimeInterval(ttl ?? verificationTTL)
         for i in versions.indices where versions[i].expiresAt == nil { versions[i].expiresAt = now.addingTimeInterval(keep) }
-        versions.insert(try SigningKeyVersion.generate(algorithm, now: now), at: 0)
+        versions.insert(fresh, at: 0)
         versions.removeAll { $0.expiresAt.map { $0 <= now } ?? false }
     }
 

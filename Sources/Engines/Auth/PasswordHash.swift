@@ -53,30 +53,9 @@ public enum PasswordHash {
 
     static func derive(_ password: String, salt: [UInt8], logN: Int, r: Int, p: Int) async throws -> [UInt8] {
         let bytes = Array(password.utf8)
-        return try await KDFThreads.shared.run {
+        return try await CPUWork.shared.run {
             let key = try KDF.Scrypt.deriveKey(from: bytes, salt: salt, outputByteCount: hashBytes, rounds: 1 << logN, blockSize: r, parallelism: p)
             return key.withUnsafeBytes { Array($0) }
-        }
-    }
-}
-
-/// One serial queue per core for key derivation, off the Swift concurrency pool (a private
-/// queue gets a thread of its own, not one of the pool's).
-final class KDFThreads: Sendable {
-    static let shared = KDFThreads(count: max(1, ProcessInfo.processInfo.activeProcessorCount))
-
-    let queues: [DispatchQueue]
-    let next = Atomic<Int>(0)
-
-    init(count: Int) {
-        queues = (0..<count).map { DispatchQueue(label: "coffer.kdf.\($0)") }
-    }
-
-    func run<T: Sendable>(_ work: @escaping @Sendable () throws -> T) async throws -> T {
-        let i = next.wrappingAdd(1, ordering: .relaxed).newValue
-        let queue = queues[(i & Int.max) % queues.count]
-        return try await withCheckedThrowingContinuation { continuation in
-            queue.async { continuation.resume(with: Result { try work() }) }
         }
     }
 }

@@ -37,7 +37,10 @@ extension NamespaceCore {
     /// A login failed on its credentials: count it; at the threshold the alias is locked.
     func recordFailedLogin(mount: MountedBackend, alias: String) async {
         let policy = mount.entry.config.effectiveLockout
-        guard !policy.disabled else { return }
+        guard !policy.disabled else {
+            node?.usage.recordFailedLogin(namespace: path, lockedOut: false)
+            return
+        }
         let key = Self.lockoutKey(accessor: mount.entry.accessor, alias: alias)
         let now = TokenStore.now()
         let count = failedLogins.withLock { m -> Int in
@@ -50,6 +53,7 @@ extension NamespaceCore {
             m[key] = f
             return f.count
         }
+        node?.usage.recordFailedLogin(namespace: path, lockedOut: count == policy.threshold)
         if count == policy.threshold {
             try? await rootView.putJSON(Self.lockedUsersPrefix + key, ["locked_at": .int(now), "count": .int(Int64(count))])
         }

@@ -14,6 +14,10 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
     public var storedBytes: Int?
     public var tokens: Int?
     public var leases: Int?
+    /// Logins refused for wrong credentials of an existing user or role, and the aliases
+    /// those failures locked (user lockout).
+    public var failedLogins = 0
+    public var lockouts = 0
 
     public init() {}
 
@@ -27,6 +31,8 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
         if let storedBytes { o["storedBytes"] = .int(Int64(storedBytes)) }
         if let tokens { o["tokens"] = .int(Int64(tokens)) }
         if let leases { o["leases"] = .int(Int64(leases)) }
+        if failedLogins > 0 { o["failedLogins"] = .int(Int64(failedLogins)) }
+        if lockouts > 0 { o["lockouts"] = .int(Int64(lockouts)) }
         return .object(o)
     }
 
@@ -41,6 +47,8 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
         storedBytes = f.has("storedBytes") ? try f.int("storedBytes") : nil
         tokens = f.has("tokens") ? try f.int("tokens") : nil
         leases = f.has("leases") ? try f.int("leases") : nil
+        failedLogins = f.has("failedLogins") ? try f.int("failedLogins") : 0
+        lockouts = f.has("lockouts") ? try f.int("lockouts") : 0
     }
 
     public var requestsTotal: Int { requests.values.reduce(0, +) }
@@ -52,6 +60,8 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
         errors += other.errors
         bytesIn += other.bytesIn
         bytesOut += other.bytesOut
+        failedLogins += other.failedLogins
+        lockouts += other.lockouts
         storedObjects = other.storedObjects ?? storedObjects
         storedBytes = other.storedBytes ?? storedBytes
         tokens = other.tokens ?? tokens
@@ -109,6 +119,16 @@ public final class UsageMeter: Sendable {
             s.pending[path, default: [:]][hour, default: UsageCounters()].apply(kind, outcome, bytesIn)
             if let kind { s.totals[path, default: [:]][kind, default: 0] += 1 }
             if let storagePrefix, s.storagePrefixes[path] == nil { s.storagePrefixes[path] = storagePrefix }
+        }
+    }
+
+    /// Counts a login refused for wrong credentials in namespace `path`, and whether it
+    /// locked its alias.
+    public func recordFailedLogin(namespace path: String, lockedOut: Bool, now: Date = Date()) {
+        let hour = Self.hourKey(now)
+        state.withLock { s in
+            s.pending[path, default: [:]][hour, default: UsageCounters()].failedLogins += 1
+            if lockedOut { s.pending[path, default: [:]][hour, default: UsageCounters()].lockouts += 1 }
         }
     }
 
@@ -199,6 +219,7 @@ extension UsageCounters {
             "requests": .object(Dictionary(uniqueKeysWithValues: RequestClass.allCases.map { ($0.rawValue, .int(Int64(requests[$0.rawValue] ?? 0))) })),
             "requests_total": .int(Int64(requestsTotal)), "throttled": .int(Int64(throttled)), "errors": .int(Int64(errors)),
             "bytes_in": .int(Int64(bytesIn)), "bytes_out": .int(Int64(bytesOut)),
+            "failed_logins": .int(Int64(failedLogins)), "lockouts": .int(Int64(lockouts)),
         ]
         r["stored_objects"] = storedObjects.map { .int(Int64($0)) } ?? .null
         r["stored_bytes"] = storedBytes.map { .int(Int64($0)) } ?? .null
@@ -208,14 +229,14 @@ extension UsageCounters {
     }
 
     static let csvHeader = "namespace,period_start," + RequestClass.allCases.map { "requests_\($0.rawValue)" }.joined(separator: ",")
-        + ",requests_total,throttled,errors,bytes_in,bytes_out,stored_objects,stored_bytes,tokens,leases"
+        + ",requests_total,throttled,errors,bytes_in,bytes_out,stored_objects,stored_bytes,tokens,leases,failed_logins,lockouts"
 
     func csvRow(namespace: String, period: Date) -> String {
         func opt(_ v: Int?) -> String { v.map(String.init) ?? "" }
         let ns = namespace.contains(",") || namespace.contains("\"") ? "\"" + namespace.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : namespace
         return ([ns, RFC3339.format(period)] + RequestClass.allCases.map { String(requests[$0.rawValue] ?? 0) }
             + [String(requestsTotal), String(throttled), String(errors), String(bytesIn), String(bytesOut),
-               opt(storedObjects), opt(storedBytes), opt(tokens), opt(leases)]).joined(separator: ",")
+               opt(storedObjects), opt(storedBytes), opt(tokens), opt(leases), String(failedLogins), String(lockouts)]).joined(separator: ",")
     }
 }
 

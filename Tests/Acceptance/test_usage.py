@@ -181,3 +181,21 @@ def test_prometheus_has_top_namespaces_and_other(node):
     assert f"{names[0]}/" not in spaces and "other" in spaces
     assert len(spaces) == 3  # top 2 + other: bounded however many namespaces exist
     assert series[(f"{names[3]}/", "read")] == 80
+
+
+def test_failed_logins_and_lockouts_are_metered(node):
+    """#17 item 4: the user lockout is counted in the tenant's usage: each login refused for
+    wrong credentials, and each alias that it locked."""
+    t = unique("l").replace("-", "")[:14]
+    assert node.call("POST", f"sys/namespaces/{t}").status_code == 200
+    assert node.call("POST", "sys/auth/userpass", ns=t, body={"type": "userpass"}).status_code == 204
+    node.call("POST", "sys/auth/userpass/tune", ns=t, body={"user_lockout_config": {"lockout_threshold": 3}})
+    assert node.call("POST", "auth/userpass/users/max", ns=t, body={"password": "right"}).status_code == 204
+    codes = [node.call("POST", "auth/userpass/login/max", ns=t, body={"password": "wrong"}).status_code for _ in range(4)]
+    assert codes == [400, 400, 400, 403]  # the 4th is refused by the lock, before the password is checked
+    time.sleep(FLUSH * 2.5)
+    mine = row_for(usage(node, namespace=t, granularity="day"), f"{t}/")
+    assert mine["failed_logins"] == 3 and mine["lockouts"] == 1 and mine["requests"]["login"] == 4
+    csv = node.call("GET", "sys/usage", params={"namespace": t, "format": "csv", "granularity": "month"}).text
+    header, row = csv.splitlines()[0].split(","), csv.splitlines()[1].split(",")
+    assert row[header.index("failed_logins")] == "3" and row[header.index("lockouts")] == "1"

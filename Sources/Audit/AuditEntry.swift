@@ -102,6 +102,10 @@ public struct AuditRequestInfo: Sendable {
     public var auth: AuditAuth?
     /// Set when the request was refused before it ran (e.g. "permission denied").
     public var error: String?
+    /// Top-level keys of the request and response data its mount logs as they are (the
+    /// mount's `audit_non_hmac_request_keys` / `audit_non_hmac_response_keys`).
+    public var nonHMACRequestKeys: [String] = []
+    public var nonHMACResponseKeys: [String] = []
     /// The `auth` and `request` members as each device rendered them for the request
     /// entry, reused by the response entry: copies of this value share it, so the fields
     /// must not change between `logRequest` and `logResponse` (only `error` may, which is
@@ -353,9 +357,16 @@ struct CanonicalJSONWriter {
 
     /// `v` with every string at any depth replaced by its HMAC (keys, numbers, booleans
     /// and nulls kept).
-    mutating func hashed(_ k: String, _ v: JSONValue, _ salt: AuditSalt) {
+    mutating func hashed(_ k: String, _ v: JSONValue, _ salt: AuditSalt, keeping plain: [String] = []) {
         key(k)
-        writeHashed(v, salt)
+        guard !plain.isEmpty, case .object(let o) = v else { return writeHashed(v, salt) }
+        // The mount's non-HMAC keys are written as they are, at the top level only (Vault's rule).
+        json.beginObject()
+        for name in o.keys.sorted() {
+            json.key(name)
+            if plain.contains(name) { json.value(o[name]!) } else { writeHashed(o[name]!, salt) }
+        }
+        json.endObject()
     }
 
     private mutating func writeHashed(_ v: JSONValue, _ salt: AuditSalt) {
@@ -489,7 +500,7 @@ public enum AuditEntry {
         w.string("client_token", secret(info.clientToken, format.logRaw, salt))
         w.string("client_token_accessor", accessor(info.clientTokenAccessor, format, salt))
         if let data = info.data, !data.isEmpty {
-            if format.logRaw { w.value("data", .object(data)) } else { w.hashed("data", .object(data), salt) }
+            if format.logRaw { w.value("data", .object(data)) } else { w.hashed("data", .object(data), salt, keeping: info.nonHMACRequestKeys) }
         }
         w.string("id", info.id)
         w.string("mount_accessor", info.mountAccessor)
@@ -516,7 +527,7 @@ public enum AuditEntry {
             }
             if var data = info.data, !data.isEmpty {
                 if format.elideListResponses && req.operation == .list { elideList(&data) }
-                if format.logRaw { r.value("data", .object(data)) } else { r.hashed("data", .object(data), salt) }
+                if format.logRaw { r.value("data", .object(data)) } else { r.hashed("data", .object(data), salt, keeping: req.nonHMACResponseKeys) }
             }
             r.string("mount_accessor", req.mountAccessor)
             r.string("mount_point", req.mountPoint)

@@ -32,10 +32,13 @@ extension NamespaceCore {
         let unauthenticated = mount.backend.unauthenticatedPaths.contains { Self.globMatch($0, rel) }
         let audit = node.flatMap { $0.audit.hasDevices ? $0.audit : nil }
         var auditInfo = audit.map { _ in
-            AuditRequestInfo(
+            var info = AuditRequestInfo(
                 id: request.id, operation: request.operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
                 mountType: mount.entry.type, mountPoint: mount.routePath, mountAccessor: mount.entry.accessor,
                 clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
+            info.nonHMACRequestKeys = mount.entry.config.auditNonHMACRequestKeys ?? []
+            info.nonHMACResponseKeys = mount.entry.config.auditNonHMACResponseKeys ?? []
+            return info
         }
         var spent: String?
         var tokenHash: String?

@@ -298,6 +298,31 @@ def test_logins_are_audited_without_credentials(dev_server, root_client, tmp_pat
     assert f"auth/{up}/login/carol" in paths and f"auth/{ar}/login" in paths
 
 
+def test_audit_non_hmac_keys_of_a_mount_are_logged_as_they_are(dev_server, root_client, tmp_path):
+    """A mount's audit_non_hmac_request_keys / _response_keys: those top-level data keys are
+    written plain in its audit entries; everything else stays HMAC'd."""
+    log = tmp_path / "audit.log"
+    dev = unique("auditdev")
+    root_client.sys.enable_audit_device(device_type="file", path=dev, options={"file_path": str(log)})
+    try:
+        ar = mount(root_client, "approle")
+        api_call(dev_server, "POST", f"sys/auth/{ar}/tune", body={
+            "audit_non_hmac_request_keys": ["role_id"], "audit_non_hmac_response_keys": ["role_id"]})
+        root_client.auth.approle.create_or_update_approle("plain", token_policies=["p"], mount_point=ar)
+        role_id = root_client.auth.approle.read_role_id("plain", mount_point=ar)["data"]["role_id"]
+        sid = root_client.auth.approle.generate_secret_id("plain", mount_point=ar)["data"]["secret_id"]
+        root_client.auth.approle.login(role_id, sid, mount_point=ar, use_token=False)
+    finally:
+        root_client.sys.disable_audit_device(dev)
+    entries = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    login = [e for e in entries if e["type"] == "request" and e["request"]["path"] == f"auth/{ar}/login"][0]
+    assert login["request"]["data"]["role_id"] == role_id
+    assert login["request"]["data"]["secret_id"].startswith("hmac-sha256:")
+    read = [e for e in entries if e["type"] == "response" and e["request"]["path"] == f"auth/{ar}/role/plain/role-id"][0]
+    assert read["response"]["data"]["role_id"] == role_id
+    assert sid not in log.read_text()
+
+
 # ----------------------------------------------------------------------------- batch tokens
 
 

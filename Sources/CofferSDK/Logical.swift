@@ -301,6 +301,9 @@ public protocol LogicalBackend: Sendable {
     /// what the core's user lockout counts failed logins against. nil: not a login, or a
     /// method without lockout.
     func loginAlias(_ request: LogicalRequest) -> String?
+    /// A token this auth method's login made is being renewed: throw to refuse (the user or
+    /// role is gone, its policies changed), as Vault's methods check at renewal.
+    func renewLogin(_ renewal: LoginRenewal) async throws
     /// Whether the backend has timed work (`periodic`); most have none.
     var runsPeriodicWork: Bool { get }
     /// The backend's timed work (rotation, tidy): the core calls it on the active node only
@@ -317,7 +320,20 @@ extension LogicalBackend {
     public var backendHelp: String { "" }
     public var runsPeriodicWork: Bool { false }
     public func loginAlias(_ request: LogicalRequest) -> String? { nil }
+    public func renewLogin(_ renewal: LoginRenewal) async throws {}
     public func periodic() async -> Duration? { nil }
+}
+
+/// What an auth method sees of a login token at its renewal: the metadata its login set
+/// and the token's policies (without `default`, which the core adds).
+public struct LoginRenewal: Sendable {
+    public var metadata: [String: String]
+    public var policies: [String]
+
+    public init(metadata: [String: String], policies: [String]) {
+        self.metadata = metadata
+        self.policies = policies
+    }
 }
 
 /// Builds a backend for a mount: the executable's engine catalog holds one per type name.

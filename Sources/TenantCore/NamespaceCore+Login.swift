@@ -1,6 +1,7 @@
 import CofferSDK
 import Foundation
 import Identity
+import Synchronization
 
 extension NamespaceCore {
     // MARK: logins
@@ -63,5 +64,13 @@ extension NamespaceCore {
             issued.policies = Self.union(policies, extra).sorted()
         }
         return (issued, warnings)
+    }
+
+    /// A login token's renewal: the auth method that made it (its path names the mount) may
+    /// refuse it. A token whose mount is gone renews as any token does.
+    func checkLoginRenewal(_ e: TokenEntry) async throws {
+        guard e.namespacePath == path, e.path.hasPrefix("auth/"), !e.path.hasPrefix("auth/token/"),
+              let mount = router.withLock({ $0.route(e.path) }), mount.kind == .auth, let backend = mount.backend.backend else { return }
+        try await backend.renewLogin(LoginRenewal(metadata: e.meta, policies: e.policies.filter { $0 != "default" }))
     }
 }

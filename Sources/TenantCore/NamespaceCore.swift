@@ -222,7 +222,8 @@ public final class NamespaceCore: Sendable {
             guard let node, path.hasPrefix(ancestor) else { return nil }
             return try await node.namespace(path: ancestor)?.tokens
         }
-        let tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, identity: identity, ancestorStore: ancestorStore)
+        var tokenBackend = TokenBackend(store: tokens, roles: rootView.sub("sys/token-roles/"), namespacePath: path, identity: identity, ancestorStore: ancestorStore)
+        tokenBackend.loginRenewal = { [weak self] entry in try await self?.checkLoginRenewal(entry) }
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins: [String: MountEntry]
         if let fresh { builtins = fresh } else { builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:] }

@@ -50,6 +50,8 @@ public struct TokenBackend: LogicalBackend {
     let ancestorStore: @Sendable (String) async throws -> TokenStore?
     /// The namespace's identity store: a lookup shows the policies a token's entity brings.
     let identity: IdentityStore?
+    /// Asks the auth method that made a login token whether it may be renewed.
+    var loginRenewal: @Sendable (TokenEntry) async throws -> Void = { _ in }
 
     public init(store: TokenStore, roles: StorageView, namespacePath: String, identity: IdentityStore? = nil, ancestorStore: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }) {
         self.store = store
@@ -301,6 +303,7 @@ public struct TokenBackend: LogicalBackend {
         var e = entry
         if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be renewed") }
         guard e.renewable else { throw CofferError.invalid("invalid lease ID, or lease is not renewable") }
+        try await loginRenewal(e)
         let now = TokenStore.now()
         var ttl: Int
         if e.period > 0 {

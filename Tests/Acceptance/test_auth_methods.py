@@ -491,3 +491,37 @@ def test_auth_mount_tunables_token_type_and_ui_mounts(dev_server, root_client):
     assert one.status_code == 200 and one.json()["data"]["type"] == "kv" and one.json()["data"]["path"] == "secret/"
     r = api_call(dev_server, "GET", "sys/internal/ui/mounts/sys/policy", token=tok)
     assert r.status_code == 403 and "preflight capability check returned 403" in r.json()["errors"][0]
+
+
+def test_login_tokens_renew_only_while_their_user_or_role_is_unchanged(dev_server, root_client):
+    """Vault's renewal checks: a userpass token renews while its user exists with the same
+    policies; an AppRole token while its role exists."""
+    up = mount(root_client, "userpass")
+    root_client.auth.userpass.create_or_update_user("rita", password="pw", policies=["a"], mount_point=up)
+    tok = root_client.auth.userpass.login("rita", "pw", mount_point=up, use_token=False)["auth"]["client_token"]
+    me = dev_server.client(tok)
+    assert me.auth.token.renew_self(increment="10m")["auth"]["client_token"] == tok
+    root_client.auth.userpass.create_or_update_user("rita", policies=["a", "b"], mount_point=up)
+    # OpenBao answers this (and the two refusals below) with a 500; Coffer with a 400.
+    refused = hvac.exceptions.InternalServerError if PEER_BAO else hvac.exceptions.InvalidRequest
+    with pytest.raises(refused) as e:
+        me.auth.token.renew_self()
+    assert "policies have changed, not renewing" in error_text(e)
+    root_client.auth.userpass.create_or_update_user("rita", policies=["a"], mount_point=up)
+    assert me.auth.token.renew_self()["auth"]["client_token"] == tok
+    root_client.auth.userpass.delete_user("rita", mount_point=up)
+    if not PEER_BAO:  # OpenBao renews a token whose user is gone
+        with pytest.raises(refused):
+            me.auth.token.renew_self()
+    assert me.auth.token.lookup_self()["data"]["id"] == tok  # refused renewal, not revoked
+
+    ar = mount(root_client, "approle")
+    root_client.auth.approle.create_or_update_approle("gone", token_policies=["p"], mount_point=ar)
+    rid = root_client.auth.approle.read_role_id("gone", mount_point=ar)["data"]["role_id"]
+    sid = root_client.auth.approle.generate_secret_id("gone", mount_point=ar)["data"]["secret_id"]
+    atok = root_client.auth.approle.login(rid, sid, mount_point=ar, use_token=False)["auth"]["client_token"]
+    assert dev_server.client(atok).auth.token.renew_self()["auth"]["client_token"] == atok
+    root_client.auth.approle.delete_role("gone", mount_point=ar)
+    with pytest.raises(refused) as e:
+        root_client.auth.token.renew(atok)
+    assert "does not exist during renewal" in error_text(e)

@@ -61,6 +61,13 @@ public struct AppRoleBackend: LogicalBackend {
         return id
     }
 
+    /// Vault's AppRole renewal: the role must still exist.
+    public func renewLogin(_ renewal: LoginRenewal) async throws {
+        guard let name = renewal.metadata["role_name"], try await role(name) != nil else {
+            throw CofferError.invalid("role \"\((renewal.metadata["role_name"] ?? "").prefix(128))\" does not exist during renewal")
+        }
+    }
+
     func hmac(_ value: String) throws -> String {
         guard let key = keyHolder.key.withLock({ $0 }) else { throw CofferError(.unavailable, "the approle mount is not set up") }
         return Hex.encode(HMAC<SHA256>.authenticationCode(for: Array(value.utf8), using: key))

@@ -18,6 +18,15 @@ public struct UserpassBackend: LogicalBackend {
         return name.isEmpty || name.contains("/") ? nil : name
     }
 
+    /// Vault's userpass renewal: the user must still exist with the same policies.
+    public func renewLogin(_ renewal: LoginRenewal) async throws {
+        guard let name = renewal.metadata["username"], let u = try await user(name) else {
+            throw CofferError.invalid("user does not exist, not renewing")
+        }
+        let now = Set(TokenParameters.policyList(u.token.policies).filter { $0 != "default" })
+        if now != Set(renewal.policies) { throw CofferError.invalid("policies have changed, not renewing") }
+    }
+
     /// A stored user: its token parameters, its password hash, and the deprecated fields as
     /// they were written (a read shows them while they are set).
     struct User: Codable, Sendable {

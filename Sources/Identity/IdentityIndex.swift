@@ -87,6 +87,8 @@ public struct IdentityIndex: Sendable {
     /// in, directly or through parent groups (empty for an unknown entity).
     public func policies(ofEntity entityID: String) -> [String] {
         guard let e = resolvedEntity(id: entityID) else { return [] }
+        // Most entities are in no group: their own (sorted) policies, without sets.
+        guard groupsOfEntity[e.id]?.isEmpty == false else { return e.policies }
         var out = Set(e.policies)
         let (direct, inherited) = groupIDs(ofEntity: e.id)
         for g in direct + inherited { out.formUnion(groups[g]?.policies ?? []) }

@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import Synchronization
 
 extension IdentityStore {
     /// The entity of a login, as Vault's core finds it: the alias (mount accessor, name)
@@ -8,16 +9,23 @@ extension IdentityStore {
     /// membership of the external groups aliased on this mount is brought in line with them;
     /// unknown group names are ignored (no group is made). A disabled entity's login is
     /// refused (403), as in Vault.
-    public func entity(forLogin mount: AuthMountInfo, alias name: String, metadata: [String: String], groupAliases: [String]? = nil) async throws -> (id: String, created: Bool) {
+    /// Answers the entity's id, whether it was made now, and the policies it brings.
+    public func entity(forLogin mount: AuthMountInfo, alias name: String, metadata: [String: String], groupAliases: [String]? = nil) async throws -> (id: String, created: Bool, policies: [String]) {
         guard !name.isEmpty else { throw CofferError.internalError("missing name in alias") }
-        // The common case reads only: the alias is known and nothing about it changed.
-        let idx = try await index()
-        if let (a, e) = idx.entityAlias(accessor: mount.accessor, name: name), a.metadata == metadata,
-           groupAliases.map({ Self.externalGroups(idx, entity: e.id, mount: mount.accessor, names: $0).inSync }) ?? true {
-            if e.disabled { throw CofferError.denied() }
-            return (e.id, false)
+        // The common case reads only (under the lock, without copying the index): the alias
+        // is known and nothing about it changed.
+        if loaded.withLock({ $0 == nil }) { _ = try await index() }
+        let known: (String, Bool, [String])?? = loaded.withLock { i in
+            guard let idx = i else { return nil }
+            guard let (a, e) = idx.entityAlias(accessor: mount.accessor, name: name), a.metadata == metadata,
+                  groupAliases.map({ Self.externalGroups(idx, entity: e.id, mount: mount.accessor, names: $0).inSync }) ?? true else { return .some(nil) }
+            return .some((e.id, e.disabled, e.disabled ? [] : idx.policies(ofEntity: e.id)))
         }
-        let result: (String, Bool, Bool) = try await change { idx, changes in
+        if case .some(.some(let (id, disabled, policies))) = known {
+            if disabled { throw CofferError.denied() }
+            return (id, false, policies)
+        }
+        let result: (String, Bool, [String], Bool) = try await change { idx, changes in
             let now = Date()
             var created = false
             var entity: Entity
@@ -50,10 +58,10 @@ extension IdentityStore {
                     changes.group(gid)
                 }
             }
-            return (entity.id, created, entity.disabled)
+            return (entity.id, created, entity.disabled ? [] : idx.policies(ofEntity: entity.id), entity.disabled)
         }
-        if result.2 { throw CofferError.denied() }
-        return (result.0, result.1)
+        if result.3 { throw CofferError.denied() }
+        return (result.0, result.1, result.2)
     }
 
     /// Which external groups aliased on `mount` the entity must join and leave so that its

@@ -59,9 +59,9 @@ extension NamespaceCore {
         let (token, entry) = batch ? try tokens.makeBatch(template) : try await tokens.create(template)
         var issued = entry.authInfo(token: token)
         issued.leaseDuration = ttl
-        if !auth.entityID.isEmpty, let extra = try await identity.policies(ofEntity: auth.entityID), !extra.isEmpty {
-            issued.identityPolicies = extra
-            issued.policies = Self.union(policies, extra).sorted()
+        if !auth.identityPolicies.isEmpty {
+            issued.identityPolicies = auth.identityPolicies
+            issued.policies = Self.union(policies, auth.identityPolicies).sorted()
         }
         return (issued, warnings)
     }

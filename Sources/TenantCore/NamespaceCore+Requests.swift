@@ -147,7 +147,9 @@ extension NamespaceCore {
                 // The login's entity: found by its alias, or made.
                 if !auth.aliasName.isEmpty {
                     let info = AuthMountInfo(accessor: mount.entry.accessor, path: mount.routePath, type: mount.entry.type, local: mount.entry.local)
-                    auth.entityID = try await identity.entity(forLogin: info, alias: auth.aliasName, metadata: auth.aliasMetadata, groupAliases: auth.groupAliases).id
+                    let found = try await identity.entity(forLogin: info, alias: auth.aliasName, metadata: auth.aliasMetadata, groupAliases: auth.groupAliases)
+                    auth.entityID = found.id
+                    auth.identityPolicies = found.policies
                 }
                 let (issued, warnings) = try await issueLoginToken(auth, mount: mount, requestPath: path)
                 result?.auth = issued

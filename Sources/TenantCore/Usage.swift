@@ -31,8 +31,8 @@ public struct UsageCounters: StoredJSONRecord, Sendable, Equatable {
         if let storedBytes { o["storedBytes"] = .int(Int64(storedBytes)) }
         if let tokens { o["tokens"] = .int(Int64(tokens)) }
         if let leases { o["leases"] = .int(Int64(leases)) }
-        if failedLogins > 0 { o["failedLogins"] = .int(Int64(failedLogins)) }
-        if lockouts > 0 { o["lockouts"] = .int(Int64(lockouts)) }
+        o["failedLogins"] = .int(Int64(failedLogins))
+        o["lockouts"] = .int(Int64(lockouts))
         return .object(o)
     }
 

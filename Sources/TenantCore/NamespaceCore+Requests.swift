@@ -42,6 +42,8 @@ extension NamespaceCore {
         }
         var spent: String?
         var tokenHash: String?
+        /// A batch token's expiry: what it leases may not outlive it (nothing links the lease to it).
+        var batchExpiry: Int64?
         if !unauthenticated {
             guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0,
                   TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) else {
@@ -58,6 +60,7 @@ extension NamespaceCore {
             if mount.entry.type == "cubbyhole" { logical.token?.cubbyholeID = owner === self && e.type != "batch" ? e.idHash : nil }
             // A batch token is not stored: nothing (a lease) can be linked to it.
             tokenHash = e.type == "batch" ? nil : e.idHash
+            if e.type == "batch", e.expireTime > 0 { batchExpiry = e.expireTime }
 
             if logical.operation == .update || logical.operation == .create {
                 if let exists = try await backend.exists(logical) {
@@ -93,12 +96,12 @@ extension NamespaceCore {
             throw CofferError.invalid("endpoint requires response wrapping to be used")
         }
         guard let spent else {
-            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, audit: audit, auditInfo)
             return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
         }
         // A limited-use token: its last use revokes it once every request that spent a use is done.
         do {
-            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, audit: audit, auditInfo)
+            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, audit: audit, auditInfo)
             await owner.tokens.endUse(spent)
             return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
         } catch {
@@ -110,7 +113,7 @@ extension NamespaceCore {
     /// Runs an authorized request: lease quotas, the request's audit entry, the engine, the
     /// lease of what it issued, the response's audit entry.
     private func dispatch(
-        _ logical: LogicalRequest, mount: MountedBackend, backend: any LogicalBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?,
+        _ logical: LogicalRequest, mount: MountedBackend, backend: any LogicalBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?, batchExpiry: Int64? = nil,
         audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
     ) async throws -> LogicalResponse {
         // A request that may create a lease takes room under the lease-count quotas first.
@@ -155,6 +158,13 @@ extension NamespaceCore {
                 result?.auth = issued
                 result?.warnings += warnings
                 if let loginAlias { recordSuccessfulLogin(mount: mount, alias: loginAlias) }
+            }
+            // As in Vault, a lease made with a batch token ends by the token's expiry.
+            if let batchExpiry, var secret = result?.secret {
+                let left = Int(max(1, batchExpiry - TokenStore.now()))
+                if secret.ttl <= 0 || secret.ttl > left { secret.ttl = left }
+                if secret.maxTTL <= 0 || secret.maxTTL > left { secret.maxTTL = left }
+                result?.secret = secret
             }
             if let leasing, let leases, let secret = result?.secret {
                 do {

@@ -490,3 +490,21 @@ def test_creds_are_metered_as_credentials_by_the_routes_declaration(root_client,
         root_client.secrets.database.generate_credentials(name=role, mount_point=mount)
     root_client.secrets.database.read_role(name=role, mount_point=mount)
     assert _root_credential_count(dev_server) == before + 2
+
+
+@needs_pg
+def test_pg_user_of_a_batch_token_ends_by_the_tokens_expiry(dev_server, root_client):
+    """#17: a lease made with a batch token (which nothing can link the lease to) is capped
+    at the token's remaining TTL, so the user is dropped by then, as in Vault."""
+    mount, role = setup_pg_mount(root_client)
+    pol = unique("dbcreds")
+    root_client.sys.create_or_update_policy(pol, f'path "{mount}/creds/*" {{ capabilities = ["read"] }}')
+    r = api_call(dev_server, "POST", "auth/token/create", body={"type": "batch", "policies": [pol], "ttl": "5s"})
+    assert r.status_code == 200, r.text
+    batch = hvac.Client(url=dev_server.url, token=r.json()["auth"]["client_token"], timeout=30)
+    creds = batch.secrets.database.generate_credentials(name=role, mount_point=mount)
+    user = creds["data"]["username"]
+    assert pg_role_exists(user) and 0 < creds["lease_duration"] <= 5
+    renewed = root_client.sys.renew_lease(creds["lease_id"], increment=3600)
+    assert renewed["lease_duration"] <= 5  # not past the token's end
+    wait_until(lambda: not pg_role_exists(user), 20, "the PostgreSQL role of the batch token's lease to be dropped")

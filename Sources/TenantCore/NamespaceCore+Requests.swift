@@ -96,14 +96,13 @@ extension NamespaceCore {
             throw CofferError.invalid("endpoint requires response wrapping to be used")
         }
         guard let spent else {
-            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, audit: audit, auditInfo)
-            return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
+            return try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, request: request, audit: audit, auditInfo)
         }
         // A limited-use token: its last use revokes it once every request that spent a use is done.
         do {
-            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, audit: audit, auditInfo)
+            let response = try await dispatch(logical, mount: mount, backend: backend, owner: owner, path: path, rel: rel, tokenHash: tokenHash, batchExpiry: batchExpiry, request: request, audit: audit, auditInfo)
             await owner.tokens.endUse(spent)
-            return try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
+            return response
         } catch {
             await owner.tokens.endUse(spent)
             throw error
@@ -113,7 +112,7 @@ extension NamespaceCore {
     /// Runs an authorized request: lease quotas, the request's audit entry, the engine, the
     /// lease of what it issued, the response's audit entry.
     private func dispatch(
-        _ logical: LogicalRequest, mount: MountedBackend, backend: any LogicalBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?, batchExpiry: Int64? = nil,
+        _ logical: LogicalRequest, mount: MountedBackend, backend: any LogicalBackend, owner: NamespaceCore, path: String, rel: String, tokenHash: String?, batchExpiry: Int64? = nil, request: CoreRequest,
         audit: AuditBroker?, _ auditInfo: AuditRequestInfo?
     ) async throws -> LogicalResponse {
         // A request that may create a lease takes room under the lease-count quotas first.
@@ -194,6 +193,9 @@ extension NamespaceCore {
         if mount.kind == .system { response.dataAtTopLevel = true }
         response.mountType = mount.entry.type
         response.mountPoint = self.path + mount.routePath
+        // Wrapped (X-Vault-Wrap-TTL) before it is audited: the entry holds the wrap_info
+        // (its token HMAC'd), as Vault's does, not the response the token now keeps.
+        response = try await wrapIfAsked(response, request: request, rel: rel, mount: mount)
         if let audit, let info = auditInfo { try await audit.logResponse(AuditResponseInfo(request: info, response: response)) }
         return response
     }

@@ -155,6 +155,10 @@ path "auth/{mp}/role/deploy/secret-id" {{ capabilities = ["update"] }}
     for step in (f"auth/{mp}/role/deploy/role-id", f"auth/{mp}/role/deploy/secret-id", "sys/wrapping/unwrap",
                  f"auth/{mp}/login", f"secret/data/{app}/db"):
         assert step in paths, (step, paths)
+    # The wrapped secret id is audited as Vault audits it: its wrap_info, the token HMAC'd.
+    minted = [e for e in entries if e.get("type") == "response" and e["request"]["path"] == f"auth/{mp}/role/deploy/secret-id"]
+    assert minted and minted[-1]["response"]["wrap_info"]["token"].startswith("hmac-sha256:")
+    assert minted[-1]["response"]["wrap_info"]["ttl"] == 60 and not minted[-1]["response"].get("data")
     # The response of the pipeline's read is audited, its secret HMAC'd.
     reads = [e for e in entries if e.get("type") == "response" and e["request"]["path"] == f"secret/data/{app}/db"
              and e["response"].get("data")]

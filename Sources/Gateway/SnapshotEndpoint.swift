@@ -38,7 +38,7 @@ extension VaultGateway {
         var audit = AuditRequestInfo(
             id: requestID, operation: operation, path: path, mountType: "system", mountPoint: "sys/",
             clientToken: token ?? "", remoteAddress: remote ?? "")
-        guard let raw = token, !raw.isEmpty, let entry = try await root.tokens.lookup(token: raw), entry.numUses >= 0,
+        guard let raw = token, let entry = try await root.usableToken(raw, address: remote),
             try await root.policies.acl(for: entry.policies).isRoot
         else {
             audit.error = "permission denied"

@@ -129,10 +129,8 @@ extension IdentityBackend {
                 k.rotate(to: try await SigningKeyVersion.generate(k.algorithm, now: now), now: now)
             }
             // A role's tokens must stay verifiable for their whole TTL.
-            for roleName in try await storage.list(prefix: "role/") where !roleName.hasSuffix("/") {
-                if let r = try await role(roleName), r.key == name, r.ttl > k.verificationTTL {
-                    throw CofferError.invalid("unable to update key \"\(name)\" because it is currently referenced by role \"\(roleName)\" with a ttl greater than verification_ttl")
-                }
+            for (roleName, r) in try await roles(usingKey: name) where r.ttl > k.verificationTTL {
+                throw CofferError.invalid("unable to update key \"\(name)\" because it is currently referenced by role \"\(roleName)\" with a ttl greater than verification_ttl")
             }
             try await storage.putCodable("key/" + name, k)
         }
@@ -143,12 +141,9 @@ extension IdentityBackend {
         let name = try Self.checkName(req.fields.string("name"))
         let storage = oidcStorage
         try await storage.withLock("key/" + name) {
-            var users: [String] = []
-            for roleName in try await storage.list(prefix: "role/") where !roleName.hasSuffix("/") {
-                if let r = try await role(roleName), r.key == name { users.append(roleName) }
-            }
+            let users = try await roles(usingKey: name).map(\.0)
             if !users.isEmpty {
-                throw CofferError.invalid("unable to delete key \"\(name)\" because it is currently referenced by these roles: \(users.sorted().joined(separator: ", "))")
+                throw CofferError.invalid("unable to delete key \"\(name)\" because it is currently referenced by these roles: \(users.joined(separator: ", "))")
             }
             try await storage.delete("key/" + name)
         }
@@ -192,6 +187,15 @@ extension IdentityBackend {
         var template: String
         var clientID: String
         var ttl: Int
+    }
+
+    /// The roles whose tokens `key` signs, by name (sorted).
+    func roles(usingKey key: String) async throws -> [(String, Role)] {
+        var out: [(String, Role)] = []
+        for name in try await oidcStorage.list(prefix: "role/").sorted() where !name.hasSuffix("/") {
+            if let r = try await role(name), r.key == key { out.append((name, r)) }
+        }
+        return out
     }
 
     func role(_ name: String) async throws -> Role? {

@@ -125,12 +125,4 @@ public final class IdentityStore: Sendable {
             return result
         }
     }
-
-    /// Forgets every identity of the namespace (the namespace is deleted).
-    public func deleteAll() async throws {
-        try await writer.withLock {
-            try await self.view.deleteTree()
-            self.dropLoaded()
-        }
-    }
 }

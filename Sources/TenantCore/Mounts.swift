@@ -1,4 +1,5 @@
 import CofferSDK
+import Identity
 import Foundation
 
 /// The per-mount tunables of Vault's mount `config`.
@@ -15,13 +16,10 @@ public struct MountConfig: StoredJSONRecord, Sendable {
     /// An auth mount's token type: `default-service` (nil), `default-batch`, `service` or
     /// `batch` (the last two override what the method asks for), as Vault's router applies it.
     public var tokenType: String?
-    /// Request and response keys the audit devices log as they are (not HMAC'd), headers
-    /// passed through to the engine and headers the engine may set: kept and shown as Vault
-    /// keeps them.
-    public var auditNonHMACRequestKeys: [String]?
-    public var auditNonHMACResponseKeys: [String]?
-    public var passthroughRequestHeaders: [String]?
-    public var allowedResponseHeaders: [String]?
+    /// The tunable lists by their API names (`listKeys`): request and response keys the
+    /// audit devices log as they are (not HMAC'd), headers passed through to the engine and
+    /// headers the engine may set. A list is absent when empty.
+    public var lists: [String: [String]]?
 
     public init() {}
 
@@ -39,22 +37,11 @@ public struct MountConfig: StoredJSONRecord, Sendable {
     static let listKeys = ["audit_non_hmac_request_keys", "audit_non_hmac_response_keys", "passthrough_request_headers", "allowed_response_headers"]
 
     public subscript(list key: String) -> [String]? {
-        get {
-            switch key {
-            case "audit_non_hmac_request_keys": return auditNonHMACRequestKeys
-            case "audit_non_hmac_response_keys": return auditNonHMACResponseKeys
-            case "passthrough_request_headers": return passthroughRequestHeaders
-            default: return allowedResponseHeaders
-            }
-        }
+        get { lists?[key] }
         set {
-            let v = newValue.flatMap { $0.isEmpty ? nil : $0 }
-            switch key {
-            case "audit_non_hmac_request_keys": auditNonHMACRequestKeys = v
-            case "audit_non_hmac_response_keys": auditNonHMACResponseKeys = v
-            case "passthrough_request_headers": passthroughRequestHeaders = v
-            default: allowedResponseHeaders = v
-            }
+            var all = lists ?? [:]
+            all[key] = newValue.flatMap { $0.isEmpty ? nil : $0 }
+            lists = all.isEmpty ? nil : all
         }
     }
 
@@ -77,10 +64,7 @@ public struct MountConfig: StoredJSONRecord, Sendable {
         if let lockoutCounterReset { o["lockoutCounterReset"] = .int(Int64(lockoutCounterReset)) }
         if let lockoutDisable { o["lockoutDisable"] = .bool(lockoutDisable) }
         if let tokenType { o["tokenType"] = .string(tokenType) }
-        if let auditNonHMACRequestKeys { o["auditNonHMACRequestKeys"] = .storedList(auditNonHMACRequestKeys) }
-        if let auditNonHMACResponseKeys { o["auditNonHMACResponseKeys"] = .storedList(auditNonHMACResponseKeys) }
-        if let passthroughRequestHeaders { o["passthroughRequestHeaders"] = .storedList(passthroughRequestHeaders) }
-        if let allowedResponseHeaders { o["allowedResponseHeaders"] = .storedList(allowedResponseHeaders) }
+        if let lists { o["lists"] = .object(lists.mapValues { .storedList($0) }) }
         return .object(o)
     }
 
@@ -95,10 +79,10 @@ public struct MountConfig: StoredJSONRecord, Sendable {
         lockoutCounterReset = f.has("lockoutCounterReset") ? try f.int("lockoutCounterReset") : nil
         lockoutDisable = f.has("lockoutDisable") ? try f.bool("lockoutDisable") : nil
         tokenType = f.has("tokenType") ? try f.string("tokenType") : nil
-        auditNonHMACRequestKeys = f.has("auditNonHMACRequestKeys") ? try f.stringList("auditNonHMACRequestKeys") : nil
-        auditNonHMACResponseKeys = f.has("auditNonHMACResponseKeys") ? try f.stringList("auditNonHMACResponseKeys") : nil
-        passthroughRequestHeaders = f.has("passthroughRequestHeaders") ? try f.stringList("passthroughRequestHeaders") : nil
-        allowedResponseHeaders = f.has("allowedResponseHeaders") ? try f.stringList("allowedResponseHeaders") : nil
+        if f.has("lists"), case .object(let stored) = try f.value("lists") {
+            let inner = try StoredFields(.object(stored))
+            lists = try Dictionary(uniqueKeysWithValues: stored.keys.map { ($0, try inner.stringList($0)) })
+        }
     }
 
     /// Vault's defaults: 5 failures within 15 minutes lock the user for 15 minutes.
@@ -217,6 +201,13 @@ public struct MountedBackend: Sendable {
     /// Being disabled: its leases are being revoked, so it takes no request (one that
     /// would make a lease nobody revokes).
     public var closing = false
+}
+
+extension MountedBackend {
+    /// What the identity store shows of an auth mount in its aliases.
+    var identityInfo: AuthMountInfo {
+        AuthMountInfo(accessor: entry.accessor, path: routePath, type: entry.type, local: entry.local)
+    }
 }
 
 /// Longest-prefix routing over the mounts of one namespace.

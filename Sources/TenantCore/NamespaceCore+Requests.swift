@@ -36,8 +36,8 @@ extension NamespaceCore {
                 id: request.id, operation: request.operation, path: path, namespace: AuditNamespace(id: id, path: self.path),
                 mountType: mount.entry.type, mountPoint: mount.routePath, mountAccessor: mount.entry.accessor,
                 clientToken: request.clientToken ?? "", data: request.data, remoteAddress: request.remoteAddress ?? "")
-            info.nonHMACRequestKeys = mount.entry.config.auditNonHMACRequestKeys ?? []
-            info.nonHMACResponseKeys = mount.entry.config.auditNonHMACResponseKeys ?? []
+            info.nonHMACRequestKeys = mount.entry.config[list: "audit_non_hmac_request_keys"] ?? []
+            info.nonHMACResponseKeys = mount.entry.config[list: "audit_non_hmac_response_keys"] ?? []
             return info
         }
         var spent: String?
@@ -45,8 +45,7 @@ extension NamespaceCore {
         /// A batch token's expiry: what it leases may not outlive it (nothing links the lease to it).
         var batchExpiry: Int64?
         if !unauthenticated {
-            guard let raw = request.clientToken, !raw.isEmpty, let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0,
-                  TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) else {
+            guard let raw = request.clientToken, let e = try await owner.usableToken(raw, address: request.remoteAddress) else {
                 // An unwrap whose X-Vault-Token is the (used or expired) wrapping token: Vault's 400.
                 let refusal = mount.kind == .system && rel == "wrapping/unwrap" && (request.data["token"]?.stringValue ?? "").isEmpty
                     ? Self.invalidWrappingToken : CofferError.denied()
@@ -86,8 +85,7 @@ extension NamespaceCore {
             if try await Self.spendUse(of: e, in: owner.tokens, audit: audit, auditInfo) { spent = e.idHash }
         } else {
             // The UI's mount listing is open to anyone but shows a token what it can reach.
-            if mount.kind == .system, rel.hasPrefix("internal/ui/"), let raw = request.clientToken, !raw.isEmpty,
-               let e = try await owner.tokens.lookup(token: raw), e.numUses >= 0, TokenParameters.allows(e.boundCIDRs ?? [], address: request.remoteAddress) {
+            if mount.kind == .system, rel.hasPrefix("internal/ui/"), let e = try await owner.usableToken(request.clientToken, address: request.remoteAddress) {
                 logical.token = RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: owner.path, entityID: e.entityID)
             }
             if logical.operation == .update, let exists = try await backend.exists(logical) { logical.operation = exists ? .update : .create }
@@ -148,8 +146,7 @@ extension NamespaceCore {
             if isLogin, var auth = result?.auth, auth.clientToken.isEmpty {
                 // The login's entity: found by its alias, or made.
                 if !auth.aliasName.isEmpty {
-                    let info = AuthMountInfo(accessor: mount.entry.accessor, path: mount.routePath, type: mount.entry.type, local: mount.entry.local)
-                    let found = try await identity.entity(forLogin: info, alias: auth.aliasName, metadata: auth.aliasMetadata, groupAliases: auth.groupAliases)
+                    let found = try await identity.entity(forLogin: mount.identityInfo, alias: auth.aliasName, metadata: auth.aliasMetadata, groupAliases: auth.groupAliases)
                     auth.entityID = found.id
                     auth.identityPolicies = found.policies
                 }
@@ -238,8 +235,7 @@ extension NamespaceCore {
                 mountType: "system", mountPoint: "sys/", mountAccessor: sys?.entry.accessor ?? "", clientToken: clientToken ?? "",
                 data: [:], remoteAddress: remoteAddress ?? "")
         }
-        guard let raw = clientToken, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0,
-              TokenParameters.allows(e.boundCIDRs ?? [], address: remoteAddress) else {
+        guard let raw = clientToken, let e = try await usableToken(raw, address: remoteAddress) else {
             if let audit, let info { await Self.auditRefusal(audit, info, CofferError.denied()) }
             throw CofferError.denied()
         }
@@ -260,13 +256,26 @@ extension NamespaceCore {
         }
     }
 
+    /// The entry of a token of this namespace that may act now: known, not out of uses,
+    /// presented from an address it is bound to. Nil otherwise (the caller refuses).
+    public func usableToken(_ raw: String?, address: String?) async throws -> TokenEntry? {
+        guard let raw, !raw.isEmpty, let e = try await tokens.lookup(token: raw), e.numUses >= 0,
+              TokenParameters.allows(e.boundCIDRs ?? [], address: address) else { return nil }
+        return e
+    }
+
     /// The policies a token acts with: its own, and those its entity brings (the entity's
     /// and its groups', as they are now). A token whose entity is disabled or gone is
     /// refused, though not revoked, as in Vault.
     func effectivePolicies(_ e: TokenEntry) async throws -> [String] {
-        guard !e.entityID.isEmpty else { return e.policies }
-        guard let extra = try await identity.policies(ofEntity: e.entityID) else { throw CofferError.denied() }
-        return Self.union(e.policies, extra)
+        try await effectivePolicies(e.policies, entityID: e.entityID)
+    }
+
+    /// The same for a token known by its policies and entity id (a request's `RequestToken`).
+    func effectivePolicies(_ own: [String], entityID: String) async throws -> [String] {
+        guard !entityID.isEmpty else { return own }
+        guard let extra = try await identity.policies(ofEntity: entityID) else { throw CofferError.denied() }
+        return Self.union(own, extra)
     }
 
     /// Token policies followed by the identity ones they lack.

@@ -74,7 +74,7 @@ public final class NamespaceCore: Sendable {
     /// is not written (`PolicyStore.stockDefault`). Returns what it wrote, so the namespace
     /// can be assembled without reading it back.
     static func initialize(storage: any LogicalStorage) async throws -> InitialState {
-        let state = InitialState(salt: SecureRandom.bytes(32), builtins: ["sys/": builtinSysEntry(), "auth/token/": builtinTokenEntry(), "cubbyhole/": builtinCubbyholeEntry(), "identity/": builtinIdentityEntry()])
+        let state = InitialState(salt: SecureRandom.bytes(32), builtins: builtinEntries.mapValues { $0() })
         try await storage.putAll([
             StorageEntry(key: "core/token-salt", value: state.salt),
             StorageEntry(key: Self.builtinTable, value: state.builtins.storedJSON.serialized()),
@@ -88,6 +88,11 @@ public final class NamespaceCore: Sendable {
         let salt: [UInt8]
         let builtins: [String: MountEntry]
     }
+
+    /// The built-in mounts of every namespace, by table key, and how each is first made.
+    static let builtinEntries: [String: @Sendable () -> MountEntry] = [
+        "sys/": builtinSysEntry, "auth/token/": builtinTokenEntry, "cubbyhole/": builtinCubbyholeEntry, "identity/": builtinIdentityEntry,
+    ]
 
     static func builtinSysEntry() -> MountEntry {
         MountEntry(path: "sys/", type: "system", description: "system endpoints used for control, policy and debugging", accessorPrefix: "system")
@@ -164,7 +169,7 @@ public final class NamespaceCore: Sendable {
         self.logger = logger
         self.policies = policies
         self.tokens = tokens
-        self.identity = IdentityStore(view: StorageView(storage, prefix: "", locks: Self.storageLocks, lockScope: id).sub(Self.identityPrefix), namespaceID: id)
+        self.identity = IdentityStore(view: Self.rootView(storage, id: id).sub(Self.identityPrefix), namespaceID: id)
         identity.resolveMounts { [weak self] accessor in self?.authMount(accessor: accessor) }
     }
 
@@ -173,10 +178,7 @@ public final class NamespaceCore: Sendable {
 
     /// The auth mount with `accessor`, as the identity store shows it in aliases.
     func authMount(accessor: String) -> AuthMountInfo? {
-        router.withLock { r in
-            r.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }
-                .map { AuthMountInfo(accessor: accessor, path: $0.routePath, type: $0.entry.type, local: $0.entry.local) }
-        }
+        router.withLock { r in r.mounts.first { $0.kind == .auth && $0.entry.accessor == accessor }.map(\.identityInfo) }
     }
 
     /// The node, or the error of a node that is gone (sealed).
@@ -191,7 +193,12 @@ public final class NamespaceCore: Sendable {
         return try await node.namespace(path: child)
     }
 
-    var rootView: StorageView { StorageView(storage, prefix: "", locks: Self.storageLocks, lockScope: id) }
+    var rootView: StorageView { Self.rootView(storage, id: id) }
+
+    /// The namespace's whole storage, with its per-key locks.
+    static func rootView(_ storage: any LogicalStorage, id: String) -> StorageView {
+        StorageView(storage, prefix: "", locks: storageLocks, lockScope: id)
+    }
 
     /// The per-key storage locks of every namespace of this process (scoped by namespace
     /// id), so a namespace loaded again while an old instance still serves a request shares them.
@@ -227,11 +234,10 @@ public final class NamespaceCore: Sendable {
         // Built-in mount entries are stored once, so their accessors and tunables are stable.
         var builtins: [String: MountEntry]
         if let fresh { builtins = fresh } else { builtins = try await rootView.getCodable([String: MountEntry].self, Self.builtinTable) ?? [:] }
-        if builtins["sys/"] == nil || builtins["auth/token/"] == nil || builtins["cubbyhole/"] == nil || builtins["identity/"] == nil {
-            builtins["sys/"] = builtins["sys/"] ?? Self.builtinSysEntry()
-            builtins["auth/token/"] = builtins["auth/token/"] ?? Self.builtinTokenEntry()
-            builtins["cubbyhole/"] = builtins["cubbyhole/"] ?? Self.builtinCubbyholeEntry()
-            builtins["identity/"] = builtins["identity/"] ?? Self.builtinIdentityEntry()
+        // A namespace made before a built-in mount existed gets it now, once.
+        let missing = Self.builtinEntries.filter { builtins[$0.key] == nil }
+        if !missing.isEmpty {
+            for (key, make) in missing { builtins[key] = make() }
             try await rootView.putCodable(Self.builtinTable, builtins)
         }
         let stored = builtins

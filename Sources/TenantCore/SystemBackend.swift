@@ -1,6 +1,5 @@
 import CofferSDK
 import Foundation
-import Identity
 import Synchronization
 
 /// `sys/` of one namespace: mounts, auth methods, policies, capabilities, keyring.
@@ -488,9 +487,7 @@ struct SystemBackend: LogicalBackend {
     /// The calling token's policies with those its entity brings (in the token's namespace).
     func callerPolicies(_ token: RequestToken?) async throws -> [String] {
         guard let token else { return [] }
-        guard !token.entityID.isEmpty else { return token.policies }
-        guard let extra = try await tokenNamespace.identity.policies(ofEntity: token.entityID) else { throw CofferError.denied() }
-        return NamespaceCore.union(token.policies, extra)
+        return try await tokenNamespace.effectivePolicies(token.policies, entityID: token.entityID)
     }
 
     /// Capabilities of the calling token's policies. A token of an ancestor namespace is

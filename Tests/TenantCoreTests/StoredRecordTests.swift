@@ -22,6 +22,9 @@ import Testing
         config.maxLeaseTTL = 7200
         config.forceNoCache = true
         config.listingVisibility = "unauth"
+        config.tokenType = "default-batch"
+        config[list: "audit_non_hmac_request_keys"] = ["role_id", "name"]
+        config[list: "passthrough_request_headers"] = ["X-Custom"]
         return [
             "sys/": NamespaceCore.builtinSysEntry(),
             "kv/": MountEntry(path: "kv/", type: "kv", description: "d \"q\"", options: ["version": "2"], config: config, local: true, sealWrap: true),
@@ -41,6 +44,7 @@ import Testing
             && a.options == b.options && a.local == b.local && a.sealWrap == b.sealWrap
             && a.config.defaultLeaseTTL == b.config.defaultLeaseTTL && a.config.maxLeaseTTL == b.config.maxLeaseTTL
             && a.config.forceNoCache == b.config.forceNoCache && a.config.listingVisibility == b.config.listingVisibility
+            && a.config.tokenType == b.config.tokenType && a.config.lists == b.config.lists
     }
 
     @Test(arguments: [false, true])

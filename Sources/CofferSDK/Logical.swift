@@ -262,6 +262,9 @@ public struct BackendConfiguration: Sendable {
     /// was written). Does nothing on an HA standby, where no periodic work runs.
     public var wakePeriodic: @Sendable () -> Void = {}
 
+    /// The core's clock (`WallClock.system` outside tests).
+    public var clock = WallClock.system
+
     public init(storage: StorageView, mountPath: String, mountType: String, options: [String: String] = [:], defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, logger: Logger = Logger(label: "coffer.engine")) {
         self.storage = storage
         self.mountPath = mountPath

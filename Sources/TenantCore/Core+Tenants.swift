@@ -35,7 +35,7 @@ extension Core {
         do {
             guard let ns = try await namespace(path: record.path) else { throw CofferError.internalError("tenant namespace vanished") }
             try await ns.policies.write(name: "tenant-admin", text: policyText)
-            let now = TokenStore.now()
+            let now = ns.tokens.now()
             let period = 24 * 3600
             let template = TokenEntry(
                 idHash: "", accessor: "", parentHash: "", policies: ["default", "tenant-admin"], meta: ["tenant": name],

@@ -68,7 +68,7 @@ public final class Core: Sendable {
         self.storageType = storageType
         self.barrier = Barrier(physical: physical)
         self.audit = AuditBroker(storage: barrier, logger: logger)
-        self.leases = LeaseManager(configuration: configuration.leases, logger: logger)
+        self.leases = LeaseManager(configuration: configuration.leases, clock: configuration.clock, logger: logger)
         self.catalog = catalog
         self.configuration = configuration
         self.logger = logger
@@ -150,7 +150,7 @@ public final class Core: Sendable {
     }
 
     static func createRootToken(_ ns: NamespaceCore, id: String? = nil) async throws -> String {
-        let now = TokenStore.now()
+        let now = ns.tokens.now()
         let entry = TokenEntry(
             idHash: "", accessor: "", parentHash: "", policies: ["root"], meta: [:], displayName: "root", numUses: 0,
             creationTime: now, creationTTL: 0, expireTime: 0, explicitMaxTTL: 0, period: 0, renewable: false, orphan: true,

@@ -14,6 +14,8 @@ public struct CoreConfiguration: Sendable {
     /// The address clients reach this node at (`api_addr`, or the listener's): the default
     /// issuer of identity tokens.
     public var apiAddress = "http://127.0.0.1:8200"
+    /// The time tokens, leases, lockouts and engines read; tests pass a `ManualClock`'s.
+    public var clock = WallClock.system
 
     public init(defaultLeaseTTL: Int = 2_764_800, maxLeaseTTL: Int = 2_764_800, clusterName: String = "coffer-cluster", version: String = "0.1.0") {
         self.defaultLeaseTTL = defaultLeaseTTL

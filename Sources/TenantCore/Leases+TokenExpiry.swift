@@ -113,14 +113,14 @@ extension LeaseManager {
         } catch {
             logger.warning("token expiry failed; will retry", metadata: ["error": "\(error)"])
             var retry = due
-            retry.at = Int64(Self.now()) + 5
+            retry.at = Int64(now()) + 5
             state.withLock { $0.tokenHeap.insert(retry) }
         }
     }
 
     /// One pass of token expiry, from the manager's timer loop: answers whether it did work.
     func runTokenExpiry() async -> Bool {
-        let now = Int64(Self.now())
+        let now = Int64(now())
         await loadTokenBuckets(now: now)
         let due = dueTokens(now: now, limit: configuration.concurrency * 4)
         guard !due.isEmpty else { return false }

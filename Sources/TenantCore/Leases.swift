@@ -175,12 +175,16 @@ public final class LeaseManager: Sendable {
     static let tokenPrefix = "sys/expire/token/"
     static let registryPrefix = "core/lease-namespaces/"
 
-    init(configuration: Configuration, logger: Logger) {
+    /// What "now" is for deadlines; `run()` reads it again at least every half second.
+    let clock: WallClock
+
+    init(configuration: Configuration, clock: WallClock = .system, logger: Logger) {
         self.configuration = configuration
+        self.clock = clock
         self.logger = logger
     }
 
-    static func now() -> Double { Date().timeIntervalSince1970 }
+    func now() -> Double { clock.now() }
 
     // MARK: lifecycle
 
@@ -244,7 +248,7 @@ public final class LeaseManager: Sendable {
     /// deadline (at most half a second, so new earlier deadlines are noticed).
     func run() async {
         while !Task.isCancelled && coreAlive {
-            let now = Self.now()
+            let now = now()
             var due: [Key] = []
             let next: Double? = state.withLock { s in
                 while let top = s.heap.min, top.at <= now {
@@ -293,7 +297,7 @@ public final class LeaseManager: Sendable {
         } catch {
             // Storage itself failed: try again shortly.
             logger.warning("lease expiry failed", metadata: ["lease": "\(key.leaseID)", "error": "\(error)"])
-            schedule(key, at: Self.now() + 5)
+            schedule(key, at: now() + 5)
         }
     }
 
@@ -317,7 +321,7 @@ public final class LeaseManager: Sendable {
             } else {
                 try await ns.rootView.putCodable(Self.idPrefix + e.leaseID, e)
                 let backoff = min(pow(2, Double(e.revokeAttempts - 1)), configuration.maxBackoff)
-                schedule(key, at: Self.now() + backoff)
+                schedule(key, at: now() + backoff)
                 logger.warning("lease revocation failed; will retry", metadata: ["lease": "\(e.leaseID)", "attempt": "\(e.revokeAttempts)", "retry_in_s": "\(backoff)", "error": "\(e.lastError ?? "")"])
             }
             return error
@@ -411,7 +415,7 @@ public final class LeaseManager: Sendable {
             warnings.append("TTL of \"\(ttl)s\" exceeded the effective max_ttl of \"\(maxTTL)s\"; TTL value is capped accordingly")
             ttl = maxTTL
         }
-        let now = Self.now()
+        let now = now()
         var leaseID = requestPath + "/" + TokenID.random(24)
         if ns.id != "root" { leaseID += "." + ns.id }
         let entry = LeaseEntry(
@@ -475,7 +479,7 @@ public final class LeaseManager: Sendable {
     /// `sys/leases/lookup`.
     func lookup(_ ns: NamespaceCore, _ leaseID: String) async throws -> [String: JSONValue] {
         let e = try await entry(ns, leaseID)
-        let now = Self.now()
+        let now = now()
         var out: [String: JSONValue] = [
             "id": .string(e.leaseID),
             "issue_time": .string(RFC3339.format(Date(timeIntervalSince1970: e.issueTime))),
@@ -495,7 +499,7 @@ public final class LeaseManager: Sendable {
     /// `sys/leases/renew`: answers the lease id, the new TTL and warnings.
     func renew(_ ns: NamespaceCore, _ leaseID: String, increment: Int) async throws -> (ttl: Int, warnings: [String]) {
         var e = try await entry(ns, leaseID)
-        let now = Self.now()
+        let now = now()
         guard !e.irrevocable, e.expireTime > now else { throw CofferError.invalid("lease expired") }
         guard e.renewable else { throw CofferError.invalid("lease is not renewable") }
         guard let backend = ns.leasingBackend(routePath: e.mount, accessor: e.mountAccessor) else {
@@ -524,7 +528,7 @@ public final class LeaseManager: Sendable {
         let key = Key(namespace: ns.path, leaseID: e.leaseID)
         if !sync {
             if e.irrevocable { track(ns.path, e) }
-            schedule(key, at: Self.now())
+            schedule(key, at: now())
             return
         }
         var fresh = e

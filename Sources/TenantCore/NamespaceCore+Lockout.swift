@@ -24,7 +24,7 @@ extension NamespaceCore {
         let policy = mount.entry.config.effectiveLockout
         guard !policy.disabled else { return }
         let key = Self.lockoutKey(accessor: mount.entry.accessor, alias: alias)
-        let now = TokenStore.now()
+        let now = tokens.now()
         if let f = failedLogins.withLock({ $0[key] }), f.count >= policy.threshold, now - f.last < Int64(policy.duration) {
             throw CofferError.denied()
         }
@@ -42,7 +42,7 @@ extension NamespaceCore {
             return
         }
         let key = Self.lockoutKey(accessor: mount.entry.accessor, alias: alias)
-        let now = TokenStore.now()
+        let now = tokens.now()
         let count = failedLogins.withLock { m -> Int in
             var f = m[key] ?? FailedLogins(count: 0, last: now)
             if now - f.last > Int64(policy.counterReset) { f.count = 0 }
@@ -69,7 +69,7 @@ extension NamespaceCore {
     func lockedUsers() async throws -> [String: JSONValue] {
         var byAccessor: [JSONValue] = []
         var total = 0
-        let now = TokenStore.now()
+        let now = tokens.now()
         let mounts = router.withLock { $0.mounts }
         for accessorDir in try await rootView.list(prefix: Self.lockedUsersPrefix) where accessorDir.hasSuffix("/") {
             let accessor = String(accessorDir.dropLast())

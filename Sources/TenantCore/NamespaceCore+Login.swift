@@ -47,7 +47,7 @@ extension NamespaceCore {
         source += auth.displayName
         while source.hasSuffix("-") { source.removeLast() }
 
-        let now = TokenStore.now()
+        let now = tokens.now()
         var template = TokenEntry(
             idHash: "", accessor: "", parentHash: "", policies: policies, meta: auth.metadata, displayName: source,
             numUses: max(0, auth.numUses), creationTime: now, creationTTL: ttl, expireTime: now + Int64(ttl),

@@ -71,7 +71,7 @@ extension NamespaceCore {
             if audit != nil, let token = logical.token {
                 auditInfo?.operation = logical.operation
                 auditInfo?.clientTokenAccessor = e.accessor
-                auditInfo?.auth = AuditAuth(token: token, clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+                auditInfo?.auth = AuditAuth(token: token, clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: tokens.now())))
             }
             let needsSudo = mount.backend.rootPaths.contains { Self.globMatch($0, rel) }
             do {
@@ -157,7 +157,7 @@ extension NamespaceCore {
             }
             // As in Vault, a lease made with a batch token ends by the token's expiry.
             if let batchExpiry, var secret = result?.secret {
-                let left = Int(max(1, batchExpiry - TokenStore.now()))
+                let left = Int(max(1, batchExpiry - tokens.now()))
                 if secret.ttl <= 0 || secret.ttl > left { secret.ttl = left }
                 if secret.maxTTL <= 0 || secret.maxTTL > left { secret.maxTTL = left }
                 result?.secret = secret
@@ -171,7 +171,7 @@ extension NamespaceCore {
                     result?.warnings += lease.warnings
                 } catch {
                     // No lease, no secret: undo what the engine created.
-                    let now = Date()
+                    let now = Date(timeIntervalSince1970: configuration.clock.now())
                     try? await leasing.revokeLease(LeaseInfo(leaseID: "", path: rel, internalData: secret.internalData, issueTime: now, expireTime: now))
                     throw error
                 }
@@ -250,7 +250,7 @@ extension NamespaceCore {
             request.clientTokenAccessor = e.accessor
             request.auth = AuditAuth(
                 token: RequestToken(accessor: e.accessor, policies: e.policies, displayName: e.displayName, namespacePath: self.path, entityID: e.entityID),
-                clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: TokenStore.now())))
+                clientToken: raw, tokenType: e.type, tokenTTL: Int64(e.ttl(now: tokens.now())))
             try await audit.logRequest(request)
             try await audit.logResponse(AuditResponseInfo(request: request))
         }

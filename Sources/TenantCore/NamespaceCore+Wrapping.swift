@@ -37,7 +37,7 @@ extension NamespaceCore {
     /// `document` in its cubbyhole; answers the response carrying only its `wrap_info`.
     func wrap(_ document: JSONValue, ttl requested: Int, creationPath: String, wrappedAccessor: String) async throws -> LogicalResponse {
         let ttl = min(requested, configuration.maxLeaseTTL)
-        let now = TokenStore.now()
+        let now = tokens.now()
         let template = TokenEntry(
             idHash: "", accessor: "", parentHash: "", policies: [Self.wrappingPolicy], meta: [:], displayName: "",
             numUses: 1, creationTime: now, creationTTL: ttl, expireTime: now + Int64(ttl), explicitMaxTTL: ttl,

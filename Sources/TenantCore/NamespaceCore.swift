@@ -124,7 +124,7 @@ public final class NamespaceCore: Sendable {
         let leases = node.leases
         let tokens = TokenStore(
             view: root.sub("sys/token/"), salt: salt!, defaultTTL: configuration.defaultLeaseTTL, maxTTL: configuration.maxLeaseTTL,
-            idSuffix: namespaceID.map { "." + $0 } ?? "", namespacePath: path,
+            idSuffix: namespaceID.map { "." + $0 } ?? "", namespacePath: path, clock: configuration.clock,
             onRevoke: revokeLeasesAndCubbyhole(leases, tokenNamespace: path, cubbyholes: root.sub(cubbyholePrefix)),
             onExpiry: scheduleExpiry(leases, namespaceID: namespaceID ?? "root"),
             storeAt: { [weak node] other in
@@ -271,6 +271,7 @@ public final class NamespaceCore: Sendable {
             defaultLeaseTTL: entry.config.defaultTTL(system: configuration.defaultLeaseTTL),
             maxLeaseTTL: entry.config.maxTTL(system: configuration.maxLeaseTTL),
             logger: logger)
+        config.clock = configuration.clock
         config.outbound = path.isEmpty ? .unrestricted : configuration.tenantOutbound
         let periodicKey = periodicKey(entry)
         config.wakePeriodic = { [weak periodic = node?.periodic] in periodic?.poke(periodicKey) }

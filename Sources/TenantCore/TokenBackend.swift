@@ -64,7 +64,7 @@ public struct TokenBackend: LogicalBackend {
     /// A token lookup's data, with `identity_policies` when its entity (in this namespace)
     /// brings any, as Vault shows them.
     func lookupResponse(_ e: TokenEntry, id: String) async throws -> LogicalResponse {
-        var data = e.lookupData(id: id, now: TokenStore.now())
+        var data = e.lookupData(id: id, now: store.now())
         if !e.entityID.isEmpty, e.namespacePath == namespacePath, let identity,
            let extra = try await identity.policies(ofEntity: e.entityID), !extra.isEmpty {
             data["identity_policies"] = .array(extra.map { .string($0) })
@@ -222,7 +222,7 @@ public struct TokenBackend: LogicalBackend {
         if let role, role.period > 0 { period = role.period }
         var ttl = f.has("ttl") ? f.int("ttl") : f.int("lease")
         if ttl == 0, let role, role.tokenTTL > 0 { ttl = role.tokenTTL }
-        let now = TokenStore.now()
+        let now = store.now()
         var effective: Int
         if period > 0 {
             effective = period
@@ -304,7 +304,7 @@ public struct TokenBackend: LogicalBackend {
         if e.type == "batch" { throw CofferError.invalid("batch tokens cannot be renewed") }
         guard e.renewable else { throw CofferError.invalid("invalid lease ID, or lease is not renewable") }
         try await loginRenewal(e)
-        let now = TokenStore.now()
+        let now = store.now()
         var ttl: Int
         if e.period > 0 {
             ttl = e.period

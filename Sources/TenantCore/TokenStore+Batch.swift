@@ -56,7 +56,7 @@ extension TokenStore {
             return nil
         }
         let expire = p["x"]?.intValue ?? 0
-        if expire != 0 && Self.now() >= expire { return nil }
+        if expire != 0 && now() >= expire { return nil }
         let parent = p["r"]?.stringValue ?? ""
         if !parent.isEmpty, try await lookup(hash: parent) == nil { return nil }
         return TokenEntry(

@@ -170,6 +170,8 @@ public final class TokenStore: Sendable {
 
     /// `.<namespace id>` for tokens of a child namespace (as Vault suffixes them), "" in root.
     public let idSuffix: String
+    /// What "now" is for expiry checks and new entries.
+    public let clock: WallClock
 
     /// Called after a token is revoked, with its hash (the lease manager revokes its leases).
     let onRevoke: (@Sendable (String) async -> Void)?
@@ -186,7 +188,7 @@ public final class TokenStore: Sendable {
     let namespacePathHint: String
 
     public init(
-        view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "", namespacePath: String = "",
+        view: StorageView, salt: [UInt8], defaultTTL: Int, maxTTL: Int, idSuffix: String = "", namespacePath: String = "", clock: WallClock = .system,
         onRevoke: (@Sendable (String) async -> Void)? = nil,
         onExpiry: (@Sendable (String, Int64) async throws -> Void)? = nil,
         storeAt: @escaping @Sendable (String) async throws -> TokenStore? = { _ in nil }
@@ -195,6 +197,7 @@ public final class TokenStore: Sendable {
         self.onExpiry = onExpiry
         self.storeAt = storeAt
         self.idSuffix = idSuffix
+        self.clock = clock
         self.view = view
         self.salt = SymmetricKey(data: salt)
         self.batchKey = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: salt), info: Array("coffer batch tokens".utf8), outputByteCount: 32)
@@ -218,7 +221,8 @@ public final class TokenStore: Sendable {
         return h
     }
 
-    static func now() -> Int64 { Int64(Date().timeIntervalSince1970) }
+    /// Whole seconds since 1970 on this store's clock.
+    func now() -> Int64 { clock.seconds() }
 
     /// Stores a new entry and returns the raw token id (the only time it exists in clear).
     public func create(_ template: TokenEntry, id: String? = nil) async throws -> (String, TokenEntry) {
@@ -314,7 +318,7 @@ public final class TokenStore: Sendable {
             }
         }
         if entry.revoking == true { return nil }
-        if entry.isExpired(now: Self.now()) {
+        if entry.isExpired(now: now()) {
             try? await revokeTree(hash: h)
             return nil
         }

@@ -93,23 +93,16 @@ import TenantCore
     }
 
     @Test func approleTidyRemovesExpiredSecretIDs() async throws {
-        let clock = ManualTime()
-        let ar = AppRoleBackend(storage: view, now: { clock.now })
+        let time = ManualClock()
+        let ar = AppRoleBackend(storage: view, clock: time.clock)
         try await ar.setup()
         _ = try await ar.handle(LogicalRequest(operation: .create, path: "role/t", data: ["token_policies": "p"]))
         _ = try await ar.handle(LogicalRequest(operation: .update, path: "role/t/secret-id", data: ["ttl": 1]))
         _ = try await ar.handle(LogicalRequest(operation: .update, path: "role/t/secret-id"))
         #expect(try await ar.tidy() == 0)
-        clock.advance(1.5)
+        time.advance(by: 1.5)
         #expect(try await ar.tidy() == 1)
         let left = try await ar.handle(LogicalRequest(operation: .list, path: "role/t/secret-id/"))
         #expect(left?.data?["keys"]?.arrayValue?.count == 1)
     }
-}
-
-/// Time a test moves by hand.
-final class ManualTime: Sendable {
-    let seconds = Mutex<Double>(Date().timeIntervalSince1970)
-    var now: Double { seconds.withLock { $0 } }
-    func advance(_ by: Double) { seconds.withLock { $0 += by } }
 }

@@ -37,9 +37,10 @@ final class LedgerBackend: LeasingBackend {
 }
 
 struct LeaseTests {
-    static func make(_ ledger: LedgerBackend, attempts: Int = 3) async throws -> TestCore {
+    static func make(_ ledger: LedgerBackend, attempts: Int = 3, clock: WallClock = .system) async throws -> TestCore {
         let catalog = EngineCatalog(secrets: ["kv": KVEngine.factory, "ledger": { _ in ledger }])
         var config = CoreConfiguration()
+        config.clock = clock
         config.leases = LeaseManager.Configuration(maxRevokeAttempts: attempts, maxBackoff: 0.2, concurrency: 4)
         let core = Core(physical: MemoryStorage(), storageType: "inmem", catalog: catalog, configuration: config, logger: Logger(label: "test"))
         let (_, root) = try await core.bootstrapDev(rootTokenID: nil)
@@ -58,11 +59,22 @@ struct LeaseTests {
 
     @Test func leasesExpireRenewAndRevokeByToken() async throws {
         let ledger = LedgerBackend()
-        let t = try await Self.make(ledger)
-        let short = try await t.call(.read, "ledger/issue/a", ["ttl": 1])
+        let time = ManualClock()
+        let t = try await Self.make(ledger, clock: time.clock)
+        let short = try await t.call(.read, "ledger/issue/a", ["ttl": 60])
         let id = try #require(short.leaseID)
-        #expect(id.hasPrefix("ledger/issue/a/") && short.secret?.ttl == 1)
+        #expect(id.hasPrefix("ledger/issue/a/") && short.secret?.ttl == 60)
+        time.advance(by: 30)
+        let halfway = try await t.call(.update, "sys/leases/lookup", ["lease_id": .string(id)])
+        #expect(halfway.data?["ttl"] == 30 && ledger.revoked.withLock { $0 }.isEmpty)
+        time.advance(by: 31)
         try await Self.waitFor("expiry") { ledger.revoked.withLock { $0 } == ["a"] }
+        // A token's expiry revokes it, and its leases with it.
+        let shortToken = try await t.createToken(policies: ["root"], extra: ["ttl": 30])
+        _ = try await t.call(.read, "ledger/issue/d", token: shortToken)
+        time.advance(by: 31)
+        try await Self.waitFor("the token's expiry") { ledger.revoked.withLock { $0 }.contains("d") }
+        await #expect(throws: CofferError.self) { try await t.call(.read, "auth/token/lookup-self", token: shortToken) }
         // Renewal is capped by the engine's max TTL (120 s from issue).
         let long = try await t.call(.read, "ledger/issue/b")
         let renewed = try await t.call(.update, "sys/leases/renew", ["lease_id": .string(long.leaseID!), "increment": 500])

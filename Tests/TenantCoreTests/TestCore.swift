@@ -8,9 +8,11 @@ struct TestCore {
     let core: Core
     let rootToken: String
 
-    static func make() async throws -> TestCore {
+    static func make(clock: WallClock = .system) async throws -> TestCore {
         let catalog = EngineCatalog(secrets: ["kv": KVEngine.factory])
-        let core = Core(physical: MemoryStorage(), storageType: "inmem", catalog: catalog, configuration: CoreConfiguration(), logger: Logger(label: "test"))
+        var config = CoreConfiguration()
+        config.clock = clock
+        let core = Core(physical: MemoryStorage(), storageType: "inmem", catalog: catalog, configuration: config, logger: Logger(label: "test"))
         let (_, root) = try await core.bootstrapDev(rootTokenID: nil)
         try await core.mountDefault(path: "secret/", type: "kv", options: ["version": "2"])
         return TestCore(core: core, rootToken: root)

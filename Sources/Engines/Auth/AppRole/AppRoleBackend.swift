@@ -14,13 +14,13 @@ public struct AppRoleBackend: LogicalBackend {
     let storage: StorageView
     let keyHolder = KeyHolder()
     /// Unix seconds (injected by tests that move time).
-    let now: @Sendable () -> Double
+    let clock: WallClock
 
-    public static let factory: BackendFactory = { config in AppRoleBackend(storage: config.storage) }
+    public static let factory: BackendFactory = { config in AppRoleBackend(storage: config.storage, clock: config.clock) }
 
-    init(storage: StorageView, now: @escaping @Sendable () -> Double = { Date().timeIntervalSince1970 }) {
+    init(storage: StorageView, clock: WallClock = .system) {
         self.storage = storage
-        self.now = now
+        self.clock = clock
     }
 
     public var backendHelp: String { "The AppRole auth method lets machines and pipelines log in with a role id and a secret id." }
@@ -359,7 +359,7 @@ public struct AppRoleBackend: LogicalBackend {
             }
             ttl = t
         }
-        let now = self.now()
+        let now = clock.now()
         let entry = SecretID(
             accessor: UUID().uuidString.lowercased(), numUses: numUses, ttl: ttl, creationTime: now,
             expirationTime: ttl > 0 ? now + Double(ttl) : 0, lastUpdatedTime: now, metadata: metadata,
@@ -402,7 +402,7 @@ public struct AppRoleBackend: LogicalBackend {
     func lookupSecretID(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let r = try await existingRole(req)
         let key = "secret-id/\(try hmac(r.name))/\(try hmac(req.fields.string("secret_id")))"
-        guard let e = try await storage.getCodable(SecretID.self, key), !e.expired(now: now()) else { return .done }
+        guard let e = try await storage.getCodable(SecretID.self, key), !e.expired(now: clock.now()) else { return .done }
         return LogicalResponse(data: e.json)
     }
 
@@ -467,7 +467,7 @@ public struct AppRoleBackend: LogicalBackend {
             let entry: SecretID = try await storage.withLock(key) {
                 // A wrong secret id for a valid role counts towards the role id's lockout.
                 guard var e = try await storage.getCodable(SecretID.self, key) else { throw CofferError(.invalidCredentials, "invalid role or secret ID") }
-                let now = self.now()
+                let now = clock.now()
                 if e.expired(now: now) {
                     try await storage.delete("accessor/" + (try hmac(e.accessor)))
                     try await storage.delete(key)
@@ -505,7 +505,7 @@ public struct AppRoleBackend: LogicalBackend {
 
     /// Deletes expired secret ids and accessor entries whose secret id is gone; answers how many.
     func tidy() async throws -> Int {
-        let now = self.now()
+        let now = clock.now()
         var removed = 0
         for roleHMAC in try await storage.list(prefix: "secret-id/") where roleHMAC.hasSuffix("/") {
             let prefix = "secret-id/" + roleHMAC

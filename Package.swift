@@ -49,11 +49,23 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // JWS: compact tokens, public keys from JWKs and PEM, signature checks (identity tokens, JWT auth).
+        .target(
+            name: "JOSE",
+            dependencies: [
+                "CofferSDK",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "_CryptoExtras", package: "swift-crypto"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ],
+            swiftSettings: settings
+        ),
         // Each namespace's identity store: entities, aliases, groups (the `identity/` mount).
         .target(
             name: "Identity",
             dependencies: [
-                "CofferSDK",
+                "CofferSDK", "JOSE",
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
@@ -78,7 +90,13 @@ let package = Package(
         .target(
             name: "Engines",
             dependencies: [
-                "CofferSDK",
+                "CofferSDK", "JOSE",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "_CryptoExtras", package: "swift-crypto"),
             ],
@@ -155,12 +173,12 @@ let package = Package(
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
         .testTarget(
             name: "TenantCoreTests",
-            dependencies: ["TenantCore", "Audit", "Identity", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TenantCore", "Audit", "Identity", "JOSE", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
             swiftSettings: settings
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Engines", "TenantCore", "CofferSDK"],
+            dependencies: ["Engines", "TenantCore", "CofferSDK", "JOSE"],
             swiftSettings: settings
         ),
         .testTarget(

@@ -109,7 +109,10 @@ struct DecodingStage: RouterMiddleware {
             }
             if operation == .update || operation == .patch {
                 body = try await request.body.collect(upTo: gateway.maxRequestSize)
-                if body.readableBytes > 0 {
+                if body.readableBytes > 0, (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/x-www-form-urlencoded") {
+                    // A form, as an OIDC provider's form_post sends one (Vault parses forms too).
+                    data = VaultGateway.parseQuery(Substring(String(decoding: body.readableBytesView, as: UTF8.self)))
+                } else if body.readableBytes > 0 {
                     guard case .object(let obj) = try JSONValue.parse(body.readableBytesView) else {
                         throw CofferError.invalid("failed to parse JSON input: request body must be a JSON object")
                     }

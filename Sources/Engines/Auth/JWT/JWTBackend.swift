@@ -153,8 +153,11 @@ public struct JWTBackend: LogicalBackend {
     func verifiedClaims(_ token: String, _ c: JWTConfig) async throws -> [String: JSONValue] {
         let jws: CompactJWS
         do { jws = try CompactJWS(token) } catch let e as CofferError { throw CofferError.invalid("error validating token: \(e.message)") }
-        guard let alg = JWSAlgorithm(rawValue: jws.algorithm), c.algorithms.contains(alg) else {
+        guard let alg = JWSAlgorithm(rawValue: jws.algorithm) else {
             throw CofferError.invalid("error validating token: unsupported signing algorithm \"\(jws.algorithm.prefix(16))\"")
+        }
+        guard c.algorithms.contains(alg) else {
+            throw CofferError.invalid("error validating token: invalid algorithm (alg) header parameter: token signed with unexpected algorithm")
         }
         let keys: [JWSPublicKey]
         do {
@@ -162,10 +165,13 @@ public struct JWTBackend: LogicalBackend {
         } catch let e as HTTPSource.Failure {
             throw CofferError(.unavailable, "error validating token: cannot fetch the signing keys: \(e)")
         }
-        guard !keys.isEmpty else { throw CofferError.invalid("error validating token: no known key has the key id \"\((jws.keyID ?? "").prefix(64))\"") }
+        guard !keys.isEmpty else { throw CofferError.invalid("error validating token: error verifying token signature: no known key has the key id \"\((jws.keyID ?? "").prefix(64))\"") }
         let input = jws.signingInput, sig = jws.signature
         guard keys.contains(where: { $0.verify(alg, signature: sig, input: input) }) else {
-            throw CofferError.invalid("error validating token: failed to verify id token signature")
+            // The two texts of Vault's validator: static keys, and key sets.
+            throw CofferError.invalid(c.source == .staticKeys
+                ? "error validating token: error verifying token signature: no known key successfully validated the token signature"
+                : "error validating token: error verifying token signature: failed to verify id token signature")
         }
         return jws.payload
     }

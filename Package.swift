@@ -34,6 +34,7 @@ let package = Package(
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CMariaDB", pkgConfig: "libmariadb", providers: [.apt(["libmariadb-dev"])]),
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
+        .systemLibrary(name: "CLDAP", pkgConfig: "ldap", providers: [.apt(["libldap-dev"])]),
         .target(
             name: "CofferSDK",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -102,6 +103,16 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // The LDAP / Active Directory auth method, on OpenLDAP's libldap.
+        .target(
+            name: "LDAPAuth",
+            dependencies: [
+                "CofferSDK", "CLDAP",
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
         // The database secret engine and its drivers (libpq, MariaDB Connector/C).
         .target(
             name: "DatabaseSecrets",
@@ -151,7 +162,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferSDK", "TenantCore", "Audit", "Engines", "DatabaseSecrets", "Gateway", "Replication",
+                "CofferSDK", "TenantCore", "Audit", "Engines", "DatabaseSecrets", "LDAPAuth", "Gateway", "Replication",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -178,7 +189,7 @@ let package = Package(
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Engines", "TenantCore", "CofferSDK", "JOSE"],
+            dependencies: ["Engines", "LDAPAuth", "TenantCore", "CofferSDK", "JOSE"],
             swiftSettings: settings
         ),
         .testTarget(

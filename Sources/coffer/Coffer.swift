@@ -4,6 +4,7 @@ import DatabaseSecrets
 import Engines
 import Foundation
 import Gateway
+import LDAPAuth
 import Logging
 import ServiceLifecycle
 import TenantCore
@@ -47,6 +48,6 @@ struct Coffer: AsyncParsableCommand {
 
 /// The engines this build ships: the catalog the core mounts from.
 enum Catalog {
-    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory, "database": DatabaseEngine.factory], auth: ["userpass": UserpassBackend.factory, "approle": AppRoleBackend.factory, "jwt": JWTBackend.factory, "oidc": JWTBackend.factory])
+    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory, "database": DatabaseEngine.factory], auth: ["userpass": UserpassBackend.factory, "approle": AppRoleBackend.factory, "jwt": JWTBackend.factory, "oidc": JWTBackend.factory, "ldap": LDAPBackend.factory])
 }
 

@@ -40,17 +40,21 @@ enum HTTPSource {
 
     struct Failure: Error, CustomStringConvertible {
         var description: String
+        /// The HTTP status of an answer that was not 200 (nil when there was no answer).
+        var status: UInt? = nil
+        /// The namespace's outbound policy refused the host (the caller's mistake: a 400).
+        var refused = false
     }
 
     /// Fetches `url` and parses its JSON body. `form` makes it a POST of that form.
-    static func json(_ url: String, caPEM: String, outbound: OutboundPolicy, form: [(String, String)]? = nil, headers: [(String, String)] = []) async throws -> JSONValue {
+    static func json(_ url: String, caPEM: String, outbound: OutboundPolicy, form: [(String, String)]? = nil, jsonBody: JSONValue? = nil, headers: [(String, String)] = []) async throws -> JSONValue {
         guard let u = URLComponents(string: url), let host = u.host else { throw Failure(description: "invalid URL") }
         if outbound.restricted {
             let h = host
             do {
                 try await NIOThreadPool.singleton.runIfActive { try outbound.check(host: h) }
             } catch {
-                throw Failure(description: "the host \"\(host.prefix(64))\" is not allowed from this namespace (the operator's database_allowed_hosts / database_denied_cidrs)")
+                throw Failure(description: "the host \"\(host.prefix(64))\" is not allowed from this namespace (the operator's database_allowed_hosts / database_denied_cidrs)", refused: true)
             }
         }
         var request = HTTPClientRequest(url: url)
@@ -60,6 +64,10 @@ enum HTTPSource {
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/x-www-form-urlencoded")
             request.body = .bytes(ByteBuffer(string: encodeForm(form)))
+        } else if let jsonBody {
+            request.method = .POST
+            request.headers.add(name: "Content-Type", value: "application/json")
+            request.body = .bytes(ByteBuffer(bytes: jsonBody.serialized()))
         }
         if let roots = try trustRoots(caPEM, field: "ca_pem") {
             var tls = TLSConfiguration.makeClientConfiguration()
@@ -69,7 +77,12 @@ enum HTTPSource {
         let response: HTTPClientResponse
         let body: ByteBuffer
         do {
-            response = try await client.execute(request, timeout: timeout)
+            do {
+                response = try await client.execute(request, timeout: timeout)
+            } catch let e as HTTPClientError where e == .remoteConnectionClosed {
+                // A pooled connection the peer had closed: once more, on a fresh one.
+                response = try await client.execute(request, timeout: timeout)
+            }
             body = try await response.body.collect(upTo: maxBody)
         } catch let e as NIOTooManyBytesError {
             _ = e
@@ -78,11 +91,11 @@ enum HTTPSource {
             throw Failure(description: "cannot reach \(host.prefix(64)): \(Self.describe(error))")
         }
         guard let value = try? JSONValue.parse(body.readableBytesView) else {
-            throw Failure(description: "\(response.status.code) from \(host.prefix(64)), not JSON")
+            throw Failure(description: "\(response.status.code) from \(host.prefix(64)), not JSON", status: response.status.code)
         }
-        guard response.status.code == 200 else {
+        guard (200...206).contains(response.status.code) else {
             let why = value["error"]?.stringValue.map { " (\($0.prefix(64)))" } ?? ""
-            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase) from \(host.prefix(64))\(why)")
+            throw Failure(description: "\(response.status.code) \(response.status.reasonPhrase) from \(host.prefix(64))\(why)", status: response.status.code)
         }
         return value
     }

@@ -302,6 +302,68 @@ def test_login_with_userpass_and_approle_and_unwrap(dev_server, home, api):
     assert (home / ".coffer-token").read_text().strip() == tok  # -no-store kept the old one
 
 
+@pytest.mark.skipif(not os.environ.get("COFFER_TEST_OIDC_URL"), reason="needs Ops/oidc-provider")
+def test_login_with_oidc_jwt_and_ldap(dev_server, home, api, tmp_path):
+    """#18 item 4: `login -method=oidc` (a loopback callback listener, as Vault's CLI),
+    `-method=jwt role=R jwt=@file`, `-method=ldap username=U` (password prompted)."""
+    oidc_url = os.environ["COFFER_TEST_OIDC_URL"]
+    port = free_port()
+    client_id, secret, user = unique("cli"), unique("sec"), unique("dana")
+    redirect = f"http://localhost:{port}/oidc/callback"
+    assert requests.post(f"{oidc_url}/admin/clients", json={"client_id": client_id, "client_secret": secret, "redirect_uris": [redirect]}, timeout=10).ok
+    assert requests.post(f"{oidc_url}/admin/users", json={"username": user, "claims": {"email": f"{user}@example.com"}}, timeout=10).ok
+    mount = unique("coidc")
+    assert api.post(f"sys/auth/{mount}", {"type": "oidc"}).status_code == 204
+    assert api.post(f"auth/{mount}/config", {"oidc_discovery_url": oidc_url, "oidc_client_id": client_id, "oidc_client_secret": secret,
+                                            "default_role": "cli"}).status_code == 204
+    assert api.post(f"auth/{mount}/role/cli", {"user_claim": "email", "allowed_redirect_uris": ["http://localhost:8250/oidc/callback"],
+                                              "token_policies": "cli-pol"}).status_code == 204
+    env = clean_env(home, COFFER_ADDR=dev_server.url)
+    proc = subprocess.Popen([coffer_bin(), "login", "-method=oidc", f"-path={mount}", f"port={port}", "skip_browser=true"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = None
+        deadline = time.time() + 20
+        while time.time() < deadline and url is None:
+            line = proc.stderr.readline()
+            if line.strip().startswith(oidc_url):
+                url = line.strip()
+        assert url, "the CLI printed the authorization URL"
+        back = requests.get(url + f"&login_hint={user}", allow_redirects=False, timeout=10).headers["Location"]
+        assert back.startswith(redirect)
+        page = requests.get(back, timeout=20)  # the provider's redirect, delivered to the CLI's listener
+        assert page.status_code == 200 and "You may close this window" in page.text
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "Success! You are now authenticated" in out
+    tok = (home / ".coffer-token").read_text().strip()
+    me = requests.get(dev_server.url + "/v1/auth/token/lookup-self", headers={"X-Vault-Token": tok}, timeout=10).json()["data"]
+    assert "cli-pol" in me["policies"] and me["meta"]["role"] == "cli"
+
+    # jwt: a token minted by the provider, read from a file.
+    jmount = unique("cjwt")
+    assert api.post(f"sys/auth/{jmount}", {"type": "jwt"}).status_code == 204
+    assert api.post(f"auth/{jmount}/config", {"jwks_url": f"{oidc_url}/.well-known/jwks.json"}).status_code == 204
+    assert api.post(f"auth/{jmount}/role/ci", {"role_type": "jwt", "user_claim": "sub", "bound_audiences": "cli", "token_policies": "ci"}).status_code == 204
+    minted = requests.post(f"{oidc_url}/admin/mint", json={"claims": {"sub": "pipeline", "aud": "cli"}}, timeout=10).json()["token"]
+    f = tmp_path / "token.jwt"
+    f.write_text(minted)
+    p = ok(run(["login", "-method=jwt", f"-path={jmount}", "-field=token_policies", "role=ci", f"jwt=@{f}"], env=env))
+    assert "ci" in p.stdout
+
+    ldap_url = os.environ.get("COFFER_TEST_LDAP_URL")
+    if ldap_url:
+        lmount = unique("cldap")
+        assert api.post(f"sys/auth/{lmount}", {"type": "ldap"}).status_code == 204
+        assert api.post(f"auth/{lmount}/config", {"url": ldap_url, "userdn": "ou=users,dc=example,dc=com", "userattr": "uid"}).status_code == 204
+        p = ok(run(["login", "-method=ldap", f"-path={lmount}", "username=alice"], env=env, input="alice-pw\n"))
+        assert "Success! You are now authenticated" in p.stdout
+        p = run(["login", "-method=ldap", f"-path={lmount}", "username=alice", "password=bad"], env=env)
+        assert p.returncode == 1 and "failed to bind as user" in p.stderr
+
+
 # ----------------------------------------------------------------------------- generic
 
 

@@ -155,7 +155,8 @@ struct PathHelpCommand: AsyncParsableCommand {
 
 /// `login [TOKEN]` or `login -method=M [-path=P] k=v...`: a token is checked with
 /// lookup-self; any other method logs in at `auth/<path>/login` (userpass and ldap at
-/// `login/<username>`, the password prompted for when not given). The token is stored in
+/// `login/<username>`, the password prompted for when not given; oidc through the browser
+/// flow, `OIDCLogin.swift`; jwt with `role=R jwt=@file`). The token is stored in
 /// ~/.coffer-token (0600).
 struct LoginCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -166,7 +167,7 @@ struct LoginCommand: AsyncParsableCommand {
     @Option(name: .customLong("path"), help: "Where the auth method is mounted (default: its type).") var path: String?
     @Flag(name: .customLong("no-store"), help: "Do not write the token file.") var noStore = false
     @Flag(name: .customLong("no-print"), help: "Print nothing on success.") var noPrint = false
-    @Argument(help: "The token (prompted for when omitted, or - to read stdin); for other methods, key=value pairs (username=U password=P, role_id=R secret_id=S).")
+    @Argument(help: "The token (prompted for when omitted, or - to read stdin); for other methods, key=value pairs (username=U password=P, role_id=R secret_id=S, role=R jwt=@file; oidc: role=R port=8250 listenaddress=localhost skip_browser=true).")
     var args: [String] = []
 
     func run() async throws {
@@ -225,8 +226,11 @@ struct LoginCommand: AsyncParsableCommand {
             if data["password"] == nil { data["password"] = .string(Input.prompt("Password (will be hidden): ")) }
         }
         let body = data
+        let oidc = method == "oidc"
         try await API.with(client) { api in
-            let r = try await api.call(.POST, loginPath, body: .object(body), token: "", doing: "authenticating")
+            let r = oidc
+                ? try await OIDCLogin.run(api: api, mount: mount, options: body)
+                : try await api.call(.POST, loginPath, body: .object(body), token: "", doing: "authenticating")
             if r.json?["wrap_info"]?.objectValue != nil {
                 try Out.secret(r, output)  // wrapped (-wrap-ttl): nothing to store
                 return

@@ -15,6 +15,7 @@ public struct LDAPBackend: LogicalBackend {
     let storage: StorageView
     let outbound: OutboundPolicy
     let logger: Logger
+    let configs = DecodedRecords<LDAPConfig>(limit: 1)
 
     public static let factory: BackendFactory = { c in LDAPBackend(storage: c.storage, outbound: c.outbound, logger: c.logger) }
 
@@ -52,7 +53,7 @@ public struct LDAPBackend: LogicalBackend {
 
     // MARK: config
 
-    func config() async throws -> LDAPConfig? { try await storage.getCodable(LDAPConfig.self, "config") }
+    func config() async throws -> LDAPConfig? { try await configs.get(storage, "config") }
 
     func readConfig() async throws -> LogicalResponse? {
         guard let c = try await config() else { return nil }

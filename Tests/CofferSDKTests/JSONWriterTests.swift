@@ -46,3 +46,16 @@ import Testing
         #expect(String(decoding: keyed.bytes, as: UTF8.self) == #"{"q":"\u003ca\u0026b\u003e\"\\\n\u0001"}"#)
     }
 }
+
+@Suite struct Base64URLTests {
+    @Test func matchesFoundationForEveryLength() {
+        for n in 0..<70 {
+            let bytes = (0..<n).map { _ in UInt8.random(in: 0...255) }
+            let reference = Data(bytes).base64EncodedString().replacingOccurrences(of: "+", with: "-")
+                .replacingOccurrences(of: "/", with: "_").replacingOccurrences(of: "=", with: "")
+            #expect(Base64URL.encode(bytes) == reference)
+            #expect(Base64URL.decode(Substring(reference)) == bytes)
+        }
+        #expect(Base64URL.decode("ab=") == nil && Base64URL.decode("a+b/") == nil && Base64URL.decode("abcde") == nil)
+    }
+}

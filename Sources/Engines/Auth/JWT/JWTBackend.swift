@@ -16,6 +16,8 @@ public struct JWTBackend: LogicalBackend {
     let maxLeaseTTL: Int
     let mountPath: String
     let cache = KeySetCache()
+    let configs = DecodedRecords<JWTConfig>(limit: 1)
+    let roles = DecodedRecords<JWTRole>()
 
     public static let factory: BackendFactory = { c in
         JWTBackend(storage: c.storage, outbound: c.outbound, clock: c.clock, logger: c.logger, maxLeaseTTL: c.maxLeaseTTL, mountPath: c.mountPath)
@@ -49,7 +51,7 @@ public struct JWTBackend: LogicalBackend {
 
     // MARK: config
 
-    func config() async throws -> JWTConfig? { try await storage.getCodable(JWTConfig.self, "config") }
+    func config() async throws -> JWTConfig? { try await configs.get(storage, "config") }
 
     func readConfig() async throws -> LogicalResponse? {
         guard let c = try await config() else { return nil }
@@ -99,7 +101,7 @@ public struct JWTBackend: LogicalBackend {
         return name
     }
 
-    func role(_ name: String) async throws -> JWTRole? { try await storage.getCodable(JWTRole.self, "role/" + name) }
+    func role(_ name: String) async throws -> JWTRole? { try await roles.get(storage, "role/" + name) }
 
     func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
         .list(try await storage.list(prefix: "role/"), after: req.fields.string("after"), limit: req.fields.int("limit"))

@@ -14,6 +14,8 @@ public struct KubernetesBackend: LogicalBackend {
     let clock: WallClock
     let maxLeaseTTL: Int
     let cache = KeySetCache()
+    let configs = DecodedRecords<Config>(limit: 1)
+    let roles = DecodedRecords<Role>()
 
     public static let factory: BackendFactory = { c in
         KubernetesBackend(storage: c.storage, outbound: c.outbound, clock: c.clock, maxLeaseTTL: c.maxLeaseTTL)
@@ -22,7 +24,7 @@ public struct KubernetesBackend: LogicalBackend {
     public var backendHelp: String { "The Kubernetes Auth Backend allows authentication with Kubernetes service account tokens." }
     public var unauthenticatedPaths: [String] { ["login"] }
 
-    struct Config: Codable {
+    struct Config: Codable, Sendable {
         var host = ""
         var caCert = ""
         var tokenReviewerJWT = ""
@@ -32,7 +34,7 @@ public struct KubernetesBackend: LogicalBackend {
         var disableLocalCAJwt = false
     }
 
-    struct Role: Codable {
+    struct Role: Codable, Sendable {
         var token = TokenParameters()
         var names: [String] = []
         var namespaces: [String] = []
@@ -83,7 +85,7 @@ public struct KubernetesBackend: LogicalBackend {
 
     // MARK: config
 
-    func config() async throws -> Config? { try await storage.getCodable(Config.self, "config") }
+    func config() async throws -> Config? { try await configs.get(storage, "config") }
 
     func readConfig() async throws -> LogicalResponse? {
         guard let c = try await config() else { return nil }
@@ -126,7 +128,7 @@ public struct KubernetesBackend: LogicalBackend {
         return name
     }
 
-    func role(_ name: String) async throws -> Role? { try await storage.getCodable(Role.self, "role/" + name) }
+    func role(_ name: String) async throws -> Role? { try await roles.get(storage, "role/" + name) }
 
     func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
         .list(try await storage.list(prefix: "role/"), after: req.fields.string("after"), limit: req.fields.int("limit"))

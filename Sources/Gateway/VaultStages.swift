@@ -178,11 +178,24 @@ struct NamespaceStage: RouterMiddleware {
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         guard let vault = context.vault else { return try await next(request, context) }
-        let (ns, rel) = try await gateway.core.resolve(header: vault.namespaceHeader, path: vault.path)
+        let (ns, rel) = try await gateway.core.resolve(header: vault.namespaceHeader ?? Self.namespaceInState(vault), path: vault.path)
         context.record.set(namespace: ns.path)
         var context = context
         context.resolved = ResolvedRequest(namespace: ns, path: rel)
         return try await gateway.core.withNamespaceInUse(ns) { try await next(request, context) }
+    }
+}
+
+extension NamespaceStage {
+    /// An OIDC provider sends the browser back to `…/oidc/callback` without the namespace
+    /// header; with `namespace_in_state` the namespace rides in the state as `<state>,ns=<path>`
+    /// (Vault's form), so one redirect URI serves every namespace.
+    static func namespaceInState(_ vault: VaultRequest) -> String? {
+        guard vault.path.hasSuffix("/oidc/callback"),
+              let state = vault.params["state"]?.stringValue ?? vault.data["state"]?.stringValue,
+              let r = state.range(of: ",ns=") else { return nil }
+        let ns = String(state[r.upperBound...])
+        return ns.isEmpty ? nil : ns
     }
 }
 

@@ -388,3 +388,36 @@ def test_tenants_are_isolated_and_cannot_fetch_from_loopback(dev_server, root_cl
     assert r.status_code == 400 and "not allowed from this namespace" in r.json()["errors"][0], r.text
     r = api_call(dev_server, "POST", "auth/jwt/config", ns=a, body={"oidc_discovery_url": "http://169.254.169.254"})
     assert r.status_code == 400 and "not allowed from this namespace" in r.json()["errors"][0], r.text
+
+
+@needs_oidc
+@pytest.mark.skipif(PEER_BAO, reason="Coffer's tenants and outbound policy")
+def test_tenant_oidc_flow_carries_its_namespace_in_the_state():
+    """A tenant's OIDC login with one redirect URI for every namespace: auth_url takes the
+    namespace off the redirect URI and puts it in the state; the provider's redirect (with no
+    namespace header) reaches the tenant's mount. The operator allows the loopback provider."""
+    from test_usage import Node
+    node = Node(extra='database_allowed_hosts = ["127.0.0.1"]')
+    try:
+        t = unique("oi").replace("-", "")[:12]
+        assert node.call("POST", f"sys/namespaces/{t}").status_code == 200
+        c = hvac.Client(url=node.srv.url, token=node.root, namespace=t)
+        client_id, secret, user = unique("c"), unique("s"), unique("u")
+        redirect = "http://127.0.0.1:8250/oidc/callback"
+        admin("clients", {"client_id": client_id, "client_secret": secret, "redirect_uris": [redirect]})
+        admin("users", {"username": user, "claims": {}})
+        c.sys.enable_auth_method(method_type="oidc", path="oidc")
+        c.auth.oidc.configure(oidc_discovery_url=OIDC_URL, oidc_client_id=client_id, oidc_client_secret=secret, path="oidc")
+        c.auth.oidc.create_role("r", user_claim="sub", allowed_redirect_uris=[redirect], token_policies=["tenant-web"], path="oidc")
+        url = c.auth.oidc.oidc_authorization_url_request(role="r", redirect_uri=f"{redirect}?namespace={t}", path="oidc")["data"]["auth_url"]
+        q = parse_qs(urlsplit(url).query)
+        assert q["redirect_uri"] == [redirect] and q["state"][0].endswith(f",ns={t}")
+        back = requests.get(url + f"&login_hint={user}", allow_redirects=False, timeout=10).headers["Location"]
+        b = parse_qs(urlsplit(back).query)
+        r = requests.get(f"{node.srv.url}/v1/auth/oidc/oidc/callback", params={"state": b["state"][0], "code": b["code"][0]}, timeout=30)
+        assert r.status_code == 200, r.text
+        tok = r.json()["auth"]["client_token"]
+        look = requests.get(f"{node.srv.url}/v1/auth/token/lookup-self", headers={"X-Vault-Token": tok, "X-Vault-Namespace": t}, timeout=10).json()["data"]
+        assert "tenant-web" in look["policies"] and look["namespace_path"] == f"{t}/"
+    finally:
+        node.srv.dispose()

@@ -107,7 +107,8 @@ extension JWTBackend {
             p.idToken = req.fields.string("id_token")
             try await storage.putCodable(key, p)
         }
-        let next = "/v1/auth/\(mountPath)oidc/callback?" + HTTPSource.encodeForm([("state", state), ("code", "no_code")])
+        // The state as the provider posted it: with `,ns=` it takes the namespace along.
+        let next = "/v1/auth/\(mountPath)oidc/callback?" + HTTPSource.encodeForm([("state", req.fields.string("state")), ("code", "no_code")])
         let html = "<!DOCTYPE html><html><head><meta http-equiv=\"refresh\" content=\"0;url=\(next)\"></head><body><a href=\"\(next)\">Continue</a></body></html>"
         return LogicalResponse(form: .text(contentType: "text/html", body: html))
     }

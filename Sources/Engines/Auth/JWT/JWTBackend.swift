@@ -36,7 +36,7 @@ public struct JWTBackend: LogicalBackend {
         Route("role/:name", fields: JWTRole.fields, operations: [
             .read: { try await $0.readRole($1) }, .create: { try await $0.writeRole($1) },
             .update: { try await $0.writeRole($1) }, .delete: { try await $0.deleteRole($1) },
-        ], existenceCheck: { try await $0.role(try Self.roleName($1)) != nil }, summary: "Register a role with the backend."),
+        ], existenceCheck: { try await $0.role(try RoleName.parse($1)) != nil }, summary: "Register a role with the backend."),
         Route("login", fields: [Field("role", .string), Field("jwt", .string)],
               operations: [.update: { try await $0.login($1) }], usage: [.update: .login, .create: .login],
               summary: "Authenticates with a JWT (or OIDC) token."),
@@ -94,13 +94,6 @@ public struct JWTBackend: LogicalBackend {
 
     // MARK: roles
 
-    static func roleName(_ req: LogicalRequest) throws -> String {
-        let name = req.fields.string("name").lowercased()
-        guard !name.isEmpty else { throw CofferError.invalid("missing role name") }
-        guard name.utf8.count <= 256, !name.contains("/") else { throw CofferError.invalid("invalid role name") }
-        return name
-    }
-
     func role(_ name: String) async throws -> JWTRole? { try await roles.get(storage, "role/" + name) }
 
     func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -108,12 +101,12 @@ public struct JWTBackend: LogicalBackend {
     }
 
     func readRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        guard let r = try await role(Self.roleName(req)) else { return nil }
+        guard let r = try await role(RoleName.parse(req)) else { return nil }
         return LogicalResponse(data: r.readData)
     }
 
     func writeRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let name = try Self.roleName(req)
+        let name = try RoleName.parse(req)
         let warnings = try await storage.withLock("role/" + name) { () -> [String] in
             var r = try await role(name) ?? JWTRole()
             let w = try r.apply(req.fields, maxLeaseTTL: maxLeaseTTL)
@@ -124,7 +117,7 @@ public struct JWTBackend: LogicalBackend {
     }
 
     func deleteRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        try await storage.delete("role/" + Self.roleName(req))
+        try await storage.delete("role/" + RoleName.parse(req))
         return nil
     }
 

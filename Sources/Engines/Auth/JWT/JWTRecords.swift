@@ -155,13 +155,7 @@ struct JWTRole: Codable, Sendable, Equatable {
     var maxAge = 0
     var tokenPoliciesTemplateClaims = false
     var oidcDisableConfirmation = false
-    // Deprecated names, kept as written (a read shows them while set).
-    var policies: [String] = []
-    var ttl = 0
-    var maxTTL = 0
-    var period = 0
-    var numUses = 0
-    var boundCIDRs: [String] = []
+    var deprecated = DeprecatedTokenFields()
 
     static let fields: [Field] = [
         Field("name", .string, description: "Name of the role."),
@@ -186,13 +180,7 @@ struct JWTRole: Codable, Sendable, Equatable {
         Field("max_age", .duration, description: "Most seconds since the user last authenticated at the provider."),
         Field("token_policies_template_claims", .bool, description: "Not supported."),
         Field("oidc_disable_confirmation", .bool, description: "Not used in client callback mode."),
-        Field("policies", .commaStringSlice, description: "Deprecated: use token_policies."),
-        Field("ttl", .duration, description: "Deprecated: use token_ttl."),
-        Field("max_ttl", .duration, description: "Deprecated: use token_max_ttl."),
-        Field("period", .duration, description: "Deprecated: use token_period."),
-        Field("num_uses", .int, description: "Deprecated: use token_num_uses."),
-        Field("bound_cidrs", .commaStringSlice, description: "Deprecated: use token_bound_cidrs."),
-    ] + TokenParameters.fields
+    ] + DeprecatedTokenFields.fields + TokenParameters.fields
 
     var readData: [String: JSONValue] {
         var d = token.json
@@ -210,12 +198,7 @@ struct JWTRole: Codable, Sendable, Equatable {
             "oidc_disable_confirmation": .bool(oidcDisableConfirmation),
         ]) { _, new in new }
         if pollInterval > 0 { d["poll_interval"] = .int(Int64(pollInterval)) }
-        if !policies.isEmpty { d["policies"] = d["token_policies"] }
-        if !boundCIDRs.isEmpty { d["bound_cidrs"] = d["token_bound_cidrs"] }
-        if ttl > 0 { d["ttl"] = .int(Int64(ttl)) }
-        if maxTTL > 0 { d["max_ttl"] = .int(Int64(maxTTL)) }
-        if period > 0 { d["period"] = .int(Int64(period)) }
-        if numUses > 0 { d["num_uses"] = .int(Int64(numUses)) }
+        deprecated.show(in: &d)
         return d
     }
 
@@ -225,14 +208,7 @@ struct JWTRole: Codable, Sendable, Equatable {
         guard type == "jwt" || type == "oidc" else { throw CofferError.invalid("invalid 'role_type': \(type.prefix(32))") }
         roleType = type
         try token.parse(f)
-        try DeprecatedField.upgrade(f, old: "policies", new: "token_policies", oldValue: &policies, newValue: &token.policies) { TokenParameters.policyList($0.strings("policies")) }
-        try DeprecatedField.upgrade(f, old: "bound_cidrs", new: "token_bound_cidrs", oldValue: &boundCIDRs, newValue: &token.boundCIDRs) {
-            try TokenParameters.cidrs($0.strings("bound_cidrs"), field: "bound_cidrs")
-        }
-        try DeprecatedField.upgrade(f, old: "num_uses", new: "token_num_uses", oldValue: &numUses, newValue: &token.numUses) { $0.int("num_uses") }
-        try DeprecatedField.upgrade(f, old: "ttl", new: "token_ttl", oldValue: &ttl, newValue: &token.ttl) { $0.int("ttl") }
-        try DeprecatedField.upgrade(f, old: "max_ttl", new: "token_max_ttl", oldValue: &maxTTL, newValue: &token.maxTTL) { $0.int("max_ttl") }
-        try DeprecatedField.upgrade(f, old: "period", new: "token_period", oldValue: &period, newValue: &token.period) { $0.int("period") }
+        try deprecated.upgrade(f, &token)
         if token.period > maxLeaseTTL {
             throw CofferError.invalid("'period' of '\(token.period)s' is greater than the backend's maximum lease TTL of '\(maxLeaseTTL)s'")
         }

@@ -40,12 +40,7 @@ public struct KubernetesBackend: LogicalBackend {
         var namespaces: [String] = []
         var audience = ""
         var aliasNameSource = "serviceaccount_uid"
-        var policies: [String] = []
-        var ttl = 0
-        var maxTTL = 0
-        var period = 0
-        var numUses = 0
-        var boundCIDRs: [String] = []
+        var deprecated = DeprecatedTokenFields()
     }
 
     public static let routes: [Route<KubernetesBackend>] = [
@@ -68,16 +63,10 @@ public struct KubernetesBackend: LogicalBackend {
             Field("bound_service_account_namespace_selector", .string, description: "Not supported (no API server to read labels from)."),
             Field("audience", .string, description: "The audience the token must be issued for."),
             Field("alias_name_source", .string, description: "serviceaccount_uid (default) or serviceaccount_name."),
-            Field("policies", .commaStringSlice, description: "Deprecated: use token_policies."),
-            Field("ttl", .duration, description: "Deprecated: use token_ttl."),
-            Field("max_ttl", .duration, description: "Deprecated: use token_max_ttl."),
-            Field("period", .duration, description: "Deprecated: use token_period."),
-            Field("num_uses", .int, description: "Deprecated: use token_num_uses."),
-            Field("bound_cidrs", .commaStringSlice, description: "Deprecated: use token_bound_cidrs."),
-        ] + TokenParameters.fields, operations: [
+        ] + DeprecatedTokenFields.fields + TokenParameters.fields, operations: [
             .read: { try await $0.readRole($1) }, .create: { try await $0.writeRole($1) },
             .update: { try await $0.writeRole($1) }, .delete: { try await $0.deleteRole($1) },
-        ], existenceCheck: { try await $0.role(try Self.roleName($1)) != nil }, summary: "Register a role with the backend."),
+        ], existenceCheck: { try await $0.role(try RoleName.parse($1)) != nil }, summary: "Register a role with the backend."),
         Route("login", fields: [Field("role", .string), Field("jwt", .string)],
               operations: [.update: { try await $0.login($1) }], usage: [.update: .login, .create: .login],
               summary: "Authenticates Kubernetes service accounts with Coffer."),
@@ -121,13 +110,6 @@ public struct KubernetesBackend: LogicalBackend {
 
     // MARK: roles
 
-    static func roleName(_ req: LogicalRequest) throws -> String {
-        let name = req.fields.string("name").lowercased()
-        guard !name.isEmpty else { throw CofferError.invalid("missing role name") }
-        guard name.utf8.count <= 256, !name.contains("/") else { throw CofferError.invalid("invalid role name") }
-        return name
-    }
-
     func role(_ name: String) async throws -> Role? { try await roles.get(storage, "role/" + name) }
 
     func listRoles(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -135,36 +117,24 @@ public struct KubernetesBackend: LogicalBackend {
     }
 
     func readRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        guard let r = try await role(Self.roleName(req)) else { return nil }
+        guard let r = try await role(RoleName.parse(req)) else { return nil }
         var d = r.token.json
         d["bound_service_account_names"] = .array(r.names.map { .string($0) })
         d["bound_service_account_namespaces"] = .array(r.namespaces.map { .string($0) })
         d["bound_service_account_namespace_selector"] = ""
         d["alias_name_source"] = .string(r.aliasNameSource)
         if !r.audience.isEmpty { d["audience"] = .string(r.audience) }
-        if !r.policies.isEmpty { d["policies"] = d["token_policies"] }
-        if !r.boundCIDRs.isEmpty { d["bound_cidrs"] = d["token_bound_cidrs"] }
-        if r.ttl > 0 { d["ttl"] = .int(Int64(r.ttl)) }
-        if r.maxTTL > 0 { d["max_ttl"] = .int(Int64(r.maxTTL)) }
-        if r.period > 0 { d["period"] = .int(Int64(r.period)) }
-        if r.numUses > 0 { d["num_uses"] = .int(Int64(r.numUses)) }
+        r.deprecated.show(in: &d)
         return LogicalResponse(data: d)
     }
 
     func writeRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        let name = try Self.roleName(req)
+        let name = try RoleName.parse(req)
         let f = req.fields
         let warnings = try await storage.withLock("role/" + name) { () -> [String] in
             var r = try await role(name) ?? Role()
             try r.token.parse(f)
-            try DeprecatedField.upgrade(f, old: "policies", new: "token_policies", oldValue: &r.policies, newValue: &r.token.policies) { TokenParameters.policyList($0.strings("policies")) }
-            try DeprecatedField.upgrade(f, old: "bound_cidrs", new: "token_bound_cidrs", oldValue: &r.boundCIDRs, newValue: &r.token.boundCIDRs) {
-                try TokenParameters.cidrs($0.strings("bound_cidrs"), field: "bound_cidrs")
-            }
-            try DeprecatedField.upgrade(f, old: "num_uses", new: "token_num_uses", oldValue: &r.numUses, newValue: &r.token.numUses) { $0.int("num_uses") }
-            try DeprecatedField.upgrade(f, old: "ttl", new: "token_ttl", oldValue: &r.ttl, newValue: &r.token.ttl) { $0.int("ttl") }
-            try DeprecatedField.upgrade(f, old: "max_ttl", new: "token_max_ttl", oldValue: &r.maxTTL, newValue: &r.token.maxTTL) { $0.int("max_ttl") }
-            try DeprecatedField.upgrade(f, old: "period", new: "token_period", oldValue: &r.period, newValue: &r.token.period) { $0.int("period") }
+            try r.deprecated.upgrade(f, &r.token)
             if r.token.period > maxLeaseTTL {
                 throw CofferError.invalid("token period of '\(r.token.period)s' is greater than the backend's maximum lease TTL of '\(maxLeaseTTL)s'")
             }
@@ -196,7 +166,7 @@ public struct KubernetesBackend: LogicalBackend {
     }
 
     func deleteRole(_ req: LogicalRequest) async throws -> LogicalResponse? {
-        try await storage.delete("role/" + Self.roleName(req))
+        try await storage.delete("role/" + RoleName.parse(req))
         return nil
     }
 

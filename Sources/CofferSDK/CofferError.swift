@@ -52,6 +52,9 @@ public struct CofferError: Error, Sendable, CustomStringConvertible {
     /// A refused request's rate-limit state (a 429): the Gateway answers `Retry-After`
     /// and, when enabled, `X-RateLimit-*` from it.
     public var rateLimit: RateLimitState?
+    /// What a refused request still answers beside its errors (a transit batch's per-item
+    /// results, as Vault sends them with its 400).
+    public var data: [String: JSONValue]?
 
     public init(
         _ code: Code, _ message: String, cause: (any Error)? = nil,

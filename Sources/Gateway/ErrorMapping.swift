@@ -28,7 +28,7 @@ extension CofferError: HTTPResponseError {
     public var status: HTTPResponse.Status { code.httpStatus }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        var response = VaultGateway.error(status, message.isEmpty ? [] : [message])
+        var response = VaultGateway.error(status, message.isEmpty ? [] : [message], data: data)
         VaultGateway.addHeaders(rateLimit, to: &response)
         return response
     }

@@ -223,8 +223,10 @@ extension VaultGateway {
         }
     }
 
-    static func error(_ status: HTTPResponse.Status, _ messages: [String]) -> Response {
-        let body = JSONValue.object(["errors": .array(messages.map { .string($0) })]).serialized()
+    static func error(_ status: HTTPResponse.Status, _ messages: [String], data: [String: JSONValue]? = nil) -> Response {
+        var o: [String: JSONValue] = ["errors": .array(messages.map { .string($0) })]
+        if let data { o["data"] = .object(data) }
+        let body = JSONValue.object(o).serialized()
         return Response(status: status, headers: jsonHeaders, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
     }
 

@@ -103,6 +103,7 @@ struct LDAPConfig: Codable, Sendable {
     mutating func apply(_ f: FieldValues) throws {
         if f.has("url") {
             url = f.string("url").lowercased()
+            guard !urls.isEmpty else { throw CofferError.invalid("invalid LDAP URL \"\": at least one ldap:// or ldaps:// URL is needed") }
             for u in urls {
                 guard let c = URLComponents(string: u), let scheme = c.scheme, scheme == "ldap" || scheme == "ldaps", c.host?.isEmpty == false else {
                     throw CofferError.invalid("invalid LDAP URL \"\(u.prefix(128))\": the scheme must be ldap or ldaps, with a host")

@@ -743,6 +743,25 @@ def _setup(fz: Fuzzer):
         call("POST", "sys/auth/approle", {"type": "approle"}, ns=ns)
         call("POST", "auth/userpass/users/fzuser", {"password": "fz-pw"}, ns=ns)
         call("POST", "auth/approle/role/fzrole", {"token_policies": ["default"]}, ns=ns)
+    # transit and the external auth methods (#18, #19), in both namespaces, with objects
+    # their routes look up: a key, a JWT role, a Kubernetes role, an LDAP group.
+    pem = ("-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEVs/o5+uQbTjL3chynL4wXgUg2R9\n"
+           "q9UU8I5mEovUf86QZ7kOBIjJwqnzD1omageEHWwHdBO6B+dFabmdT9POxg==\n-----END PUBLIC KEY-----\n")
+    for ns in (None, TENANT):
+        call("POST", "sys/mounts/transit", {"type": "transit"}, ns=ns)
+        call("POST", "transit/keys/fzkey", {}, ns=ns)
+        call("POST", "sys/auth/jwt", {"type": "jwt"}, ns=ns)
+        call("POST", "auth/jwt/config", {"jwt_validation_pubkeys": [pem]}, ns=ns)
+        call("POST", "auth/jwt/role/fzrole", {"role_type": "jwt", "user_claim": "sub", "bound_audiences": ["fz"]}, ns=ns)
+        call("POST", "sys/auth/kubernetes", {"type": "kubernetes"}, ns=ns)
+        call("POST", "auth/kubernetes/config", {"kubernetes_host": "https://k8s.invalid", "pem_keys": [pem]}, ns=ns)
+        call("POST", "auth/kubernetes/role/fzrole", {"bound_service_account_names": ["*"], "bound_service_account_namespaces": ["*"]}, ns=ns)
+        call("POST", "sys/auth/ldap", {"type": "ldap"}, ns=ns)
+        # The run's slapd when there is one (a directory that is down is a genuine 503).
+        if os.environ.get("COFFER_TEST_LDAP_URL"):
+            call("POST", "auth/ldap/config", {"url": os.environ["COFFER_TEST_LDAP_URL"], "userdn": "ou=users,dc=example,dc=com",
+                                              "userattr": "uid", "connection_timeout": "2s", "request_timeout": "2s"}, ns=ns)
+        call("POST", "auth/ldap/groups/fzgroup", {"policies": ["default"]}, ns=ns)
     # tenant namespace, its engines and an all-powerful (in the tenant) token
     st, _ = call("POST", f"sys/namespaces/{TENANT}")
     assert st in ok or st == 400, st

@@ -192,6 +192,9 @@ public struct LogicalResponse: Sendable {
     public var mountType: String?
     /// The mount that answered (`secret/`); set by the core, for logs and audit.
     public var mountPoint: String?
+    /// How many billable operations the request did: a batch's items (usage metering
+    /// counts them one by one, #19); 1 otherwise.
+    public var units = 1
 
     /// The shape of an answer, in the operation's terms.
     public enum Form: Sendable, Equatable {

@@ -69,6 +69,7 @@ public final class RequestRecord: Sendable {
         var mountType = ""
         var mountPath = ""
         var namespace: String?
+        var units = 1
     }
     let info = Mutex(Info())
     public init() {}
@@ -80,8 +81,12 @@ public final class RequestRecord: Sendable {
         info.withLock {
             $0.mountType = response.mountType ?? ""
             $0.mountPath = response.mountPoint ?? ""
+            $0.units = max(1, response.units)
         }
     }
+
+    /// The billable operations of the request (its batch items), once served.
+    var units: Int { info.withLock { $0.units } }
 }
 
 /// The Gateway's request path (DESIGN §2): Hummingbird middleware stages (each a

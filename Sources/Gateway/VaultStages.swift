@@ -213,7 +213,7 @@ struct MeteringStage: RouterMiddleware {
         let bytesIn = context.vault.body.readableBytes
         do {
             let response = try await next(request, context)
-            core.usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .ok, bytesIn: bytesIn)
+            core.usage.record(namespace: ns.path, storagePrefix: ns.storagePrefix, class: kind, outcome: .ok, bytesIn: bytesIn, units: context.record.units)
             return response
         } catch let e as CofferError where e.code == .standbyWrite {
             throw e

@@ -113,11 +113,13 @@ public final class UsageMeter: Sendable {
     }
 
     /// Counts one request of namespace `path` ("" = root).
-    public func record(namespace path: String, storagePrefix: String? = nil, class kind: RequestClass?, outcome: Outcome, bytesIn: Int, now: Date = Date()) {
+    /// `units`: the billable operations of the request (a batch's items), counted in its class.
+    public func record(namespace path: String, storagePrefix: String? = nil, class kind: RequestClass?, outcome: Outcome, bytesIn: Int, units: Int = 1, now: Date = Date()) {
         let hour = Self.hourKey(now)
+        let n = max(1, units)
         state.withLock { s in
-            s.pending[path, default: [:]][hour, default: UsageCounters()].apply(kind, outcome, bytesIn)
-            if let kind { s.totals[path, default: [:]][kind, default: 0] += 1 }
+            s.pending[path, default: [:]][hour, default: UsageCounters()].apply(kind, outcome, bytesIn, units: n)
+            if let kind { s.totals[path, default: [:]][kind, default: 0] += n }
             if let storagePrefix, s.storagePrefixes[path] == nil { s.storagePrefixes[path] = storagePrefix }
         }
     }
@@ -203,8 +205,8 @@ public final class UsageMeter: Sendable {
 }
 
 extension UsageCounters {
-    mutating func apply(_ kind: RequestClass?, _ outcome: UsageMeter.Outcome, _ bytes: Int) {
-        if let kind { requests[kind.rawValue, default: 0] += 1 }
+    mutating func apply(_ kind: RequestClass?, _ outcome: UsageMeter.Outcome, _ bytes: Int, units: Int = 1) {
+        if let kind { requests[kind.rawValue, default: 0] += units }
         switch outcome {
         case .ok: break
         case .error: errors += 1

@@ -258,3 +258,29 @@ def test_tenants_have_their_own_keys(dev_server):
     with pytest.raises(hvac.exceptions.InvalidRequest) as ex:
         clients[b].secrets.transit.decrypt_data("shared-name", ct)
     assert "message authentication failed" in errors(ex)
+
+
+@pytest.mark.skipif(PEER_BAO, reason="Coffer's usage metering")
+def test_crypto_operations_are_metered_item_by_item():
+    """#19 item 4: every encrypt/decrypt/sign/verify counts as a `crypto` request of the
+    tenant, batch items one by one, so billing can charge per operation."""
+    import time
+
+    from test_usage import FLUSH, Node, row_for, usage
+    node = Node()
+    try:
+        t = unique("tm").replace("-", "")[:12]
+        assert node.call("POST", f"sys/namespaces/{t}").status_code == 200
+        c = hvac.Client(url=node.srv.url, token=node.root, namespace=t)
+        c.sys.enable_secrets_engine("transit", path="transit")
+        c.secrets.transit.create_key("k")
+        c.secrets.transit.create_key("s", key_type="ed25519")
+        ct = c.secrets.transit.encrypt_data("k", b64(b"one"))["data"]["ciphertext"]                       # 1
+        c.secrets.transit.decrypt_data("k", ct)                                                              # 1
+        c.secrets.transit.encrypt_data("k", batch_input=[{"plaintext": b64(bytes([i]))} for i in range(5)])  # 5
+        c.secrets.transit.sign_data("s", batch_input=[{"input": b64(b"a")}, {"input": b64(b"b")}])          # 2
+        time.sleep(FLUSH * 2.5)
+        row = row_for(usage(node, namespace=t, granularity="hour"), f"{t}/")
+        assert row["requests"]["crypto"] == 9, row
+    finally:
+        node.srv.dispose()

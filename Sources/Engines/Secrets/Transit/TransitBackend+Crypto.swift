@@ -97,7 +97,9 @@ extension TransitBackend {
             e.data = ["batch_results": .array(results)]
             throw e
         }
-        return LogicalResponse(data: ["batch_results": .array(results)])
+        var r = LogicalResponse(data: ["batch_results": .array(results)])
+        r.units = items.count  // each item is a billable operation
+        return r
     }
 
     static func string(_ item: [String: JSONValue], _ name: String) -> String? {

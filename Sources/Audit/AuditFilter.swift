@@ -90,8 +90,8 @@ public struct AuditFilter: Sendable, Hashable, CustomStringConvertible {
             case .equals, .notEquals:
                 let equal = field.ignoresSlashes ? trimSlashes(value) == trimSlashes(operand) : value == operand
                 return equal == (op == .equals)
-            case .matches: return glob(operand, value)
-            case .notMatches: return !glob(operand, value)
+            case .matches: return Glob.match(operand, value)
+            case .notMatches: return !Glob.match(operand, value)
             }
         }
     }
@@ -101,33 +101,6 @@ public struct AuditFilter: Sendable, Hashable, CustomStringConvertible {
         while sub.first == "/" { sub.removeFirst() }
         while sub.last == "/" { sub.removeLast() }
         return sub
-    }
-
-    /// `*` matches any run of characters (including none); everything else is literal.
-    static func glob(_ pattern: String, _ value: String) -> Bool {
-        let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map { Array($0.utf8) }
-        let v = Array(value.utf8)
-        if parts.count == 1 { return parts[0] == v }
-        guard v.count >= parts[0].count, v.starts(with: parts[0]) else { return false }
-        let last = parts[parts.count - 1]
-        guard v.count - parts[0].count >= last.count, Array(v.suffix(last.count)) == last else { return false }
-        var i = parts[0].count
-        let end = v.count - last.count
-        for middle in parts[1..<(parts.count - 1)] where !middle.isEmpty {
-            guard let found = find(middle, in: v, from: i, before: end) else { return false }
-            i = found + middle.count
-        }
-        return true
-    }
-
-    static func find(_ needle: [UInt8], in hay: [UInt8], from start: Int, before end: Int) -> Int? {
-        guard end - start >= needle.count else { return nil }
-        var i = start
-        while i + needle.count <= end {
-            if hay[i..<(i + needle.count)].elementsEqual(needle) { return i }
-            i += 1
-        }
-        return nil
     }
 
     // MARK: parsing

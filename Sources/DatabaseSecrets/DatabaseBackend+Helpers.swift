@@ -192,20 +192,6 @@ extension DatabaseBackend {
         }
     }
 
-    /// `*` matches any run of characters (Vault's `glob.Glob`).
-    static func globMatch(_ pattern: String, _ value: String) -> Bool {
-        guard pattern.contains("*") else { return pattern == value }
-        let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
-        var rest = Substring(value)
-        guard rest.hasPrefix(parts[0]) else { return false }
-        rest = rest.dropFirst(parts[0].count)
-        for part in parts.dropFirst().dropLast() where !part.isEmpty {
-            guard let r = rest.range(of: part) else { return false }
-            rest = rest[r.upperBound...]
-        }
-        return parts.count == 1 ? rest.isEmpty : rest.hasSuffix(parts[parts.count - 1])
-    }
-
     /// Where a literal password sits in a connection string (URL or DSN userinfo, or a
     /// `password=` parameter); nil when there is none or it is the `{{password}}` placeholder.
     static func passwordRange(in url: String) -> Range<String.Index>? { passwordRanges(in: url).first }

@@ -50,7 +50,7 @@ struct DatabaseConfigRecord: Codable, Sendable, Equatable {
 
     /// Vault's rule: `*` allows every role; otherwise a role must match an entry (globs with `*`).
     func allows(role: String) -> Bool {
-        allowedRoles.contains { $0 == "*" || DatabaseBackend.globMatch($0, role) }
+        allowedRoles.contains { $0 == "*" || Glob.match($0, role) }
     }
 }
 

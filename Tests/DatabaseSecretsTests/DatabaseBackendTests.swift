@@ -190,13 +190,13 @@ extension DatabaseBackendTests {
         }
 
         @Test func globs() {
-            #expect(DatabaseBackend.globMatch("app-*", "app-read"))
-            #expect(!DatabaseBackend.globMatch("app-*", "other"))
-            #expect(DatabaseBackend.globMatch("*-ro", "x-ro"))
-            #expect(DatabaseBackend.globMatch("a*b*c", "axxbyyc"))
-            #expect(!DatabaseBackend.globMatch("a*b*c", "axxbyy"))
-            #expect(DatabaseBackend.globMatch("exact", "exact"))
-            #expect(!DatabaseBackend.globMatch("exact", "exactly"))
+            #expect(Glob.match("app-*", "app-read"))
+            #expect(!Glob.match("app-*", "other"))
+            #expect(Glob.match("*-ro", "x-ro"))
+            #expect(Glob.match("a*b*c", "axxbyyc"))
+            #expect(!Glob.match("a*b*c", "axxbyy"))
+            #expect(Glob.match("exact", "exact"))
+            #expect(!Glob.match("exact", "exactly"))
         }
 
         @Test func sanitizesDisplayNames() {

@@ -70,4 +70,11 @@ enum RoleName {
         guard name.utf8.count <= 256, !name.contains("/") else { throw CofferError.invalid("invalid role name") }
         return name
     }
+
+    /// Vault's renewal check of role-based methods: the login's role (token metadata `role`) must still exist.
+    static func checkRenewal(_ renewal: LoginRenewal, exists: (String) async throws -> Bool) async throws {
+        guard let name = renewal.metadata["role"], try await exists(name) else {
+            throw CofferError.invalid("role \(renewal.metadata["role"]?.prefix(64) ?? "") does not exist during renewal")
+        }
+    }
 }

@@ -211,9 +211,7 @@ public struct JWTBackend: LogicalBackend {
 
     /// Vault's renewal check: the role must still exist.
     public func renewLogin(_ renewal: LoginRenewal) async throws {
-        guard let name = renewal.metadata["role"], try await role(name) != nil else {
-            throw CofferError.invalid("role \(renewal.metadata["role"]?.prefix(64) ?? "") does not exist during renewal")
-        }
+        try await RoleName.checkRenewal(renewal) { try await role($0) != nil }
     }
 
     /// Drops pending OIDC logins that were never finished.

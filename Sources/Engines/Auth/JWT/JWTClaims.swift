@@ -129,27 +129,12 @@ enum JWTClaims {
             let expected = ClaimValue.list(bound[name]!) ?? []
             let found = expected.contains { exp in
                 actualValues.contains { act in
-                    if glob, case .string(let pattern) = exp, case .string(let s) = act { return Self.glob(pattern, s) }
+                    if glob, case .string(let pattern) = exp, case .string(let s) = act { return Glob.match(pattern, s) }
                     return exp == act
                 }
             }
             if !found { throw CofferError.invalid("error validating claims: claim \"\(name.prefix(64))\" does not match any associated bound claim values") }
         }
-    }
-
-    /// `*` matches any run of characters (go-glob's rule); nothing else is special.
-    static func glob(_ pattern: String, _ s: String) -> Bool {
-        if pattern == "*" { return true }
-        let parts = pattern.split(separator: "*", omittingEmptySubsequences: false).map(String.init)
-        if parts.count == 1 { return pattern == s }
-        var rest = Substring(s)
-        guard rest.hasPrefix(parts[0]) else { return false }
-        rest = rest.dropFirst(parts[0].count)
-        for middle in parts.dropFirst().dropLast() where !middle.isEmpty {
-            guard let r = rest.range(of: middle) else { return false }
-            rest = rest[r.upperBound...]
-        }
-        return rest.hasSuffix(parts.last!)
     }
 
     /// The entity alias, its metadata and the group aliases of a login, as Vault's

@@ -192,7 +192,7 @@ public struct KubernetesBackend: LogicalBackend {
     }
 
     static func allowed(_ patterns: [String], _ value: String) -> Bool {
-        patterns == ["*"] || patterns.contains { JWTClaims.glob($0, value) }
+        patterns == ["*"] || patterns.contains { Glob.match($0, value) }
     }
 
     func login(_ req: LogicalRequest) async throws -> LogicalResponse? {
@@ -288,8 +288,6 @@ public struct KubernetesBackend: LogicalBackend {
     }
 
     public func renewLogin(_ renewal: LoginRenewal) async throws {
-        guard let name = renewal.metadata["role"], try await role(name) != nil else {
-            throw CofferError.invalid("role \(renewal.metadata["role"]?.prefix(64) ?? "") does not exist during renewal")
-        }
+        try await RoleName.checkRenewal(renewal) { try await role($0) != nil }
     }
 }

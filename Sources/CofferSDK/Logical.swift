@@ -28,7 +28,7 @@ public struct RateLimitState: Sendable, Equatable {
 /// operation when it is not the plain one of its operation (a login, a credential issued,
 /// a cryptographic operation).
 public enum RequestClass: String, CaseIterable, Sendable, Codable {
-    case read, write, list, delete, login, crypto, credential
+    case read, write, list, delete, login, crypto, credential, certificate
 }
 
 /// The token that made a request, as the core resolved it (never the raw token id,
@@ -209,6 +209,9 @@ public struct LogicalResponse: Sendable {
         case document(JSONValue)
         /// A document that is not JSON (CSV), with its media type.
         case text(contentType: String, body: String)
+        /// Bytes as they are (a DER certificate, a CRL, an OCSP response), with their media
+        /// type and HTTP status (an OCSP refusal is a 401 or 400 with a DER body).
+        case bytes(contentType: String, body: [UInt8], status: Int)
     }
 
     public init(data: [String: JSONValue]? = nil, secret: SecretLease? = nil, auth: AuthInfo? = nil, warnings: [String] = [], form: Form = .envelope) {

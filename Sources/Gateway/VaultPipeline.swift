@@ -264,6 +264,12 @@ extension VaultGateway {
             headers[.contentType] = contentType
             if head { return Response(status: .ok, headers: headers) }
             return Response(status: .ok, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(string: body)))
+        case .bytes(let contentType, let body, let code):
+            var headers: HTTPFields = [.cacheControl: "no-store"]
+            headers[.contentType] = contentType
+            let status = HTTPResponse.Status(code: code)
+            if head { return Response(status: status, headers: headers) }
+            return Response(status: status, headers: headers, body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         case .document(let doc):
             return Self.json(.ok, doc, head: head)
         case .done where r.data == nil && r.auth == nil && r.warnings.isEmpty:

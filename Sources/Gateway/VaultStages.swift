@@ -109,7 +109,10 @@ struct DecodingStage: RouterMiddleware {
             }
             if operation == .update || operation == .patch {
                 body = try await request.body.collect(upTo: gateway.maxRequestSize)
-                if body.readableBytes > 0, (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/x-www-form-urlencoded"),
+                if body.readableBytes > 0, (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/ocsp-request") {
+                    // A binary OCSP request (RFC 6960 over HTTP POST): the engine reads it as `request`.
+                    data = ["request": .string(Data(body.readableBytesView).base64EncodedString())]
+                } else if body.readableBytes > 0, (request.headers[.contentType] ?? "").lowercased().hasPrefix("application/x-www-form-urlencoded"),
                    body.readableBytesView.first(where: { $0 != 0x20 && $0 != 0x09 && $0 != 0x0A && $0 != 0x0D }) != UInt8(ascii: "{") {
                     // A form, as an OIDC provider's form_post sends one. Like Vault, a body that
                     // starts as JSON is JSON whatever its Content-Type (curl -d sends the form type).

@@ -301,8 +301,25 @@ extension NamespaceCore {
     }
 
     /// Glob with an optional trailing `*`.
+    /// A special path of a backend: a trailing `*` matches any rest, a `+` segment exactly
+    /// one segment (`issuer/+/pem`), as in Vault's `PathsSpecial`.
     static func globMatch(_ pattern: String, _ path: String) -> Bool {
-        if pattern.hasSuffix("*") { return path.hasPrefix(pattern.dropLast()) }
-        return pattern == path
+        if !pattern.contains("+") {
+            if pattern.hasSuffix("*") { return path.hasPrefix(pattern.dropLast()) }
+            return pattern == path
+        }
+        var p = pattern.split(separator: "/", omittingEmptySubsequences: false)[...]
+        var s = path.split(separator: "/", omittingEmptySubsequences: false)[...]
+        while let seg = p.first {
+            if seg.hasSuffix("*") && p.count == 1 {
+                guard let rest = s.first else { return seg == "*" }
+                return rest.hasPrefix(seg.dropLast())
+            }
+            guard let have = s.first else { return false }
+            if seg == "+" { if have.isEmpty { return false } } else if seg != have { return false }
+            p = p.dropFirst()
+            s = s.dropFirst()
+        }
+        return s.isEmpty
     }
 }

@@ -48,6 +48,6 @@ struct Coffer: AsyncParsableCommand {
 
 /// The engines this build ships: the catalog the core mounts from.
 enum Catalog {
-    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory, "database": DatabaseEngine.factory, "transit": TransitBackend.factory], auth: ["userpass": UserpassBackend.factory, "approle": AppRoleBackend.factory, "jwt": JWTBackend.factory, "oidc": JWTBackend.factory, "ldap": LDAPBackend.factory, "kubernetes": KubernetesBackend.factory])
+    static let engines = EngineCatalog(secrets: ["kv": KVEngine.factory, "database": DatabaseEngine.factory, "transit": TransitBackend.factory, "pki": PKIBackend.factory], auth: ["userpass": UserpassBackend.factory, "approle": AppRoleBackend.factory, "jwt": JWTBackend.factory, "oidc": JWTBackend.factory, "ldap": LDAPBackend.factory, "kubernetes": KubernetesBackend.factory])
 }
 

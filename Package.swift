@@ -191,7 +191,9 @@ let package = Package(
         ),
         .testTarget(
             name: "EnginesTests",
-            dependencies: ["Engines", "LDAPAuth", "TenantCore", "CofferSDK", "JOSE"],
+            dependencies: ["Engines", "LDAPAuth", "TenantCore", "CofferSDK", "JOSE",
+                           .product(name: "X509", package: "swift-certificates"), .product(name: "SwiftASN1", package: "swift-asn1"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: settings
         ),
         .testTarget(

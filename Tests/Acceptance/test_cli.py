@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import time
@@ -797,3 +798,26 @@ def test_namespace_and_tenant_commands(cli, dev_server):
     assert cli("token", "lookup", token=admin, COFFER_NAMESPACE=t).returncode == 0
     assert cli("tenant", "delete", t).returncode == 0
     assert cli("tenant", "show", t).returncode == 2
+
+
+def test_pki_issue_prints_certificate_key_and_chain(cli, api, tmp_path):
+    """#20 item 5: `coffer write pki/issue/web common_name=…` prints the certificate, the key
+    and the chain (and -format=json the envelope); openssl checks what was printed."""
+    mount = unique("clipki")
+    ok(cli("secrets", "enable", f"-path={mount}", "pki"))
+    root = json.loads(ok(cli("write", "-format=json", f"{mount}/root/generate/internal", "common_name=CLI Root", "key_type=ec")).stdout)["data"]
+    ok(cli("write", f"{mount}/roles/web", "allowed_domains=example.com", "allow_subdomains=true", "key_type=ec"))
+    p = ok(cli("write", f"{mount}/issue/web", "common_name=a.example.com"))
+    for key in ("certificate", "private_key", "private_key_type", "issuing_ca", "ca_chain", "serial_number", "expiration"):
+        assert re.search(rf"^{key}\s", p.stdout, re.M), (key, p.stdout)
+    assert "-----BEGIN EC PRIVATE KEY-----" in p.stdout
+    leaf = json.loads(ok(cli("write", "-format=json", f"{mount}/issue/web", "common_name=b.example.com")).stdout)["data"]
+    assert leaf["issuing_ca"] == root["certificate"]
+    (tmp_path / "root.pem").write_text(root["certificate"] + "\n")
+    (tmp_path / "leaf.pem").write_text(leaf["certificate"] + "\n")
+    v = subprocess.run(["openssl", "verify", "-CAfile", str(tmp_path / "root.pem"), str(tmp_path / "leaf.pem")], capture_output=True, text=True)
+    assert v.stdout.strip().endswith(": OK"), v.stdout + v.stderr
+    p = cli("write", f"{mount}/issue/web", "common_name=evil.org")
+    assert p.returncode == 2 or p.returncode == 1
+    assert "common name evil.org not allowed by this role" in p.stderr
+    ok(cli("secrets", "disable", mount))

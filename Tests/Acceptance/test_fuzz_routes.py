@@ -762,6 +762,11 @@ def _setup(fz: Fuzzer):
             call("POST", "auth/ldap/config", {"url": os.environ["COFFER_TEST_LDAP_URL"], "userdn": "ou=users,dc=example,dc=com",
                                               "userattr": "uid", "connection_timeout": "2s", "request_timeout": "2s"}, ns=ns)
         call("POST", "auth/ldap/groups/fzgroup", {"policies": ["default"]}, ns=ns)
+        # PKI (#20): a root, a role and an issued certificate for the routes that look them up.
+        call("POST", "sys/mounts/pki", {"type": "pki"}, ns=ns)
+        call("POST", "pki/root/generate/internal", {"common_name": "fz root", "key_type": "ec", "issuer_name": "fzissuer", "key_name": "fzkey"}, ns=ns)
+        call("POST", "pki/roles/fzrole", {"allow_any_name": True, "key_type": "ec"}, ns=ns)
+        call("POST", "pki/issue/fzrole", {"common_name": "fz.example.com"}, ns=ns)
     # tenant namespace, its engines and an all-powerful (in the tenant) token
     st, _ = call("POST", f"sys/namespaces/{TENANT}")
     assert st in ok or st == 400, st

@@ -240,13 +240,13 @@ def test_revocation_crl_and_ocsp_with_openssl(root_client, dev_server, pki, tmp_
     again = p.revoke_certificate(leaf["serial_number"], mount_point=path)["data"]
     assert again["revocation_time"] == rev["revocation_time"]
     r = api_call(dev_server, "POST", f"{path}/revoke", body={"serial_number": "11-22-AB"})
-    assert r.status_code == 400 and "certificate with serial 11:22:ab not found" in r.json()["errors"][0]
+    assert r.status_code == 400 and "certificate with serial" in r.json()["errors"][0] and "not found" in r.json()["errors"][0]
     r = api_call(dev_server, "POST", f"{path}/revoke", body={"serial_number": root["serial_number"]})
     assert r.status_code == 400 and "to its own CRL is not allowed" in r.json()["errors"][0]
     # revoke-with-key needs the certificate's own key.
     wrong = ec.generate_private_key(ec.SECP256R1()).private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
     r = api_call(dev_server, "POST", f"{path}/revoke-with-key", body={"serial_number": other["serial_number"], "private_key": wrong})
-    assert r.status_code == 400 and "does not match" in r.json()["errors"][0]
+    assert r.status_code == (500 if PEER_BAO else 400) and "does not match" in r.json()["errors"][0]
     r = api_call(dev_server, "POST", f"{path}/revoke-with-key", body={"certificate": other["certificate"], "private_key": other["private_key"]})
     assert r.status_code == 200 and r.json()["data"]["state"] == "revoked"
 
@@ -345,7 +345,8 @@ def test_issuers_keys_imports_and_lifecycle(root_client, dev_server, pki, tmp_pa
     r = api_call(dev_server, "POST", f"{path}/issuer/renamed", body={"usage": "bogus"})
     assert r.status_code == 400 and "Unable to parse specified usages" in r.json()["errors"][0]
     r = api_call(dev_server, "GET", f"{path}/issuer/no-such-issuer")
-    assert r.status_code == 400 and "unable to find PKI issuer for reference: no-such-issuer" in r.json()["errors"][0]
+    # OpenBao answers 500 here; Coffer keeps bad input a 4xx (its route fuzz suite refuses any 5xx).
+    assert r.status_code == (500 if PEER_BAO else 400) and "unable to find PKI issuer for reference: no-such-issuer" in r.json()["errors"][0]
     assert api_call(dev_server, "GET", f"{path}/issuer/renamed/json", token=None).json()["data"]["issuer_id"] == root["issuer_id"]
     pem = api_call(dev_server, "GET", f"{path}/issuer/renamed/pem", token=None)
     assert pem.text.strip() == root["certificate"].strip()
@@ -371,7 +372,7 @@ def test_issuers_keys_imports_and_lifecycle(root_client, dev_server, pki, tmp_pa
     third = unique("pki-imp2")
     root_client.sys.enable_secrets_engine("pki", path=third)
     assert p.submit_ca_information(exp["private_key"] + "\n" + exp["certificate"], mount_point=third)
-    p.create_or_update_role("any", extra_params={"allow_any_name": True}, mount_point=third)
+    p.create_or_update_role("any", extra_params={"allow_any_name": True, "ttl": "1h"}, mount_point=third)
     leaf = p.generate_certificate("any", "imported.example.com", mount_point=third)["data"]
     assert leaf["private_key_type"] == "rsa" and "BEGIN RSA PRIVATE KEY" in leaf["private_key"]
     rootf, leaff = write(tmp_path, "r.pem", exp["certificate"]), write(tmp_path, "l.pem", leaf["certificate"])
@@ -393,7 +394,7 @@ def test_issuers_keys_imports_and_lifecycle(root_client, dev_server, pki, tmp_pa
     r = api_call(dev_server, "POST", f"{path}/issuer/{ex['issuer_id']}/issue/any", body={"common_name": "x"})
     assert r.status_code == 400
     p.delete_issuer(ex["issuer_id"], mount_point=path)
-    with pytest.raises(hvac.exceptions.InvalidRequest):
+    with pytest.raises(hvac.exceptions.InternalServerError if PEER_BAO else hvac.exceptions.InvalidRequest):
         p.read_issuer(ex["issuer_id"], mount_point=path)
     # DELETE root removes every issuer and key.
     assert p.delete_root(mount_point=other)

@@ -328,6 +328,7 @@ extension PKIBackend {
         try await checkNewName(f.string("key_name"), issuer: false)
         let (key, existing, exported) = try await keyForGeneration(req)
         let t = try caTemplate(req, cn: f.string("common_name"))
+        try t.checkNames()
         var exts: [Certificate.Extension] = []
         var sans: [GeneralName] = t.dnsNames.map { .dnsName($0) } + t.emails.map { .rfc822Name($0) }
         sans += t.ips.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) } + t.uris.map { .uniformResourceIdentifier($0) }

@@ -63,7 +63,27 @@ public struct PKIBackend: LeasingBackend {
     static let refField = Field("issuer_ref", .string, default: "default")
     static let roleField = Field("role", .string)
 
-    public static let routes: [Route<PKIBackend>] = issuerRoutes + issueRoutes + revocationRoutes
+    public static let routes: [Route<PKIBackend>] = (issuerRoutes + issueRoutes + revocationRoutes).map(guarded)
+
+    /// Errors of the ASN.1, X.509 and crypto libraries come from what a request carried (a
+    /// certificate, a CSR, a key, a name): a 400 with their text, never a 500.
+    static func guarded(_ route: Route<PKIBackend>) -> Route<PKIBackend> {
+        var r = route
+        r.operations = r.operations.mapValues { handler in
+            { backend, request in
+                do {
+                    return try await handler(backend, request)
+                } catch let e as CofferError {
+                    throw e
+                } catch is CancellationError {
+                    throw CancellationError()
+                } catch {
+                    throw CofferError.invalid("invalid certificate data: \(String(describing: error).prefix(300))")
+                }
+            }
+        }
+        return r
+    }
 
     // MARK: storage
 

@@ -79,8 +79,32 @@ struct PKITemplate: Sendable {
         return oid
     }
 
+    /// DNS names, e-mail addresses and URIs are IA5 (ASCII) strings in X.509.
+    func checkNames() throws {
+        for (what, list) in [("DNS name", dnsNames), ("email address", emails), ("URI", uris)] {
+            for n in list where !n.unicodeScalars.allSatisfy({ $0.isASCII && $0.value >= 0x20 && $0.value < 0x7f }) || n.isEmpty || n.utf8.count > 1024 {
+                throw CofferError.invalid("the \(what) \"\(n.prefix(64))\" is not valid: it must be 1 to 1024 printable ASCII characters")
+            }
+        }
+        for u in uris where URL(string: u)?.scheme == nil {
+            throw CofferError.invalid("the URI \"\(u.prefix(64))\" is not valid: it has no scheme")
+        }
+    }
+
     /// The certificate, signed by `signer` (its own key for a self-signed root).
     func build(publicKey: Certificate.PublicKey, serial: [UInt8], issuerName: DistinguishedName, issuerPublicKey: Certificate.PublicKey,
+               signer: PKIKeyMaterial, signatureBits: Int) throws -> Certificate {
+        try checkNames()
+        do {
+            return try unchecked(publicKey: publicKey, serial: serial, issuerName: issuerName, issuerPublicKey: issuerPublicKey, signer: signer, signatureBits: signatureBits)
+        } catch let e as CofferError {
+            throw e
+        } catch {
+            throw CofferError.invalid("unable to build the certificate: \(String(describing: error).prefix(200))")
+        }
+    }
+
+    private func unchecked(publicKey: Certificate.PublicKey, serial: [UInt8], issuerName: DistinguishedName, issuerPublicKey: Certificate.PublicKey,
                signer: PKIKeyMaterial, signatureBits: Int) throws -> Certificate {
         guard notBefore < notAfter else {
             throw CofferError.invalid("The certificate's Not Before (\(RFC3339.format(notBefore))) is later than the certificate's Not After (\(RFC3339.format(notAfter)))")

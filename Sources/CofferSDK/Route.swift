@@ -421,7 +421,9 @@ extension FieldValues {
 public enum GoDuration {
     /// "90", "90s", "1h30m", "1.5h", "768h", "7d" (Vault accepts d) → whole seconds.
     public static func parseSeconds(_ text: String) -> Int64? {
-        let s = text.trimmingCharacters(in: .whitespaces)
+        // Foundation's trimming bridges through UTF-16: only when there is something to trim.
+        let padded = text.utf8.first.map { $0 == 0x20 || $0 == 0x09 } == true || text.utf8.last.map { $0 == 0x20 || $0 == 0x09 } == true
+        let s = padded ? text.trimmingCharacters(in: .whitespaces) : text
         if s.isEmpty { return 0 }
         if let i = Int64(s) { return i >= 0 && i <= Checked.maxDurationSeconds ? i : nil }
         var total: Double = 0

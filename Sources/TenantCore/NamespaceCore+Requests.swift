@@ -304,10 +304,12 @@ extension NamespaceCore {
     /// A special path of a backend: a trailing `*` matches any rest, a `+` segment exactly
     /// one segment (`issuer/+/pem`), as in Vault's `PathsSpecial`.
     static func globMatch(_ pattern: String, _ path: String) -> Bool {
-        if !pattern.contains("+") {
+        guard let plus = pattern.firstIndex(of: "+") else {
             if pattern.hasSuffix("*") { return path.hasPrefix(pattern.dropLast()) }
             return pattern == path
         }
+        // The literal part before the first `+` decides most paths without splitting.
+        guard path.hasPrefix(pattern[..<plus]) else { return false }
         var p = pattern.split(separator: "/", omittingEmptySubsequences: false)[...]
         var s = path.split(separator: "/", omittingEmptySubsequences: false)[...]
         while let seg = p.first {

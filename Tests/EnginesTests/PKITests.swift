@@ -177,3 +177,12 @@ import X509
         #expect(PKIDER.ocspStatusOnly(1) == [0x30, 0x03, 0x0a, 0x01, 0x01])
     }
 }
+
+extension PKITests {
+    @Test func pemMatchesSwiftASN1sEncoder() {
+        for n in [0, 1, 47, 48, 49, 95, 96, 500] {
+            let der = (0..<n).map { UInt8(truncatingIfNeeded: $0 &* 37) }
+            #expect(PKIDER.pem("CERTIFICATE", der) == PEMDocument(type: "CERTIFICATE", derBytes: der).pemString, "\(n)")
+        }
+    }
+}

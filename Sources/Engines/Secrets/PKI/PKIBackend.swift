@@ -21,6 +21,10 @@ public struct PKIBackend: LeasingBackend {
     let issuers = DecodedRecords<PKIIssuer>()
     let keys = DecodedRecords<PKIKey>()
     let roles = DecodedRecords<PKIRole>()
+    let issuerConfigs = DecodedRecords<PKIIssuersConfig>()
+    let keyConfigs = DecodedRecords<PKIKeysConfig>()
+    let crlConfigs = DecodedRecords<PKICRLConfig>()
+    let urlConfigs = DecodedRecords<PKIURLs>()
     let parsed = PKIParsedCache()
     let tidy = PKITidyState()
 
@@ -63,7 +67,7 @@ public struct PKIBackend: LeasingBackend {
     static let refField = Field("issuer_ref", .string, default: "default")
     static let roleField = Field("role", .string)
 
-    public static let routes: [Route<PKIBackend>] = (issuerRoutes + issueRoutes + revocationRoutes).map(guarded)
+    public static let routes: [Route<PKIBackend>] = (issueRoutes + issuerRoutes + revocationRoutes).map(guarded)
 
     /// Errors of the ASN.1, X.509 and crypto libraries come from what a request carried (a
     /// certificate, a CSR, a key, a name): a 400 with their text, never a 500.
@@ -90,10 +94,10 @@ public struct PKIBackend: LeasingBackend {
     func issuer(id: String) async throws -> PKIIssuer? { try await issuers.get(storage, "issuer/" + id) }
     func key(id: String) async throws -> PKIKey? { try await keys.get(storage, "key/" + id) }
 
-    func issuersConfig() async throws -> PKIIssuersConfig { try await storage.getCodable(PKIIssuersConfig.self, "config/issuers") ?? PKIIssuersConfig() }
-    func keysConfig() async throws -> PKIKeysConfig { try await storage.getCodable(PKIKeysConfig.self, "config/keys") ?? PKIKeysConfig() }
-    func crlConfig() async throws -> PKICRLConfig { try await storage.getCodable(PKICRLConfig.self, "config/crl") ?? PKICRLConfig() }
-    func urls() async throws -> PKIURLs { try await storage.getCodable(PKIURLs.self, "config/urls") ?? PKIURLs() }
+    func issuersConfig() async throws -> PKIIssuersConfig { try await issuerConfigs.get(storage, "config/issuers") ?? PKIIssuersConfig() }
+    func keysConfig() async throws -> PKIKeysConfig { try await keyConfigs.get(storage, "config/keys") ?? PKIKeysConfig() }
+    func crlConfig() async throws -> PKICRLConfig { try await crlConfigs.get(storage, "config/crl") ?? PKICRLConfig() }
+    func urls() async throws -> PKIURLs { try await urlConfigs.get(storage, "config/urls") ?? PKIURLs() }
 
     func allIssuers() async throws -> [PKIIssuer] {
         var out: [PKIIssuer] = []
@@ -196,9 +200,19 @@ public struct PKIBackend: LeasingBackend {
     /// The issuer's chain: itself first, then its parents in the mount (PEM).
     func chain(of i: PKIIssuer) -> [String] { [i.certificate] + i.parents }
 
-    static func trimmedPEM(_ s: String) -> String { s.trimmingCharacters(in: .whitespacesAndNewlines) }
+    /// The PEM without surrounding whitespace (Vault trims what it answers). On the UTF-8
+    /// bytes: Foundation's trimming bridges through UTF-16 and cost 12 % of an issue.
+    static func trimmedPEM(_ s: String) -> String {
+        let u = s.utf8
+        func space(_ c: UInt8) -> Bool { c == 0x20 || c == 0x0a || c == 0x0d || c == 0x09 }
+        guard let first = u.first, let last = u.last, space(first) || space(last) else { return s }
+        var start = u.startIndex, end = u.endIndex
+        while start < end, space(u[start]) { start = u.index(after: start) }
+        while end > start, space(u[u.index(before: end)]) { end = u.index(before: end) }
+        return String(s[start..<end])
+    }
 
-    static func pem(_ cert: Certificate) throws -> String { try cert.serializeAsPEM().pemString }
+    static func pem(_ cert: Certificate) throws -> String { PKIDER.pem("CERTIFICATE", try der(cert)) }
 
     static func der(_ cert: Certificate) throws -> [UInt8] {
         var s = DER.Serializer()
@@ -255,6 +269,15 @@ public struct PKIBackend: LeasingBackend {
 /// than comparing its text).
 final class PKIParsedCache: Sendable {
     let certs = Mutex<[String: Certificate]>([:])
+    let keyIDs = Mutex<[Certificate.PublicKey: [UInt8]]>([:])
+
+    /// The SHA-1 key identifier of a public key (an issuer's, for every certificate it signs).
+    func keyIdentifier(_ key: Certificate.PublicKey) -> [UInt8] {
+        if let id = keyIDs.withLock({ $0[key] }) { return id }
+        let id = Array(SubjectKeyIdentifier(hash: key).keyIdentifier)
+        keyIDs.withLock { if $0.count > 256 { $0.removeAll() }; $0[key] = id }
+        return id
+    }
     let keys = Mutex<[String: PKIKeyMaterial]>([:])
 
     func certificate(_ pem: String) throws -> Certificate {

@@ -27,6 +27,8 @@ struct PKITemplate: Sendable {
     var crlDistributionPoints: [String] = []
     var ocspServers: [String] = []
     var skid: [UInt8]? = nil
+    /// The issuer's key identifier when the caller has it (else hashed from its key).
+    var authorityKeyID: [UInt8]? = nil
     /// A CSR's own extensions copied as they are (`use_csr_values`, sign-verbatim), minus
     /// those the template sets itself.
     var copiedExtensions: [Certificate.Extension] = []
@@ -123,7 +125,7 @@ struct PKITemplate: Sendable {
         if !ekus.isEmpty { exts.append(try Certificate.Extension(ExtendedKeyUsage(ekus), critical: false)) }
         let ski = skid ?? Array(SubjectKeyIdentifier(hash: publicKey).keyIdentifier)
         exts.append(try Certificate.Extension(SubjectKeyIdentifier(keyIdentifier: ArraySlice(ski)), critical: false))
-        exts.append(try Certificate.Extension(AuthorityKeyIdentifier(keyIdentifier: SubjectKeyIdentifier(hash: issuerPublicKey).keyIdentifier), critical: false))
+        exts.append(try Certificate.Extension(AuthorityKeyIdentifier(keyIdentifier: ArraySlice(authorityKeyID ?? Array(SubjectKeyIdentifier(hash: issuerPublicKey).keyIdentifier))), critical: false))
         var sans: [GeneralName] = dnsNames.map { .dnsName($0) } + emails.map { .rfc822Name($0) }
         sans += ips.map { .ipAddress(ASN1OctetString(contentBytes: ArraySlice($0))) }
         sans += uris.map { .uniformResourceIdentifier($0) }

@@ -363,7 +363,21 @@ enum PKIDER {
         return s.serializedBytes
     }
 
+    /// PEM text (64-character lines, no trailing newline, as swift-asn1 writes it; its own
+    /// encoder walks String indices and cost 3 % of an issue).
     static func pem(_ label: String, _ der: [UInt8]) -> String {
-        PEMDocument(type: label, derBytes: der).pemString
+        let b64 = Array(Data(der).base64EncodedString().utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(b64.count + b64.count / 64 + 2 * label.utf8.count + 40)
+        out += Array("-----BEGIN \(label)-----\n".utf8)
+        var i = 0
+        while i < b64.count {
+            let end = min(i + 64, b64.count)
+            out += b64[i..<end]
+            out.append(0x0a)
+            i = end
+        }
+        out += Array("-----END \(label)-----".utf8)
+        return String(decoding: out, as: UTF8.self)
     }
 }

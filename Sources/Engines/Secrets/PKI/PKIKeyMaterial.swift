@@ -41,9 +41,17 @@ enum PKIKeyMaterial: @unchecked Sendable {
         case ("rsa", _):
             let size: _RSA.Signing.KeySize = b == 4096 ? .bits4096 : b == 3072 ? .bits3072 : .bits2048
             return .rsa(try _RSA.Signing.PrivateKey(keySize: size))
-        case ("ec", 384): return .p384(P384.Signing.PrivateKey())
-        case ("ec", 521): return .p521(P521.Signing.PrivateKey())
-        case ("ec", _): return .p256(P256.Signing.PrivateKey())
+        // Not "compact representable" (swift-crypto's default regenerates keys until the
+        // public point has that form; X.509 does not care).
+        case ("ec", 384): return .p384(P384.Signing.PrivateKey(compactRepresentable: false))
+        case ("ec", 521): return .p521(P521.Signing.PrivateKey(compactRepresentable: false))
+        case ("ec", _):
+            // From a random scalar: swift-crypto's generator runs BoringSSL's FIPS pairwise
+            // test (a sign and a verify) on every key, three times the cost of the key itself.
+            for _ in 0..<8 {
+                if let k = try? P256.Signing.PrivateKey(rawRepresentation: SecureRandom.bytes(32)) { return .p256(k) }
+            }
+            return .p256(P256.Signing.PrivateKey(compactRepresentable: false))
         case ("ed25519", _): return .ed25519(Curve25519.Signing.PrivateKey())
         default: throw CofferError.invalid("key_type \"any\" is only valid for roles")
         }

@@ -352,7 +352,7 @@ extension PKIBackend {
             }
         }
         (t.issuingCertificates, t.crlDistributionPoints, t.ocspServers) = try await aia(for: issuer, id: issuer.id)
-        t.authorityKeyID = parsed.keyIdentifier(issuerCert.publicKey)
+        t.authorityKeyID = parsed.keyIdentifier(issuer.certificate, issuerCert)
         let serial = Self.newSerial()
         let build = { @Sendable [t] in
             try t.build(publicKey: publicKey, serial: serial, issuerName: issuerCert.subject, issuerPublicKey: issuerCert.publicKey, signer: signer,

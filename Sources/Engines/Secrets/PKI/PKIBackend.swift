@@ -269,13 +269,14 @@ public struct PKIBackend: LeasingBackend {
 /// than comparing its text).
 final class PKIParsedCache: Sendable {
     let certs = Mutex<[String: Certificate]>([:])
-    let keyIDs = Mutex<[Certificate.PublicKey: [UInt8]]>([:])
+    let keyIDs = Mutex<[String: [UInt8]]>([:])
 
-    /// The SHA-1 key identifier of a public key (an issuer's, for every certificate it signs).
-    func keyIdentifier(_ key: Certificate.PublicKey) -> [UInt8] {
-        if let id = keyIDs.withLock({ $0[key] }) { return id }
-        let id = Array(SubjectKeyIdentifier(hash: key).keyIdentifier)
-        keyIDs.withLock { if $0.count > 256 { $0.removeAll() }; $0[key] = id }
+    /// The SHA-1 key identifier of an issuer's key (by its certificate), for every
+    /// certificate it signs. Keyed by text: hashing a public key serializes its point.
+    func keyIdentifier(_ pem: String, _ cert: Certificate) -> [UInt8] {
+        if let id = keyIDs.withLock({ $0[pem] }) { return id }
+        let id = Array(SubjectKeyIdentifier(hash: cert.publicKey).keyIdentifier)
+        keyIDs.withLock { if $0.count > 256 { $0.removeAll() }; $0[pem] = id }
         return id
     }
     let keys = Mutex<[String: PKIKeyMaterial]>([:])

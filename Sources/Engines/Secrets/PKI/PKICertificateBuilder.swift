@@ -33,11 +33,20 @@ struct PKITemplate: Sendable {
     /// those the template sets itself.
     var copiedExtensions: [Certificate.Extension] = []
 
+    /// A usage name lowercased and without surrounding blanks (on the UTF-8 bytes; Foundation's
+    /// trimming goes through UTF-16 and showed in every issue's profile).
+    static func normalized(_ s: String) -> String {
+        var u = Substring(s)
+        while u.utf8.first == 0x20 || u.utf8.first == 0x09 { u = u.dropFirst() }
+        while u.utf8.last == 0x20 || u.utf8.last == 0x09 { u = u.dropLast() }
+        return u.lowercased()
+    }
+
     /// Vault's key_usage names (case-insensitive; unknown ones ignored, as Vault does).
     static func keyUsage(_ names: [String], ca: Bool) -> KeyUsage {
         var ku = KeyUsage()
         for n in names {
-            switch n.lowercased().trimmingCharacters(in: .whitespaces) {
+            switch Self.normalized(n) {
             case "digitalsignature": ku.digitalSignature = true
             case "contentcommitment": ku.nonRepudiation = true
             case "keyencipherment": ku.keyEncipherment = true
@@ -55,7 +64,7 @@ struct PKITemplate: Sendable {
     }
 
     static func extKeyUsage(_ name: String) throws -> ExtendedKeyUsage.Usage {
-        switch name.lowercased().trimmingCharacters(in: .whitespaces) {
+        switch Self.normalized(name) {
         case "any": return .any
         case "serverauth": return .serverAuth
         case "clientauth": return .clientAuth

@@ -7,11 +7,14 @@ import Foundation
 struct PKINamePolicy {
     let role: PKIRole
 
-    /// One DNS label: letters, digits, inner hyphens.
-    static func isLabel(_ s: Substring) -> Bool {
-        guard let f = s.first, let l = s.last, s.utf8.count <= 63 else { return false }
-        func alnum(_ c: Character) -> Bool { c.isASCII && (c.isLetter || c.isNumber) }
-        return alnum(f) && alnum(l) && s.allSatisfy { alnum($0) || $0 == "-" }
+    static func alnum(_ c: UInt8) -> Bool { (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5a) || (c >= 0x61 && c <= 0x7a) }
+
+    /// One DNS label: letters, digits, inner hyphens (on the bytes).
+    static func isLabel(_ s: Substring) -> Bool { isLabel(s.utf8) }
+
+    static func isLabel(_ u: Substring.UTF8View) -> Bool {
+        guard let f = u.first, let l = u.last, u.count <= 63 else { return false }
+        return alnum(f) && alnum(l) && u.allSatisfy { alnum($0) || $0 == 0x2d }
     }
 
     /// `^(\*\.)?(label\.)*label\.?$`
@@ -19,9 +22,14 @@ struct PKINamePolicy {
         var n = Substring(name)
         guard !n.isEmpty, n.utf8.count <= 253 else { return false }
         if n.hasPrefix("*.") { n = n.dropFirst(2) }
-        if n.hasSuffix(".") { n = n.dropLast() }
-        let labels = n.split(separator: ".", omittingEmptySubsequences: false)
-        return !labels.isEmpty && labels.allSatisfy(isLabel)
+        if n.utf8.last == 0x2e { n = n.dropLast() }
+        guard !n.isEmpty else { return false }
+        var u = n.utf8
+        while let dot = u.firstIndex(of: 0x2e) {
+            guard isLabel(u[..<dot]) else { return false }
+            u = u[u.index(after: dot)...]
+        }
+        return isLabel(u)
     }
 
     /// A wildcard label: `*`, `*x`, `x*`, `x*y` with labels around the star.

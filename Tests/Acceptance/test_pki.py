@@ -477,3 +477,24 @@ def test_certificates_issued_are_metered():
         assert row["requests"]["certificate"] == 4, row
     finally:
         node.srv.dispose()
+
+
+def test_aia_templates_from_the_cluster_path(dev_server, pki):
+    p, path, root = pki
+    base = f"{dev_server.url}/v1/{path}"
+    r = api_call(dev_server, "POST", f"{path}/config/cluster", body={"path": base, "aia_path": base})
+    assert r.status_code == 200 and r.json()["data"]["path"] == base
+    assert api_call(dev_server, "POST", f"{path}/config/cluster", body={"path": "not a url"}).status_code == 400
+    r = api_call(dev_server, "POST", f"{path}/config/urls", body={
+        "enable_templating": True, "issuing_certificates": ["{{cluster_aia_path}}/issuer/{{issuer_id}}/der"],
+        "crl_distribution_points": ["{{cluster_aia_path}}/issuer/{{issuer_id}}/crl/der"], "ocsp_servers": ["{{cluster_path}}/ocsp"]})
+    assert r.status_code == 200 and r.json()["data"]["enable_templating"] is True
+    assert api_call(dev_server, "POST", f"{path}/config/urls", body={"enable_templating": False, "ocsp_servers": ["{{cluster_path}}/ocsp"]}).status_code == 400
+    p.create_or_update_role("t", extra_params={"allow_any_name": True, "key_type": "ec", "ttl": "1h"}, mount_point=path)
+    leaf = p.generate_certificate("t", "aia.example.com", mount_point=path)["data"]
+    text = openssl("x509", "-noout", "-text", stdin=leaf["certificate"].encode())
+    assert f"CA Issuers - URI:{base}/issuer/{root['issuer_id']}/der" in text and f"OCSP - URI:{base}/ocsp" in text
+    assert f"URI:{base}/issuer/{root['issuer_id']}/crl/der" in text
+    # The templated URL really serves the issuer (unauthenticated, DER).
+    der = api_call(dev_server, "GET", f"{path}/issuer/{root['issuer_id']}/der", token=None)
+    assert x509.load_der_x509_certificate(der.content).subject.rfc4514_string() == "CN=Coffer Test Root"

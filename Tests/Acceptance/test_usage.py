@@ -103,7 +103,7 @@ def test_requests_are_metered_by_class_and_survive_a_restart(node):
     data = usage(node, namespace=t, granularity="hour")
     assert data["namespace"] == f"{t}/" and data["granularity"] == "hour"
     mine = row_for(data, f"{t}/")
-    assert mine["requests"] == {"read": 4, "write": 5, "list": 1, "delete": 1, "login": 0, "crypto": 0, "credential": 0}
+    assert mine["requests"] == {"read": 4, "write": 5, "list": 1, "delete": 1, "login": 0, "crypto": 0, "credential": 0, "certificate": 0}
     assert mine["errors"] == 1 and mine["throttled"] == 0
     assert mine["bytes_in"] > 300 and mine["bytes_out"] > 300
     assert mine["stored_objects"] >= 4 and mine["stored_bytes"] > 300 and mine["tokens"] == 0

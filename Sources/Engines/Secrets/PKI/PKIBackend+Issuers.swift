@@ -184,7 +184,12 @@ extension PKIBackend {
             return (i.issuingCertificates, i.crlDistributionPoints, i.ocspServers)
         }
         let u = try await urls()
-        func expand(_ list: [String]) -> [String] { u.enableTemplating ? list.map { $0.replacingOccurrences(of: "{{issuer_id}}", with: id) } : list }
+        guard u.enableTemplating else { return (u.issuingCertificates, u.crlDistributionPoints, u.ocspServers) }
+        let c = try await storage.getCodable(PKIClusterConfig.self, "config/cluster") ?? PKIClusterConfig()
+        func expand(_ list: [String]) -> [String] {
+            list.map { $0.replacingOccurrences(of: "{{issuer_id}}", with: id).replacingOccurrences(of: "{{cluster_path}}", with: c.path)
+                .replacingOccurrences(of: "{{cluster_aia_path}}", with: c.aiaPath.isEmpty ? c.path : c.aiaPath) }
+        }
         return (expand(u.issuingCertificates), expand(u.crlDistributionPoints), expand(u.ocspServers))
     }
 

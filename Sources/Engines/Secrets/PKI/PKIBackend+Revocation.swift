@@ -43,6 +43,9 @@ extension PKIBackend {
             Field("issuing_certificates", .commaStringSlice), Field("crl_distribution_points", .commaStringSlice),
             Field("delta_crl_distribution_points", .commaStringSlice), Field("ocsp_servers", .commaStringSlice), Field("enable_templating", .bool),
         ], operations: [.read: { b, _ in try await b.readURLs() }, .update: { try await $0.writeURLs($1) }], summary: "Set the URLs for the issuing CA, CRL distribution points, and OCSP servers."),
+        Route("config/cluster", fields: [Field("path", .string), Field("aia_path", .string)], operations: [
+            .read: { b, _ in try await b.readCluster() }, .update: { try await $0.writeCluster($1) },
+        ], summary: "Set the cluster's path to this mount (the {{cluster_path}} and {{cluster_aia_path}} of AIA templates)."),
         Route("ocsp", fields: [Field("request", .string)], operations: [.update: { try await $0.ocsp(base64: $1.fields.string("request"), post: true) }],
               summary: "Query a certificate's revocation status through OCSP (POST, application/ocsp-request)."),
         Route("ocsp/*req", fields: [Field("req", .string)], operations: [.read: { try await $0.ocsp(base64: $1.captures["req"] ?? "", post: false) }],
@@ -298,6 +301,24 @@ extension PKIBackend {
         }
         try await storage.putCodable("config/urls", u)
         return try await readURLs()
+    }
+
+    func readCluster() async throws -> LogicalResponse? {
+        let c = try await storage.getCodable(PKIClusterConfig.self, "config/cluster") ?? PKIClusterConfig()
+        return LogicalResponse(data: ["path": .string(c.path), "aia_path": .string(c.aiaPath)])
+    }
+
+    func writeCluster(_ req: LogicalRequest) async throws -> LogicalResponse? {
+        var c = try await storage.getCodable(PKIClusterConfig.self, "config/cluster") ?? PKIClusterConfig()
+        for (name, path) in [("path", \PKIClusterConfig.path), ("aia_path", \PKIClusterConfig.aiaPath)] where req.fields.has(name) {
+            let v = req.fields.string(name)
+            if !v.isEmpty {
+                guard let u = URL(string: v), u.scheme != nil, let h = u.host, !h.isEmpty else { throw CofferError.invalid("invalid, non-URL path given to cluster: \(v.prefix(128))") }
+            }
+            c[keyPath: path] = v
+        }
+        try await storage.putCodable("config/cluster", c)
+        return try await readCluster()
     }
 
     // MARK: OCSP

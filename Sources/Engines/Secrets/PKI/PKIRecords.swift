@@ -92,6 +92,12 @@ struct PKIURLs: Codable, Sendable {
     var enableTemplating = false
 }
 
+/// `config/cluster`: this cluster's path to the mount, for AIA templates.
+struct PKIClusterConfig: Codable, Sendable {
+    var path = ""
+    var aiaPath = ""
+}
+
 /// One issuer's built CRLs (`crl/<issuer id>`).
 struct PKICRLState: Codable, Sendable {
     var number = 0

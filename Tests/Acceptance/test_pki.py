@@ -498,3 +498,25 @@ def test_aia_templates_from_the_cluster_path(dev_server, pki):
     # The templated URL really serves the issuer (unauthenticated, DER).
     der = api_call(dev_server, "GET", f"{path}/issuer/{root['issuer_id']}/der", token=None)
     assert x509.load_der_x509_certificate(der.content).subject.rfc4514_string() == "CN=Coffer Test Root"
+
+
+def test_auto_rebuild_with_delta_crls(dev_server, pki, tmp_path):
+    """With auto_rebuild the complete CRL waits for its rebuild; a revocation shows at once on
+    the delta CRL (which carries the delta indicator naming the complete CRL's number)."""
+    p, path, root = pki
+    r = api_call(dev_server, "POST", f"{path}/config/crl", body={"auto_rebuild": True, "enable_delta": True, "delta_rebuild_interval": "1m"})
+    assert r.status_code == 200 and r.json()["data"]["enable_delta"] is True
+    p.create_or_update_role("d", extra_params={"allow_any_name": True, "key_type": "ec", "ttl": "1h"}, mount_point=path)
+    leaf = p.generate_certificate("d", "delta.example.com", mount_point=path)["data"]
+    p.revoke_certificate(leaf["serial_number"], mount_point=path)
+    hexserial = leaf["serial_number"].replace(":", "").upper()
+    full = openssl("crl", "-noout", "-text", stdin=p.read_crl(mount_point=path).encode())
+    delta_pem = api_call(dev_server, "GET", f"{path}/crl/delta/pem", token=None).text
+    delta = openssl("crl", "-noout", "-text", stdin=delta_pem.encode())
+    assert hexserial not in full and hexserial in delta, (full, delta)
+    assert "Delta CRL Indicator" in delta
+    rootf = write(tmp_path, "root.pem", root["certificate"])
+    assert "verify OK" in openssl("crl", "-CAfile", rootf, "-noout", stdin=delta_pem.encode())
+    # A forced rebuild puts it on the complete CRL.
+    assert api_call(dev_server, "GET", f"{path}/crl/rotate").json()["data"]["success"] is True
+    assert hexserial in openssl("crl", "-noout", "-text", stdin=p.read_crl(mount_point=path).encode())

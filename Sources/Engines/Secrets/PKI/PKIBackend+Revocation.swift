@@ -185,9 +185,29 @@ extension PKIBackend {
             let base = Set(state.baseSerials)
             let delta = zip(serials, entries).filter { !base.contains($0.0) }.map(\.1)
             state.deltaNumber = state.number + 1
+            state.deltaBuilt = Int64(now.timeIntervalSince1970)
             state.deltaDER = try PKIDER.crl(issuer: cert, key: key.certificateKey, algorithm: algorithm, number: state.deltaNumber, thisUpdate: now,
                                             nextUpdate: now.addingTimeInterval(Double(expiry)), entries: delta, deltaOf: state.number)
             try await storage.putCodable("crl/" + issuerID, state)
+        }
+    }
+
+    /// With `auto_rebuild`, CRLs are rebuilt when they come within the grace period of their
+    /// next update (revocations in between show on the delta, when enabled, rebuilt every
+    /// `delta_rebuild_interval`). Without it every revocation rebuilds at once, and an expired
+    /// CRL is rebuilt when it is fetched.
+    func autoRebuildCRLs() async {
+        guard let cfg = try? await crlConfig(), cfg.autoRebuild, !cfg.disable, let issuers = try? await allIssuers() else { return }
+        let now = Int64(nowDate.timeIntervalSince1970)
+        let grace = GoDuration.parseSeconds(cfg.autoRebuildGracePeriod) ?? 43_200
+        let deltaEvery = GoDuration.parseSeconds(cfg.deltaRebuildInterval) ?? 900
+        for i in issuers where i.allows("crl-signing") && !i.keyID.isEmpty {
+            guard let s = try? await storage.getCodable(PKICRLState.self, "crl/" + i.id) else { continue }
+            if s.der.isEmpty || s.nextUpdate - grace <= now {
+                try? await rebuildCRL(issuerID: i.id)
+            } else if cfg.enableDelta && s.deltaBuilt + deltaEvery <= now {
+                try? await rebuildCRL(issuerID: i.id, deltaOnly: true)
+            }
         }
     }
 

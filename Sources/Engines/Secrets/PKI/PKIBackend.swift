@@ -261,7 +261,8 @@ public struct PKIBackend: LeasingBackend {
 
     public func periodic() async -> Duration? {
         await autoTidy()
-        return .seconds(60)
+        await autoRebuildCRLs()
+        return .seconds(30)
     }
 }
 

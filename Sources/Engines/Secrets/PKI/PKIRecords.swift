@@ -106,6 +106,7 @@ struct PKICRLState: Codable, Sendable {
     var nextUpdate: Int64 = 0
     var deltaDER: [UInt8] = []
     var deltaNumber = 0
+    var deltaBuilt: Int64 = 0
     /// Serials in the full CRL (a delta lists what was revoked since).
     var baseSerials: [String] = []
 }

@@ -35,6 +35,8 @@ let package = Package(
         .systemLibrary(name: "CMariaDB", pkgConfig: "libmariadb", providers: [.apt(["libmariadb-dev"])]),
         .systemLibrary(name: "CSQLite3", pkgConfig: "sqlite3", providers: [.apt(["libsqlite3-dev"])]),
         .systemLibrary(name: "CLDAP", pkgConfig: "ldap", providers: [.apt(["libldap-dev"])]),
+        // The PKCS#11 header only (no .pc, nothing linked): the module is dlopen()ed at run time.
+        .systemLibrary(name: "CPKCS11", providers: [.apt(["libsofthsm2-dev"])]),
         .target(
             name: "CofferSDK",
             dependencies: [.product(name: "Logging", package: "swift-log")],
@@ -115,6 +117,30 @@ let package = Package(
             ],
             swiftSettings: settings
         ),
+        // AWS: the SigV4 signer and a small signed-request client (KMS seal, later the AWS engine).
+        .target(
+            name: "AWSClient",
+            dependencies: [
+                "CofferSDK",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: settings
+        ),
+        // Auto seals: the root key wrapped by a PKCS#11 HSM or by AWS KMS.
+        .target(
+            name: "Seals",
+            dependencies: [
+                "CofferSDK", "TenantCore", "CPKCS11", "AWSClient",
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: settings
+        ),
         // The database secret engine and its drivers (libpq, MariaDB Connector/C).
         .target(
             name: "DatabaseSecrets",
@@ -164,7 +190,7 @@ let package = Package(
         .executableTarget(
             name: "coffer",
             dependencies: [
-                "CofferSDK", "TenantCore", "Audit", "Engines", "DatabaseSecrets", "LDAPAuth", "Gateway", "Replication",
+                "CofferSDK", "TenantCore", "Audit", "Engines", "DatabaseSecrets", "LDAPAuth", "Gateway", "Replication", "Seals",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
@@ -184,9 +210,11 @@ let package = Package(
             swiftSettings: settings
         ),
         .testTarget(name: "CofferSDKTests", dependencies: ["CofferSDK"], swiftSettings: settings),
+        .testTarget(name: "AWSClientTests", dependencies: ["AWSClient"], swiftSettings: settings),
         .testTarget(
             name: "TenantCoreTests",
-            dependencies: ["TenantCore", "Audit", "Identity", "JOSE", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["TenantCore", "Audit", "Identity", "JOSE", "Engines", "CofferSDK", "Replication", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Crypto", package: "swift-crypto")],
             swiftSettings: settings
         ),
         .testTarget(

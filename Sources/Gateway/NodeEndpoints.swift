@@ -132,15 +132,28 @@ extension VaultGateway {
             case .update:
                 let shares = try Self.intField(data, "secret_shares")
                 let threshold = try Self.intField(data, "secret_threshold")
-                if data["pgp_keys"].map({ !$0.isNull }) == true || data["stored_shares"]?.intValue ?? 0 > 0 {
-                    throw CofferError.invalid("pgp_keys and stored_shares are not supported with the shamir seal")
+                if let pgp = data["pgp_keys"], !pgp.isNull, !(pgp.arrayValue?.isEmpty ?? false) {
+                    throw CofferError.invalid("pgp_keys are not supported: the key shares are returned in the response")
                 }
-                let (keys, root) = try await core.initialize(shares: shares ?? 0, threshold: threshold ?? 0)
-                return Self.json(.ok, [
-                    "keys": .array(keys.map { .string(Hex.encode($0)) }),
-                    "keys_base64": .array(keys.map { .string(Data($0).base64EncodedString()) }),
-                    "root_token": .string(root),
-                ])
+                if let pgp = data["recovery_pgp_keys"], !pgp.isNull, !(pgp.arrayValue?.isEmpty ?? false) {
+                    throw CofferError.invalid("recovery_pgp_keys are not supported: the recovery shares are returned in the response")
+                }
+                if core.autoSeal == nil, try Self.intField(data, "stored_shares") ?? 0 > 0 {
+                    throw CofferError.invalid("stored_shares is not supported with the shamir seal")
+                }
+                let r = try await core.initialize(shares: shares ?? 0, threshold: threshold ?? 0,
+                                                  recoveryShares: try Self.intField(data, "recovery_shares"),
+                                                  recoveryThreshold: try Self.intField(data, "recovery_threshold"))
+                var o: [String: JSONValue] = [
+                    "keys": .array(r.keys.map { .string(Hex.encode($0)) }),
+                    "keys_base64": .array(r.keys.map { .string(Data($0).base64EncodedString()) }),
+                    "root_token": .string(r.rootToken),
+                ]
+                if core.autoSeal != nil {
+                    o["recovery_keys"] = .array(r.recoveryKeys.map { .string(Hex.encode($0)) })
+                    o["recovery_keys_base64"] = .array(r.recoveryKeys.map { .string(Data($0).base64EncodedString()) })
+                }
+                return Self.json(.ok, .object(o))
             default:
                 throw CofferError(.unsupportedOperation, "unsupported operation")
             }
@@ -153,7 +166,7 @@ extension VaultGateway {
             if let k = data["key"], !k.isNull, k.stringValue == nil {
                 throw CofferError.invalid("'key' must be a string")
             }
-            _ = try await core.unseal(key: data["key"]?.stringValue, reset: reset)
+            _ = try await core.unseal(key: data["key"]?.stringValue, reset: reset, migrate: Self.flag(data["migrate"]))
             return Self.json(.ok, try await sealStatusJSON())
         case "sys/health":
             guard operation == .read else { throw CofferError(.unsupportedOperation, "unsupported operation") }
@@ -175,6 +188,7 @@ extension VaultGateway {
             try await core.stepDown()
             return Response(status: .noContent)
         default:
+            if let r = try await keyCeremonyEndpoint(path: path, operation: operation, data: data) { return r }
             if path.hasPrefix("sys/") && core.isSealed { throw CofferError(.sealed, "Vault is sealed") }
             return nil
         }
@@ -190,11 +204,13 @@ extension VaultGateway {
     func sealStatusJSON() async throws -> JSONValue {
         let s = try await core.status()
         var o: [String: JSONValue] = [
-            "type": "shamir", "initialized": .bool(s.initialized), "sealed": .bool(s.sealed),
+            "type": .string(s.type), "initialized": .bool(s.initialized), "sealed": .bool(s.sealed),
             "t": .int(Int64(s.threshold)), "n": .int(Int64(s.shares)), "progress": .int(Int64(s.progress)),
             "nonce": .string(s.nonce), "version": .string(core.configuration.version), "build_date": "2026-11-29T00:00:00Z",
-            "migration": false, "recovery_seal": false, "storage_type": .string(core.storageType),
+            "migration": .bool(s.migration), "recovery_seal": .bool(s.recoverySeal), "storage_type": .string(core.storageType),
         ]
+        // Coffer's addition: why an auto seal has not unsealed the node (no secret in it).
+        if s.sealed, let e = s.autoUnsealError { o["auto_unseal_error"] = .string(e) }
         if !s.sealed {
             o["cluster_name"] = .string(core.configuration.clusterName)
             o["cluster_id"] = .string(core.clusterID)

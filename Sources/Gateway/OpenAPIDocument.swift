@@ -90,6 +90,15 @@ enum OpenAPIDocument {
         ("/sys/internal/specs/openapi", ["get"], "This document."),
         ("/sys/storage/snapshot", ["get", "post"], "Download a storage snapshot (binary); upload one to restore it (root token)."),
         ("/sys/storage/snapshot-force", ["post"], "Restore a storage snapshot taken from another cluster (root token)."),
+        ("/sys/rekey/init", ["get", "post", "delete"], "Rekey progress; start a rekey of the unseal keys; cancel it."),
+        ("/sys/rekey/update", ["post"], "Submit a current unseal key share to the rekey."),
+        ("/sys/rekey/verify", ["get", "post", "delete"], "Verification progress; submit a new share; restart verification."),
+        ("/sys/rekey/backup", ["get", "delete"], "PGP-encrypted backup of new shares (none without PGP)."),
+        ("/sys/rekey-recovery-key/init", ["get", "post", "delete"], "The same for recovery keys (auto seals)."),
+        ("/sys/rekey-recovery-key/update", ["post"], "Submit a current recovery key share to the rekey."),
+        ("/sys/rekey-recovery-key/verify", ["get", "post", "delete"], "Verification of new recovery shares."),
+        ("/sys/generate-root/attempt", ["get", "post", "delete"], "Root token generation progress; start one (otp); cancel it."),
+        ("/sys/generate-root/update", ["post"], "Submit a key share to the root token generation."),
     ]
 
     /// `/secret/data/{path}` and its parameters from a route pattern.

@@ -69,12 +69,22 @@ extension Core {
                   let ns = try await namespace(path: path), let nsBarrier = ns.storage as? Barrier else {
                 throw CofferError(.notFound, "namespace not found")
             }
-            record.keyring = record.keyring.rotated()
+            let rotated = try keyring(of: record).rotated()
+            if var seal = record.seal {
+                // Sealable: the rotated keyring is sealed again with the namespace root key.
+                guard let rootKey = namespaceRootKeys.withLock({ $0[record.id] }) else {
+                    throw CofferError(.sealed, "namespace is sealed")
+                }
+                seal.sealedKeyring = try Self.sealKeyring(rotated, rootKey: rootKey, id: record.id)
+                record.seal = seal
+            } else {
+                record.keyring = rotated
+            }
             try await parent.rootView.putCodable(NamespaceCore.childPrefix + name, record)
             let updated = record
             parent.setChild(name, updated)
             recordChanged()
-            nsBarrier.install(record.keyring)
+            nsBarrier.install(rotated)
         }
     }
 

@@ -22,6 +22,14 @@ extension Core {
     }
 
     func createNamespace(parentPath: String, relative: String, metadata: [String: String]) async throws -> NamespaceRecord {
+        try await createNamespace(parentPath: parentPath, relative: relative, metadata: metadata, seal: nil).record
+    }
+
+    /// `seal`: shares and threshold of a sealable namespace's unseal key; its shares are
+    /// returned (once) with the record.
+    func createNamespace(parentPath: String, relative: String, metadata: [String: String],
+                         seal sealShape: (shares: Int, threshold: Int)?) async throws -> (record: NamespaceRecord, keys: [[UInt8]]) {
+        if let sealShape { try Self.checkShares(sealShape.shares, sealShape.threshold, "namespace seal") }
         let (pp, name) = try split(parentPath, relative)
         guard let parent = try await namespace(path: pp) else {
             throw CofferError.invalid("parent namespace does not exist: \(pp)")
@@ -42,9 +50,18 @@ extension Core {
         var id = NamespacePath.newID()
         while try await !reserveID(id) { id = NamespacePath.newID() }
         defer { _ = creatingIDs.withLock { $0.remove(id) } }
-        let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: .generate(), createdAt: Date())
+        let keyring = Keyring.generate()
+        var keys: [[UInt8]] = []
+        var sealable: (NamespaceSeal, [UInt8])?
+        if let sealShape {
+            let (seal, parts, rootKey) = try makeNamespaceSeal(id: id, keyring: keyring, shares: sealShape.shares, threshold: sealShape.threshold)
+            sealable = (seal, rootKey)
+            keys = parts
+        }
+        let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: sealable == nil ? keyring : nil,
+                                     createdAt: Date(), seal: sealable?.0)
         let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: id)))
-        nsBarrier.install(record.keyring)
+        nsBarrier.install(keyring)
         // Every write of a creation at once: with concurrent creations they share group commits.
         let initial = try await withThrowingTaskGroup(of: NamespaceCore.InitialState?.self) { group in
             group.addTask { [id] in try await self.barrier.putJSON("sys/namespace-ids/" + id, .string(record.path)); return nil }
@@ -56,6 +73,12 @@ extension Core {
         }
         let generation = recordGeneration.load(ordering: .acquiring)
         parent.setChild(name, record)
+        if sealable != nil {
+            // Sealed from the start, as OpenBao's: the key holders unseal it with their shares.
+            nsBarrier.clear()
+            logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)", "ns.sealable": "true"])
+            return (record, keys)
+        }
         // Loaded now, from what was just written: a new namespace's first request (usually at
         // once: a mount, a policy) does not read it back.
         let ns = try await NamespaceCore.load(
@@ -64,7 +87,7 @@ extension Core {
         // Not installed after a delete or change of a record since: left to a normal load.
         _ = install(ns, at: path, readAt: generation)
         logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)"])
-        return record
+        return (record, keys)
     }
 
     /// Claims a new namespace id: false when a creation in flight or a stored namespace has it.
@@ -135,6 +158,8 @@ extension Core {
             try await parent.rootView.delete(NamespaceCore.childPrefix + name)
             parent.setChild(name, nil)
             try await barrier.delete("sys/namespace-ids/" + record.id)
+            namespaceRootKeys.withLock { $0[record.id] = nil }
+            namespaceUnsealProgress.withLock { $0[record.id] = nil }
             recordChanged(dropping: record.path)
             logger.info("namespace deleted (keyring shredded)", metadata: ["ns.path": "\(record.path)", "ns.id": "\(record.id)"])
             return record

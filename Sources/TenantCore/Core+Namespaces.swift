@@ -44,7 +44,7 @@ extension Core {
             let generation = recordGeneration.load(ordering: .acquiring)
             guard let record = try await parent.child(name) else { return nil }
             let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: record.id)))
-            nsBarrier.install(record.keyring)
+            nsBarrier.install(try keyring(of: record))
             let ns = try await NamespaceCore.load(
                 path: childPath, namespaceID: record.id, storage: nsBarrier, catalog: catalog,
                 configuration: configuration, node: self, logger: logger)

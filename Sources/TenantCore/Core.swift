@@ -10,16 +10,39 @@ public struct SealConfiguration: Codable, Sendable {
     public var type: String
     public var secretShares: Int
     public var secretThreshold: Int
+    /// Recovery key shares (auto seals only; nil under Shamir).
+    public var recoveryShares: Int?
+    public var recoveryThreshold: Int?
+
+    /// An auto seal (pkcs11, awskms): the root key is wrapped by the seal, and recovery
+    /// shares stand in for unseal shares.
+    public var isAuto: Bool { type != "shamir" }
+    /// The shares a quorum operation (unseal after sys/seal, rekey, generate-root) takes.
+    public var quorumShares: Int { isAuto ? recoveryShares ?? 0 : secretShares }
+    public var quorumThreshold: Int { isAuto ? recoveryThreshold ?? 0 : secretThreshold }
+}
+
+/// What `sys/init` returns: unseal key shares (Shamir) or recovery key shares (auto seal).
+public struct InitResult: Sendable {
+    public var keys: [[UInt8]]
+    public var recoveryKeys: [[UInt8]]
+    public var rootToken: String
 }
 
 /// Seal state as a value: what `sys/seal-status` reports.
 public struct SealStatus: Sendable {
+    public var type: String
+    public var recoverySeal: Bool
+    /// Why the last automatic unseal failed (auto seals), until one succeeds.
+    public var autoUnsealError: String?
     public var initialized: Bool
     public var sealed: Bool
     public var shares: Int
     public var threshold: Int
     public var progress: Int
     public var nonce: String
+    /// A seal migration waits for `sys/unseal` with `migrate` (the old seal's shares).
+    public var migration = false
 }
 
 /// One Coffer node: the physical storage, the seal, the barrier and the root namespace.
@@ -63,8 +86,33 @@ public final class Core: Sendable {
     static let rootKeyKey = "core/root-key"
     static let keyringKey = "core/keyring"
 
-    public init(physical: any Storage, storageType: String, catalog: EngineCatalog, configuration: CoreConfiguration, logger: Logger) {
+    /// The auto seal from the configuration (nil: Shamir).
+    public let autoSeal: (any AutoSeal)?
+    /// Why the last automatic unseal failed; nil once one succeeds.
+    let autoUnsealFailure = Mutex<String?>(nil)
+    /// Set by `sys/seal`: an auto-sealed node then stays sealed until a restart or a
+    /// quorum of recovery shares (`sys/unseal`), as Vault's does.
+    let autoUnsealSuspended = Atomic<Bool>(false)
+    /// Set when the seal failed in a way retrying cannot fix (a wrong PIN): the automatic
+    /// attempts stop; a quorum of recovery shares may still unseal.
+    let autoUnsealStopped = Atomic<Bool>(false)
+    static let recoveryKeyKey = "core/recovery-key"
+    /// Unsealed sealable namespaces' root keys by namespace id, and the unseal shares given
+    /// so far per namespace (`Core+NamespaceSeal.swift`). Memory only: after a restart every
+    /// sealable namespace is sealed.
+    let namespaceRootKeys = Mutex<[String: [UInt8]]>([:])
+    let namespaceUnsealProgress = Mutex<[String: Progress]>([:])
+    /// Where a pending seal migration starts (nil: none); see `Core+SealMigration.swift`.
+    let migrationSource: SealMigrationSource?
+    /// True from the start until `sys/unseal` with `migrate` completes the migration.
+    let migrationPending: Atomic<Bool>
+
+    public init(physical: any Storage, storageType: String, catalog: EngineCatalog, configuration: CoreConfiguration, logger: Logger, autoSeal: (any AutoSeal)? = nil,
+                migrateFrom: SealMigrationSource? = nil) {
         self.physical = physical
+        self.autoSeal = autoSeal
+        self.migrationSource = migrateFrom
+        self.migrationPending = Atomic(migrateFrom != nil)
         self.storageType = storageType
         self.barrier = Barrier(physical: physical)
         self.audit = AuditBroker(storage: barrier, logger: logger)
@@ -111,24 +159,65 @@ public final class Core: Sendable {
     public func status() async throws -> SealStatus {
         let config = try await sealConfiguration()
         let p = progress.withLock { $0 }
-        return SealStatus(initialized: config != nil, sealed: isSealed, shares: config?.secretShares ?? 0,
-                          threshold: config?.secretThreshold ?? 0, progress: p.parts.count, nonce: p.nonce)
+        let auto = config?.isAuto ?? (autoSeal != nil)
+        return SealStatus(type: config?.type ?? autoSeal?.type ?? "shamir", recoverySeal: auto,
+                          autoUnsealError: auto ? autoUnsealFailure.withLock { $0 } : nil,
+                          initialized: config != nil, sealed: isSealed, shares: config?.quorumShares ?? 0,
+                          threshold: config?.quorumThreshold ?? 0, progress: p.parts.count, nonce: p.nonce,
+                          migration: migrationPending.load(ordering: .relaxed))
     }
 
     /// `sys/init`: creates the unseal key, root key and keyring; returns key shares and the
     /// initial root token. The node stays sealed afterwards, as Vault's does.
     public func initialize(shares: Int, threshold: Int) async throws -> (keys: [[UInt8]], rootToken: String) {
-        try await transition.withLock {
+        let r = try await initialize(shares: shares, threshold: threshold, recoveryShares: nil, recoveryThreshold: nil)
+        return (r.keys, r.rootToken)
+    }
+
+    static func checkShares(_ shares: Int, _ threshold: Int, _ what: String) throws {
+        guard shares >= 1, threshold >= 1, threshold <= shares else {
+            throw CofferError.invalid("invalid \(what) configuration: threshold must be between 1 and the number of shares")
+        }
+        if shares > 1 && threshold < 2 { throw CofferError.invalid("invalid \(what) configuration: threshold must be at least 2 when shares > 1") }
+        if shares > 255 { throw CofferError.invalid("invalid \(what) configuration: at most 255 shares") }
+    }
+
+    /// Splits a 32-byte key into shares (one share is the key itself, as Vault does).
+    static func splitKey(_ key: [UInt8], shares: Int, threshold: Int) throws -> [[UInt8]] {
+        shares == 1 ? [key] : try Shamir.split(secret: key, shares: shares, threshold: threshold)
+    }
+
+    /// `sys/init`. Shamir: `shares`/`threshold` unseal key shares; the node stays sealed.
+    /// Auto seal: the root key is wrapped by the seal, `recoveryShares`/`recoveryThreshold`
+    /// recovery key shares are returned (5/3 when not given), and the node unseals itself.
+    public func initialize(shares: Int, threshold: Int, recoveryShares: Int?, recoveryThreshold: Int?) async throws -> InitResult {
+        let result: InitResult = try await transition.withLock {
             if try await sealConfiguration() != nil { throw CofferError.invalid("Vault is already initialized") }
-            guard shares >= 1, threshold >= 1, threshold <= shares else {
-                throw CofferError.invalid("invalid seal configuration: threshold must be between 1 and the number of shares")
-            }
-            if shares > 1 && threshold < 2 { throw CofferError.invalid("invalid seal configuration: threshold must be at least 2 when shares > 1") }
-            let unsealKey = SecureRandom.bytes(32)
             let rootKey = SecureRandom.bytes(32)
             let keyring = Keyring.generate()
-            let parts: [[UInt8]] = shares == 1 ? [unsealKey] : try Shamir.split(secret: unsealKey, shares: shares, threshold: threshold)
-            try await physical.put(Self.rootKeyKey, try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: Self.rootKeyKey))
+            var config: SealConfiguration
+            var parts: [[UInt8]] = []
+            var recoveryParts: [[UInt8]] = []
+            if let seal = autoSeal {
+                let rs = recoveryShares ?? 5, rt = recoveryThreshold ?? (recoveryShares == nil ? 3 : recoveryShares ?? 0)
+                try Self.checkShares(rs, rt, "recovery")
+                let recoveryKey = SecureRandom.bytes(32)
+                recoveryParts = try Self.splitKey(recoveryKey, shares: rs, threshold: rt)
+                do {
+                    try await physical.put(Self.rootKeyKey, try await seal.wrap(rootKey, context: Self.rootKeyKey))
+                    try await physical.put(Self.recoveryKeyKey, try await seal.wrap(recoveryKey, context: Self.recoveryKeyKey))
+                } catch let e as SealUnavailable {
+                    throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
+                }
+                config = SealConfiguration(type: seal.type, secretShares: 1, secretThreshold: 1, recoveryShares: rs, recoveryThreshold: rt)
+            } else {
+                // recovery_shares is ignored under Shamir, as Vault does (its CLI always sends it).
+                try Self.checkShares(shares, threshold, "seal")
+                let unsealKey = SecureRandom.bytes(32)
+                parts = try Self.splitKey(unsealKey, shares: shares, threshold: threshold)
+                try await physical.put(Self.rootKeyKey, try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: Self.rootKeyKey))
+                config = SealConfiguration(type: "shamir", secretShares: shares, secretThreshold: threshold)
+            }
             try await storeKeyring(keyring, rootKey: rootKey)
             // Create the root token and the default objects with the barrier open, then close it.
             barrier.install(keyring)
@@ -142,11 +231,13 @@ public final class Core: Sendable {
             }
             barrier.clear()
             rootNamespace.withLock { $0 = nil }
-            let config = SealConfiguration(type: "shamir", secretShares: shares, secretThreshold: threshold)
+            if config.isAuto { config.secretShares = 1 }
             try await physical.put(Self.sealConfigKey, Array(try StoredJSON.encoder.encode(config)))
-            logger.info("core initialized", metadata: ["shares": "\(shares)", "threshold": "\(threshold)"])
-            return (parts, token)
+            logger.info("core initialized", metadata: ["seal": "\(config.type)", "shares": "\(config.quorumShares)", "threshold": "\(config.quorumThreshold)"])
+            return InitResult(keys: parts, recoveryKeys: recoveryParts, rootToken: token)
         }
+        if autoSeal != nil { _ = try? await autoUnseal() }
+        return result
     }
 
     static func createRootToken(_ ns: NamespaceCore, id: String? = nil) async throws -> String {
@@ -166,22 +257,17 @@ public final class Core: Sendable {
     /// Parses an unseal key share given as hex or base64.
     public static func decodeKey(_ text: String) throws -> [UInt8] {
         let t = text.trimmingCharacters(in: .whitespaces)
-        if t.count % 2 == 0, t.count >= 2, t.allSatisfy(\.isHexDigit) {
-            var out: [UInt8] = []
-            var idx = t.startIndex
-            while idx < t.endIndex {
-                let next = t.index(idx, offsetBy: 2)
-                out.append(UInt8(t[idx..<next], radix: 16)!)
-                idx = next
-            }
-            return out
-        }
+        // ASCII only: Character.isHexDigit also accepts fullwidth digits, which
+        // UInt8(_:radix:) rejects.
+        if let bytes = Hex.decode(t), !bytes.isEmpty { return bytes }
         if let d = Data(base64Encoded: t), !d.isEmpty { return Array(d) }
         throw CofferError.invalid("'key' must be a valid hex or base64 string")
     }
 
     /// `sys/unseal`: adds a key share; at the threshold, recombines and opens the barrier.
-    public func unseal(key: String?, reset: Bool) async throws -> SealStatus {
+    /// Under an auto seal the shares are recovery shares: a quorum of them lets the seal
+    /// unwrap the root key again (after `sys/seal`).
+    public func unseal(key: String?, reset: Bool, migrate: Bool = false) async throws -> SealStatus {
         try await transition.withLock {
             guard let config = try await sealConfiguration() else {
                 throw CofferError.invalid("Vault is not initialized")
@@ -191,34 +277,106 @@ public final class Core: Sendable {
                 return try await status()
             }
             if !isSealed { return try await status() }
-            guard let key, !key.isEmpty else { throw CofferError.invalid("'key' must be specified in request body as JSON, or 'reset' set to true") }
-            let part = try Self.decodeKey(key)
-            let expectedLength = config.secretShares == 1 ? 32 : 33
-            guard part.count == expectedLength else {
-                throw CofferError.invalid("unseal key has the wrong length: expected \(expectedLength) bytes, got \(part.count)")
+            let migrating = migrationPending.load(ordering: .relaxed)
+            if migrating && !migrate {
+                throw CofferError.invalid("a seal migration is pending: submit the \(config.isAuto ? "recovery" : "unseal") keys with migrate=true (coffer operator unseal -migrate)")
             }
+            if migrate && !migrating { throw CofferError.invalid("no seal migration is pending: unseal without migrate") }
+            guard let key, !key.isEmpty else { throw CofferError.invalid("'key' must be specified in request body as JSON, or 'reset' set to true") }
+            let part = try Self.decodeShare(key, shares: config.quorumShares, what: config.isAuto ? "recovery" : "unseal")
             let ready: [[UInt8]]? = progress.withLock { p in
                 if p.parts.isEmpty { p.nonce = RandomID.secureUUID() }
                 if !p.parts.contains(where: { constantTimeEquals($0, part) }) { p.parts.append(part) }
-                return p.parts.count >= config.secretThreshold ? p.parts : nil
+                return p.parts.count >= config.quorumThreshold ? p.parts : nil
             }
             guard let ready else { return try await status() }
             progress.withLock { $0 = Progress() }
-            let unsealKey = config.secretShares == 1 ? ready[0] : try Shamir.combine(ready)
-            try await openBarrier(unsealKey: unsealKey)
+            let combined = config.quorumShares == 1 ? ready[0] : try Shamir.combine(ready)
+            if migrating {
+                try await completeSealMigration(quorumKey: combined, config: config)
+            } else if config.isAuto {
+                try await verifyRecoveryKey(combined)
+                try await openBarrier(rootKey: try await unwrapRootKeyWithSeal(config))
+            } else {
+                try await openBarrier(rootKey: try await unwrapRootKey(unsealKey: combined))
+            }
+            autoUnsealSuspended.store(false, ordering: .relaxed)
             return try await status()
         }
     }
 
-    func openBarrier(unsealKey: [UInt8]) async throws {
-        guard let sealedRoot = try await uncachedPhysical.get(Self.rootKeyKey), let sealedRing = try await uncachedPhysical.get(Self.keyringKey) else {
-            throw CofferError.internalError("root key or keyring missing from storage")
+    /// The root key, opened with a recombined Shamir unseal key.
+    func unwrapRootKey(unsealKey: [UInt8]) async throws -> [UInt8] {
+        guard let sealedRoot = try await uncachedPhysical.get(Self.rootKeyKey) else {
+            throw CofferError.internalError("root key missing from storage")
         }
-        let rootKey: [UInt8]
         do {
-            rootKey = try Sealer.open(sealedRoot, key: SymmetricKey(data: unsealKey), aad: Self.rootKeyKey)
+            return try Sealer.open(sealedRoot, key: SymmetricKey(data: unsealKey), aad: Self.rootKeyKey)
         } catch {
             throw CofferError.invalid("Error unsealing: unseal keys are invalid (message authentication failed)")
+        }
+    }
+
+    /// The root key, unwrapped by the auto seal.
+    func unwrapRootKeyWithSeal(_ config: SealConfiguration, seal chosen: (any AutoSeal)? = nil) async throws -> [UInt8] {
+        guard let seal = chosen ?? autoSeal, seal.type == config.type else {
+            throw CofferError(.unavailable, "the stored seal is \(config.type) but the configuration has no such seal")
+        }
+        guard let blob = try await uncachedPhysical.get(Self.rootKeyKey) else {
+            throw CofferError.internalError("root key missing from storage")
+        }
+        do {
+            return try await seal.unwrap(blob, context: Self.rootKeyKey)
+        } catch let e as SealUnavailable {
+            if !e.retryable { autoUnsealStopped.store(true, ordering: .relaxed) }
+            throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
+        }
+    }
+
+    /// Checks a recombined recovery key against the stored one (unwrapped by the seal), in
+    /// constant time.
+    func verifyRecoveryKey(_ candidate: [UInt8], seal chosen: (any AutoSeal)? = nil) async throws {
+        guard let seal = chosen ?? autoSeal, let blob = try await uncachedPhysical.get(Self.recoveryKeyKey) else {
+            throw CofferError.invalid("recovery keys are not available: no auto seal")
+        }
+        let stored: [UInt8]
+        do {
+            stored = try await seal.unwrap(blob, context: Self.recoveryKeyKey)
+        } catch let e as SealUnavailable {
+            throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
+        }
+        guard constantTimeEquals(stored, candidate) else {
+            throw CofferError.invalid("recovery key verification failed: the recovery key shares are invalid")
+        }
+    }
+
+    /// An auto-sealed node unseals itself: the seal unwraps the root key. Returns false
+    /// when there is nothing to do (not initialized, already unsealed, Shamir, or
+    /// `sys/seal` was called since the start). Errors say why it failed and are kept for
+    /// `sys/seal-status` until an attempt succeeds.
+    @discardableResult
+    public func autoUnseal() async throws -> Bool {
+        guard autoSeal != nil, isSealed, !autoUnsealSuspended.load(ordering: .relaxed), !autoUnsealStopped.load(ordering: .relaxed),
+              !migrationPending.load(ordering: .relaxed) else { return false }
+        do {
+            return try await transition.withLock {
+                guard let config = try await sealConfiguration(), config.isAuto, isSealed else { return false }
+                try await openBarrier(rootKey: try await unwrapRootKeyWithSeal(config))
+                autoUnsealFailure.withLock { $0 = nil }
+                return true
+            }
+        } catch let e as CofferError {
+            autoUnsealFailure.withLock { $0 = e.message }
+            throw e
+        } catch {
+            autoUnsealFailure.withLock { $0 = "\(error)" }
+            throw error
+        }
+    }
+
+    func openBarrier(rootKey: [UInt8]) async throws {
+        guard let sealedRing = try await uncachedPhysical.get(Self.keyringKey) else {
+            throw CofferError.internalError("keyring missing from storage")
         }
         let ring = try Sealer.open(sealedRing, key: SymmetricKey(data: rootKey), aad: Self.keyringKey)
         let keyring = try StoredJSON.decoder.decode(Keyring.self, from: Data(ring))
@@ -250,6 +408,8 @@ public final class Core: Sendable {
     }
 
     let rootKeyHolder = Mutex<[UInt8]?>(nil)
+    /// Rekey and root generation attempts in progress (`Core+KeyCeremonies.swift`).
+    let ceremonies = Mutex(KeyCeremonies())
 
     func loadRoot() async throws -> NamespaceCore {
         let ns = try await NamespaceCore.load(path: "", storage: barrier, catalog: catalog, configuration: configuration, node: self, logger: logger)
@@ -324,6 +484,7 @@ public final class Core: Sendable {
 
     /// `sys/seal`: forgets the keyring and every loaded namespace.
     public func seal() async throws {
+        autoUnsealSuspended.store(true, ordering: .relaxed)
         try await seal(keepingHALock: false)
     }
 

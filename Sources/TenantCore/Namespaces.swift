@@ -1,49 +1,100 @@
 import CofferSDK
 import Foundation
 
+/// A sealable namespace's key material as its parent stores it (issue #21 item 8): the
+/// keyring is sealed with the namespace's own root key, and that root key with an unseal
+/// key that exists only as the tenant's Shamir shares. Nothing here, nor anything the
+/// operator's keys open, decrypts the namespace without a quorum of those shares.
+public struct NamespaceSeal: Codable, Sendable, Equatable {
+    public var shares: Int
+    public var threshold: Int
+    /// The namespace root key, sealed with the unseal key (AAD `namespace-root-key/<id>`).
+    public var wrappedRootKey: [UInt8]
+    /// The keyring's stored JSON, sealed with the namespace root key (AAD `namespace-keyring/<id>`).
+    public var sealedKeyring: [UInt8]
+
+    public init(shares: Int, threshold: Int, wrappedRootKey: [UInt8], sealedKeyring: [UInt8]) {
+        self.shares = shares
+        self.threshold = threshold
+        self.wrappedRootKey = wrappedRootKey
+        self.sealedKeyring = sealedKeyring
+    }
+
+    /// The stored field names (the same in `storedJSON` and the Codable form).
+    enum CodingKeys: String, CodingKey {
+        case shares, threshold
+        case wrappedRootKey = "rootKey"
+        case sealedKeyring = "keyring"
+    }
+
+    public static func rootKeyAAD(_ id: String) -> String { "namespace-root-key/" + id }
+    public static func keyringAAD(_ id: String) -> String { "namespace-keyring/" + id }
+}
+
 /// A child namespace as its parent stores it, behind the parent's barrier.
 ///
 /// The record holds the child's keyring: the child's data is encrypted with keys that only
 /// exist inside its parent's encrypted storage (DESIGN §3). Deleting the record
-/// crypto-shreds the child, whatever rows remain.
+/// crypto-shreds the child, whatever rows remain. A sealable namespace's record holds no
+/// keyring, only `seal` (its keyring sealed under the tenant's own key shares).
 public struct NamespaceRecord: StoredJSONRecord, Sendable {
     public var id: String
     /// Full path with a trailing slash (`acme/payments/`).
     public var path: String
     public var customMetadata: [String: String]
-    public var keyring: Keyring
+    /// nil for a sealable namespace (see `seal`).
+    public var keyring: Keyring?
     public var createdAt: Date
     /// SHA-256 of the unlock key while the namespace's API is locked.
     public var lockHash: [UInt8]?
+    public var seal: NamespaceSeal?
 
-    public init(id: String, path: String, customMetadata: [String: String], keyring: Keyring, createdAt: Date, lockHash: [UInt8]? = nil) {
+    public init(id: String, path: String, customMetadata: [String: String], keyring: Keyring?, createdAt: Date, lockHash: [UInt8]? = nil,
+                seal: NamespaceSeal? = nil) {
         self.id = id
         self.path = path
         self.customMetadata = customMetadata
         self.keyring = keyring
         self.createdAt = createdAt
         self.lockHash = lockHash
+        self.seal = seal
     }
 
     public var storedJSON: JSONValue {
         var o: [String: JSONValue] = [
             "id": .string(id), "path": .string(path), "customMetadata": .storedStrings(customMetadata),
-            "keyring": keyring.storedJSON, "createdAt": .storedDate(createdAt),
+            "createdAt": .storedDate(createdAt),
         ]
+        if let keyring { o["keyring"] = keyring.storedJSON }
         if let lockHash { o["lockHash"] = .storedBytes(lockHash) }
+        if let seal {
+            o["seal"] = [
+                "shares": .int(Int64(seal.shares)), "threshold": .int(Int64(seal.threshold)),
+                "rootKey": .storedBytes(seal.wrappedRootKey), "keyring": .storedBytes(seal.sealedKeyring),
+            ]
+        }
         return .object(o)
     }
 
     public init(storedJSON: JSONValue) throws {
         let f = try StoredFields(storedJSON)
+        var seal: NamespaceSeal?
+        if f.has("seal") {
+            let s = try StoredFields(f.value("seal"))
+            seal = NamespaceSeal(shares: try s.int("shares"), threshold: try s.int("threshold"),
+                                 wrappedRootKey: try s.bytes("rootKey"), sealedKeyring: try s.bytes("keyring"))
+        }
         self.init(id: try f.string("id"), path: try f.string("path"), customMetadata: try f.strings("customMetadata"),
-                  keyring: try Keyring(storedJSON: f.value("keyring")), createdAt: try f.date("createdAt"),
-                  lockHash: f.has("lockHash") ? try f.bytes("lockHash") : nil)
+                  keyring: f.has("keyring") ? try Keyring(storedJSON: f.value("keyring")) : nil, createdAt: try f.date("createdAt"),
+                  lockHash: f.has("lockHash") ? try f.bytes("lockHash") : nil, seal: seal)
+        guard self.keyring != nil || self.seal != nil else { throw CofferError.internalError("namespace record without a keyring") }
     }
 
     public var json: JSONValue {
-        ["id": .string(id), "path": .string(path), "locked": .bool(lockHash != nil),
-         "custom_metadata": .object(customMetadata.mapValues { .string($0) })]
+        var o: [String: JSONValue] = ["id": .string(id), "path": .string(path), "locked": .bool(lockHash != nil),
+                                      "custom_metadata": .object(customMetadata.mapValues { .string($0) })]
+        if seal != nil { o["sealable"] = true }
+        return .object(o)
     }
 }
 

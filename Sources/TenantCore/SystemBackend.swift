@@ -79,7 +79,20 @@ struct SystemBackend: LogicalBackend {
                 return nil
             },
         ], summary: "Unlock the API of this namespace (unlock key or root token)."),
-        Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map)], operations: [
+        Route("namespaces/:name/seal-status", fields: [Field("name", .string)], operations: [
+            .read: { b, req in LogicalResponse(data: Self.sealStatusJSON(try await b.ns.onNode().namespaceSealStatus(callerPath: b.ns.path, relative: req.fields.string("name")))) },
+        ], summary: "Seal status of a sealable child namespace."),
+        Route("namespaces/:name/seal", fields: [Field("name", .string)], operations: [
+            .update: { b, req in try await b.ns.onNode().sealNamespace(callerPath: b.ns.path, relative: req.fields.string("name")); return nil },
+        ], summary: "Seal a sealable child namespace: its keys leave memory, its requests answer 503."),
+        Route("namespaces/:name/unseal", fields: [Field("name", .string), Field("key", .string), Field("reset", .bool)], operations: [
+            .update: { b, req in
+                let status = try await b.ns.onNode().unsealNamespace(callerPath: b.ns.path, relative: req.fields.string("name"),
+                                                                     key: req.fields.optionalString("key"), reset: req.fields.bool("reset"))
+                return LogicalResponse(data: Self.sealStatusJSON(status))
+            },
+        ], summary: "Submit one unseal key share of a sealable child namespace."),
+        Route("namespaces/*path", fields: [Field("path", .string), Field("custom_metadata", .map), Field("seal", .any), Field("seals", .any)], operations: [
             .read: { try await $0.readNamespace($1) }, .update: { try await $0.createNamespace($1) }, .patch: { try await $0.patchNamespace($1) }, .delete: { try await $0.deleteNamespace($1) },
         ], summary: "Create, read, update or delete a child namespace."),
         Route("tenants/?", operations: [.list: { try await $0.listTenants($1) }], summary: "List tenants (root namespace only)."),
@@ -180,8 +193,14 @@ struct SystemBackend: LogicalBackend {
             guard let s = v.stringValue else { throw CofferError.invalid("custom_metadata values must be strings") }
             return s
         }
-        let r = try await ns.onNode().createNamespace(parentPath: ns.path, relative: req.fields.string("path"), metadata: meta)
-        return LogicalResponse(data: relativeJSON(r).objectValue)
+        let shape = try Self.namespaceSealShape(seal: req.fields.values["seal"], seals: req.fields.values["seals"])
+        let (r, keys) = try await ns.onNode().createNamespace(parentPath: ns.path, relative: req.fields.string("path"), metadata: meta, seal: shape)
+        var data = relativeJSON(r).objectValue ?? [:]
+        if let shape {
+            data["key_shares"] = .array(keys.map { .string(Hex.encode($0)) })
+            data["key_threshold"] = .int(Int64(shape.threshold))
+        }
+        return LogicalResponse(data: data)
     }
 
     func patchNamespace(_ req: LogicalRequest) async throws -> LogicalResponse? {

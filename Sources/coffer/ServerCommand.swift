@@ -10,6 +10,7 @@ import Metrics
 import Prometheus
 import Replication
 import Audit
+import Seals
 
 struct ServerCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "server", abstract: "Run a Coffer server.")
@@ -127,7 +128,41 @@ struct ServerCommand: AsyncParsableCommand {
         coreConfig.apiAddress = file.apiAddr.isEmpty ? "\(listener.tlsDisable ? "http" : "https")://\(advertised):\(listener.port)" : file.apiAddr
         // HA (etcd with ha_enabled): writes pass the gate only while this node is active.
         let gate = WriteGate(physical)
-        let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines, configuration: coreConfig, logger: logger)
+        func makeSeal(_ seal: (type: String, options: [String: JSONValue])) throws -> any AutoSeal {
+            do {
+                switch seal.type {
+                case "awskms": return try AWSKMSSeal(configuration: try AWSKMSSealConfiguration.parse(seal.options))
+                default: return try PKCS11Seal(configuration: try PKCS11SealConfiguration.parse(seal.options))
+                }
+            } catch let e as CofferError {
+                FileHandle.standardError.write(Data("Error: \(e.message)\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+        let autoSeal: (any AutoSeal)? = dev ? nil : try file.seal.map(makeSeal)
+        // The stored seal differs from the configured one: a migration when the old seal is
+        // Shamir or is the `disabled = true` stanza; otherwise a refusal, never a misread.
+        var migrateFrom: SealMigrationSource?
+        let configuredType = autoSeal?.type ?? "shamir"
+        if !dev, let stored = try await Core.storedSealConfiguration(physical), stored.type != configuredType {
+            if stored.type == "shamir" {
+                migrateFrom = .shamir
+            } else if let old = file.disabledSeal, old.type == stored.type {
+                migrateFrom = .auto(try makeSeal(old))
+            } else {
+                FileHandle.standardError.write(Data("""
+                    Error: the storage was initialized with the \(stored.type) seal, but the configuration \
+                    names \(autoSeal.map { "the \($0.type) seal" } ?? "no seal (shamir)"). Configure the \(stored.type) seal, \
+                    or keep its stanza with disabled = true to migrate away from it (coffer operator unseal -migrate).
+
+                    """.utf8))
+                throw ExitCode(1)
+            }
+            logger.warning("seal migration pending: unseal with the \(stored.type) seal's \(stored.isAuto ? "recovery" : "unseal") keys and -migrate",
+                           metadata: ["from": "\(stored.type)", "to": "\(configuredType)"])
+        }
+        let core = Core(physical: CachingStorage(MetricsStorage(gate, backend: file.storageType)), storageType: file.storageType, catalog: Catalog.engines,
+                        configuration: coreConfig, logger: logger, autoSeal: autoSeal, migrateFrom: migrateFrom)
         var clusterLink: ClusterLink?
         var haService: HAService?
         if let etcdOptions, etcdOptions.haEnabled, let lock = physical as? EtcdStorage {
@@ -166,7 +201,7 @@ struct ServerCommand: AsyncParsableCommand {
                        Log Level: \(level.rawValue) (\(format))
                         Listener: tcp (addr: "\(listener.host):\(listener.port)", tls: "\(listener.tlsDisable ? "disabled" : "enabled")")
                     Cluster Name: \(coreConfig.clusterName)
-                            Seal: shamir
+                            Seal: \(autoSeal?.type ?? "shamir")
                      Quota Store: \(file.quotaStore.map { "redis (addr: \"\($0.address)\", failure_mode: \"\(file.quotaFailureMode.rawValue)\")" } ?? "in-process")
 
             """
@@ -197,6 +232,7 @@ struct ServerCommand: AsyncParsableCommand {
         // first, then the cluster link, usage and eviction loops, the HTTP listener (which
         // drains), the audit devices, and the core's background work; storage closes last.
         var services: [any Service] = [CoreWorkService(core: core), AuditService(core: core, logger: logger), app, evictor, flusher]
+        if let autoSeal { services.append(AutoUnsealService(core: core, seal: autoSeal, logger: logger)) }
         if let clusterLink {
             var clusterGateway = gateway
             clusterGateway.forwardedForAuthorized = []

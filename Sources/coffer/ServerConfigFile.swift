@@ -29,6 +29,10 @@ struct ServerConfigFile {
     /// `database_allowed_hosts` / `database_denied_cidrs`: where database connections of
     /// tenant namespaces may go (`OutboundPolicy`).
     var tenantOutbound = OutboundPolicy.defaultTenant
+    /// `seal "pkcs11" { ... }` / `seal "awskms" { ... }` (nil: Shamir).
+    var seal: (type: String, options: [String: JSONValue])?
+    /// A `seal` stanza with `disabled = true`: the seal a migration starts from.
+    var disabledSeal: (type: String, options: [String: JSONValue])?
     var warnings: [String] = []
 
     static let knownKeys: Set<String> = [
@@ -89,6 +93,28 @@ struct ServerConfigFile {
                 listener.forwardedForAuthorized = try items.filter { !$0.trimmingCharacters(in: .whitespaces).isEmpty }.map { try AddressRange($0) }
             }
             cfg.listeners.append(listener)
+        }
+        func isDisabled(_ b: HCLBlock) -> Bool {
+            let d = b.body.asJSON()["disabled"]
+            return d?.boolValue ?? (d?.stringValue == "true")
+        }
+        let allSeals = body.blocks(ofType: "seal")
+        let sealBlocks = allSeals.filter { !isDisabled($0) }
+        let disabledBlocks = allSeals.filter(isDisabled)
+        guard sealBlocks.count <= 1 else { throw CofferError.invalid("config: only one enabled seal block is allowed") }
+        guard disabledBlocks.count <= 1 else { throw CofferError.invalid("config: only one disabled seal block (the seal a migration starts from) is allowed") }
+        func parseSeal(_ b: HCLBlock) throws -> (type: String, options: [String: JSONValue])? {
+            guard let t = b.labels.first else { throw CofferError.invalid("config: seal block needs a type label") }
+            switch t {
+            case "shamir": return nil
+            case "pkcs11", "awskms": return (t, b.body.asJSON().objectValue ?? [:])
+            default: throw CofferError.invalid("config: unknown seal type \"\(t)\" (supported: shamir, pkcs11, awskms)")
+            }
+        }
+        if let b = sealBlocks.first { cfg.seal = try parseSeal(b) }
+        if let b = disabledBlocks.first { cfg.disabledSeal = try parseSeal(b) }
+        if let d = cfg.disabledSeal, let e = cfg.seal, d.type == e.type {
+            throw CofferError.invalid("config: the disabled seal and the enabled seal are both \(d.type) (a migration goes between two kinds of seal)")
         }
         let quotaBlocks = body.blocks(ofType: "quota_store")
         guard quotaBlocks.count <= 1 else { throw CofferError.invalid("config: only one quota_store block is allowed") }

@@ -1,4 +1,5 @@
 import CofferSDK
+import Crypto
 import Engines
 import Foundation
 import Logging
@@ -231,5 +232,52 @@ import TenantCore
             if k.hasSuffix("/") { out += try await allKeys(s, prefix + k) } else { out.append(prefix + k) }
         }
         return out
+    }
+
+    /// Issue #21 item 8: a sealable namespace's keyring is sealed under the tenant's shares;
+    /// nothing the operator's keys open (the parent's storage, the record in it) opens it.
+    @Test func sealableNamespaceIsOpaqueToTheOperatorsKeys() async throws {
+        let physical = MemoryStorage()
+        let core = Core(physical: physical, storageType: "inmem", catalog: EngineCatalog(secrets: ["kv": KVEngine.factory]), configuration: CoreConfiguration(), logger: Logger(label: "t"))
+        let (_, root) = try await core.bootstrapDev(rootTokenID: nil)
+        func call(_ op: LogicalOperation, _ path: String, _ data: [String: JSONValue] = [:], ns: String = "") async throws -> LogicalResponse {
+            try await core.handle(CoreRequest(operation: op, path: path, data: data, clientToken: root), namespace: ns)
+        }
+        let created = try await call(.update, "sys/namespaces/vault", ["seal": "seal \"shamir\" {\n shares = 3\n threshold = 2\n}"])
+        let shares = created.data?["key_shares"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        #expect(shares.count == 3)
+        // Sealed from the start: its requests fail with the sealed error.
+        await #expect { try await call(.read, "sys/mounts", ns: "vault/") } throws: { ($0 as? CofferError)?.code == .sealed }
+        for s in shares.prefix(2) { _ = try await call(.update, "sys/namespaces/vault/unseal", ["key": .string(s)]) }
+        _ = try await call(.update, "sys/mounts/secret", ["type": "kv", "options": ["version": "2"]], ns: "vault/")
+        _ = try await call(.update, "secret/data/db", ["data": ["password": "tenant-secret-value"]], ns: "vault/")
+        // Rotation keeps the keyring sealed under the namespace's own root key.
+        _ = try await call(.update, "sys/rotate", ns: "vault/")
+        _ = try await call(.update, "secret/data/db2", ["data": ["password": "tenant-secret-value-2"]], ns: "vault/")
+        let record = try #require(try await core.root().child("vault"))
+        #expect(record.keyring == nil)
+        let seal = try #require(record.seal)
+        #expect(seal.shares == 3 && seal.threshold == 2)
+        // Neither sealed blob opens with any key of the operator's (root) keyring.
+        let rootRing = try #require(core.barrier.keyring)
+        for term in rootRing.terms {
+            #expect(throws: (any Error).self) { try Sealer.open(seal.wrappedRootKey, key: SymmetricKey(data: term.key), aad: NamespaceSeal.rootKeyAAD(record.id)) }
+            #expect(throws: (any Error).self) { try Sealer.open(seal.sealedKeyring, key: SymmetricKey(data: term.key), aad: NamespaceSeal.keyringAAD(record.id)) }
+        }
+        // Raw storage holds no plaintext of the tenant's secrets.
+        for key in try await physical.list(prefix: "ns/\(record.id)/") where !key.hasSuffix("/") {
+            let value = try #require(try await physical.get("ns/\(record.id)/" + key))
+            #expect(!String(decoding: value, as: UTF8.self).contains("tenant-secret-value"))
+        }
+        // Sealed again: reads fail; shares of another namespace's seal do not open it.
+        _ = try await call(.update, "sys/namespaces/vault/seal")
+        await #expect { try await call(.read, "secret/data/db", ns: "vault/") } throws: { ($0 as? CofferError)?.code == .sealed }
+        let other = try await call(.update, "sys/namespaces/other", ["seal": "seal \"shamir\" {\n shares = 3\n threshold = 2\n}"])
+        let otherShares = other.data?["key_shares"]?.arrayValue?.compactMap(\.stringValue) ?? []
+        _ = try await call(.update, "sys/namespaces/vault/unseal", ["key": .string(otherShares[0])])
+        await #expect { try await call(.update, "sys/namespaces/vault/unseal", ["key": .string(otherShares[1])]) } throws: { ($0 as? CofferError)?.code == .invalidRequest }
+        for s in shares.suffix(2) { _ = try await call(.update, "sys/namespaces/vault/unseal", ["key": .string(s)]) }
+        let r = try await call(.read, "secret/data/db2", ns: "vault/")
+        #expect(r.data?["data"]?["password"] == "tenant-secret-value-2")
     }
 }

@@ -33,10 +33,10 @@ import Testing
 
     static func same(_ a: NamespaceRecord, _ b: NamespaceRecord) -> Bool {
         a.id == b.id && a.path == b.path && a.customMetadata == b.customMetadata && a.createdAt == b.createdAt
-            && a.lockHash == b.lockHash && a.keyring.activeTerm == b.keyring.activeTerm
-            && a.keyring.terms.map(\.term) == b.keyring.terms.map(\.term)
-            && a.keyring.terms.map(\.key) == b.keyring.terms.map(\.key)
-            && a.keyring.terms.map(\.installTime) == b.keyring.terms.map(\.installTime)
+            && a.lockHash == b.lockHash && a.seal == b.seal && a.keyring?.activeTerm == b.keyring?.activeTerm
+            && a.keyring?.terms.map(\.term) == b.keyring?.terms.map(\.term)
+            && a.keyring?.terms.map(\.key) == b.keyring?.terms.map(\.key)
+            && a.keyring?.terms.map(\.installTime) == b.keyring?.terms.map(\.installTime)
     }
 
     static func same(_ a: MountEntry, _ b: MountEntry) -> Bool {

@@ -16,9 +16,10 @@ func stringPairs(_ pairs: [String], what: String) throws -> [String: JSONValue] 
 
 struct NamespaceCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "namespace", abstract: "Namespaces: create, list, lookup, patch, delete, lock, unlock (relative to -namespace).",
+        commandName: "namespace", abstract: "Namespaces: create, list, lookup, patch, delete, lock, unlock, seal, unseal, seal-status (relative to -namespace).",
         subcommands: [NamespaceCreate.self, NamespaceList.self, NamespaceLookup.self, NamespacePatch.self,
-                      NamespaceDelete.self, NamespaceLock.self, NamespaceUnlock.self])
+                      NamespaceDelete.self, NamespaceLock.self, NamespaceUnlock.self,
+                      NamespaceSealCommand.self, NamespaceUnsealCommand.self, NamespaceSealStatusCommand.self])
 }
 
 struct NamespaceCreate: AsyncParsableCommand {
@@ -26,12 +27,29 @@ struct NamespaceCreate: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
     @Option(name: .customLong("custom-metadata"), help: "key=value, repeatable.") var metadata: [String] = []
+    @Option(name: .customLong("key-shares"), help: "A sealable namespace: its own unseal key in this many Shamir shares.") var keyShares: Int?
+    @Option(name: .customLong("key-threshold"), help: "Shares needed to unseal it (with -key-shares).") var keyThreshold: Int?
     @Argument(help: "The namespace path (e.g. acme or acme/payments).") var path: String
 
     func run() async throws {
-        let body: JSONValue = ["custom_metadata": .object(try stringPairs(metadata, what: "-custom-metadata"))]
+        var o: [String: JSONValue] = ["custom_metadata": .object(try stringPairs(metadata, what: "-custom-metadata"))]
+        if keyShares != nil || keyThreshold != nil {
+            guard let n = keyShares, let t = keyThreshold else {
+                Out.err("-key-shares and -key-threshold go together")
+                throw ExitCode(2)
+            }
+            o["seal"] = .string("seal \"shamir\" {\n  shares = \(n)\n  threshold = \(t)\n}\n")
+        }
+        let body = JSONValue.object(o)
         try await API.with(client) { api in
             let r = try await api.call(.PUT, "sys/namespaces/\(cleanPath(path))", body: body, doing: "creating namespace")
+            if output.format != "json", let shares = r.json?["data"]?["key_shares"]?.arrayValue {
+                for (i, k) in shares.enumerated() { Out.print("Unseal Key \(i + 1): \(k.stringValue ?? "")") }
+                Out.print("")
+                Out.print("Namespace initialized with \(shares.count) key shares and a key threshold of \(keyThreshold ?? 0). It is sealed:")
+                Out.print("unseal it with `coffer namespace unseal \(cleanPath(path)) KEY` (from its parent namespace).")
+                Out.print("")
+            }
             try Out.secret(r, output)
         }
     }
@@ -217,6 +235,58 @@ struct TenantDelete: AsyncParsableCommand {
         try await API.with(client) { api in
             _ = try await api.call(.DELETE, "sys/tenants/\(cleanPath(name))", doing: "deprovisioning tenant")
             Out.print("Success! Tenant deprovisioned: \(cleanPath(name))")
+        }
+    }
+}
+
+struct NamespaceSealCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "seal", abstract: "Seal a sealable child namespace (its keys leave memory).")
+    @OptionGroup var client: ClientOptions
+    @Argument(help: "The child namespace (relative to -namespace).") var path: String
+
+    func run() async throws {
+        try await API.with(client) { api in
+            _ = try await api.call(.PUT, "sys/namespaces/\(cleanPath(path))/seal", doing: "sealing namespace")
+            Out.print("Success! Namespace \"\(cleanPath(path))\" is sealed.")
+        }
+    }
+}
+
+struct NamespaceUnsealCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "unseal", abstract: "Submit one unseal key share of a sealable child namespace (prompted when omitted).")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+    @Flag(name: .customLong("reset"), help: "Discard the shares submitted so far.") var reset = false
+    @Argument(help: "The child namespace (relative to -namespace).") var path: String
+    @Argument(help: "The key share (hex or base64).") var key: String?
+
+    func run() async throws {
+        var body: JSONValue = ["reset": true]
+        if !reset {
+            let k = key ?? Input.prompt("Unseal Key (will be hidden): ")
+            guard !k.isEmpty else {
+                Out.err("Error unsealing: no unseal key provided")
+                throw ExitCode(2)
+            }
+            body = ["key": .string(k)]
+        }
+        try await API.with(client) { api in
+            let r = try await api.call(.PUT, "sys/namespaces/\(cleanPath(path))/unseal", body: body, doing: "unsealing namespace")
+            try Out.secret(r, output)
+        }
+    }
+}
+
+struct NamespaceSealStatusCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "seal-status", abstract: "Seal status of a sealable child namespace.")
+    @OptionGroup var client: ClientOptions
+    @OptionGroup var output: OutputOptions
+    @Argument(help: "The child namespace (relative to -namespace).") var path: String
+
+    func run() async throws {
+        try await API.with(client) { api in
+            let r = try await api.call(.GET, "sys/namespaces/\(cleanPath(path))/seal-status", doing: "reading namespace seal status")
+            try Out.secret(r, output)
         }
     }
 }

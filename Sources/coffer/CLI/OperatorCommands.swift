@@ -20,16 +20,21 @@ func printSealDocument(_ s: JSONValue, _ output: OutputOptions) throws {
 
 func printSealStatus(_ s: JSONValue) {
     let sealed = s["sealed"]?.boolValue ?? true
-    var rows: [(String, String)] = [
-        ("Seal Type", s["type"]?.stringValue ?? "shamir"),
+    // Under an auto seal the shares are recovery shares (Vault's wording).
+    let recovery = s["recovery_seal"]?.boolValue ?? false
+    var rows: [(String, String)] = [("Seal Type", s["type"]?.stringValue ?? "shamir")]
+    if recovery { rows.append(("Recovery Seal Type", "shamir")) }
+    rows += [
         ("Initialized", Out.display(s["initialized"] ?? false)),
         ("Sealed", Out.display(s["sealed"] ?? true)),
-        ("Total Shares", Out.display(s["n"] ?? 0)),
+        (recovery ? "Total Recovery Shares" : "Total Shares", Out.display(s["n"] ?? 0)),
         ("Threshold", Out.display(s["t"] ?? 0)),
     ]
     if sealed {
         rows.append(("Unseal Progress", "\(s["progress"]?.intValue ?? 0)/\(s["t"]?.intValue ?? 0)"))
         rows.append(("Unseal Nonce", Out.display(s["nonce"] ?? "")))
+        if let why = s["auto_unseal_error"]?.stringValue, !why.isEmpty { rows.append(("Auto-unseal Error", why)) }
+        if s["migration"]?.boolValue == true { rows.append(("Seal Migration in Progress", "true")) }
     }
     rows.append(("Version", Out.display(s["version"] ?? "")))
     rows.append(("Build Date", Out.display(s["build_date"] ?? "")))
@@ -79,7 +84,8 @@ struct StatusCommand: AsyncParsableCommand {
 struct OperatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "operator", abstract: "Operator commands: init, unseal, seal, rotate, key-status, snapshot.",
-        subcommands: [OperatorInit.self, OperatorUnseal.self, OperatorSeal.self, OperatorRotate.self, OperatorKeyStatus.self, OperatorSnapshot.self])
+        subcommands: [OperatorInit.self, OperatorUnseal.self, OperatorSeal.self, OperatorRotate.self, OperatorKeyStatus.self, OperatorSnapshot.self,
+                      OperatorGenerateRoot.self])
 }
 
 struct OperatorInit: AsyncParsableCommand {
@@ -88,6 +94,8 @@ struct OperatorInit: AsyncParsableCommand {
     @OptionGroup var output: OutputOptions
     @Option(name: .customLong("key-shares"), help: "Number of key shares.") var keyShares = 5
     @Option(name: .customLong("key-threshold"), help: "Shares needed to unseal.") var keyThreshold = 3
+    @Option(name: .customLong("recovery-shares"), help: "Recovery key shares (auto seals).") var recoveryShares = 5
+    @Option(name: .customLong("recovery-threshold"), help: "Recovery shares needed for quorum operations (auto seals).") var recoveryThreshold = 3
     @Flag(name: .customLong("status"), help: "Only check: exit 0 if initialized, 2 if not.") var statusOnly = false
 
     func run() async throws {
@@ -101,7 +109,8 @@ struct OperatorInit: AsyncParsableCommand {
             return
         }
         try await API.with(client) { api in
-            let body: JSONValue = ["secret_shares": .int(Int64(keyShares)), "secret_threshold": .int(Int64(keyThreshold))]
+            let body: JSONValue = ["secret_shares": .int(Int64(keyShares)), "secret_threshold": .int(Int64(keyThreshold)),
+                                   "recovery_shares": .int(Int64(recoveryShares)), "recovery_threshold": .int(Int64(recoveryThreshold))]
             let r = try await api.call(.PUT, "sys/init", body: body, doing: "initializing")
             guard let j = r.json else {
                 Out.err("Error initializing: empty response")
@@ -120,8 +129,17 @@ struct OperatorInit: AsyncParsableCommand {
                 return
             }
             let keys = (j["keys_base64"] ?? j["keys"])?.arrayValue ?? []
+            let recovery = (j["recovery_keys_base64"] ?? j["recovery_keys"])?.arrayValue ?? []
             var text = ""
             for (i, k) in keys.enumerated() { text += "Unseal Key \(i + 1): \(k.stringValue ?? "")\n" }
+            for (i, k) in recovery.enumerated() { text += "Recovery Key \(i + 1): \(k.stringValue ?? "")\n" }
+            if keys.isEmpty && !recovery.isEmpty {
+                text += "\nInitial Root Token: \(j["root_token"]?.stringValue ?? "")\n\n"
+                text += "Coffer initialized with \(recovery.count) recovery key shares and a key threshold of \(recoveryThreshold).\n"
+                text += "The auto seal unseals the server; recovery keys authorize rekey and generate-root.\n"
+                Out.print(text)
+                return
+            }
             text += "\nInitial Root Token: \(j["root_token"]?.stringValue ?? "")\n\n"
             text += """
                 Coffer initialized with \(keyShares) key shares and a key threshold of \(keyThreshold). Please
@@ -139,6 +157,7 @@ struct OperatorUnseal: AsyncParsableCommand {
     @OptionGroup var client: ClientOptions
     @OptionGroup var output: OutputOptions
     @Flag(name: .customLong("reset"), help: "Discard the shares submitted so far.") var reset = false
+    @Flag(name: .customLong("migrate"), help: "Complete a seal migration with the old seal's shares.") var migrate = false
     @Argument(help: "The unseal key share (hex or base64).") var key: String?
 
     func run() async throws {
@@ -153,6 +172,7 @@ struct OperatorUnseal: AsyncParsableCommand {
                 throw ExitCode(2)
             }
             body = ["key": .string(key)]
+            if migrate { body = ["key": .string(key), "migrate": true] }
         }
         try await API.with(client) { api in
             let r = try await api.call(.PUT, "sys/unseal", body: body, doing: "unsealing")

@@ -435,10 +435,7 @@ extension PKIBackend {
         (t.issuingCertificates, t.crlDistributionPoints, t.ocspServers) = try await aia(for: issuer, id: issuer.id)
         if !f.string("skid").isEmpty {
             let hex = f.string("skid").filter { $0 != ":" && $0 != "-" && $0 != " " }
-            guard hex.count % 2 == 0, hex.count <= 128, hex.allSatisfy(\.isHexDigit) else { throw CofferError.invalid("unable to parse skid as hex") }
-            var b: [UInt8] = []
-            var i = hex.startIndex
-            while i < hex.endIndex { let j = hex.index(i, offsetBy: 2); b.append(UInt8(hex[i..<j], radix: 16) ?? 0); i = j }
+            guard hex.utf8.count <= 128, let b = Hex.decode(hex) else { throw CofferError.invalid("unable to parse skid as hex") }
             t.skid = b
         }
         let cert = try t.build(publicKey: csr.publicKey, serial: Self.newSerial(), issuerName: issuerCert.subject, issuerPublicKey: issuerCert.publicKey,

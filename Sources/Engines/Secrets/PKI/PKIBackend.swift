@@ -177,10 +177,11 @@ public struct PKIBackend: LeasingBackend {
     static func normalizeSerial(_ text: String) throws -> String {
         let t = text.lowercased().replacingOccurrences(of: "-", with: ":")
         let parts = t.split(separator: ":", omittingEmptySubsequences: false)
-        guard !t.isEmpty, t.utf8.count <= 200, parts.allSatisfy({ $0.count == 2 && $0.allSatisfy(\.isHexDigit) }) else {
+        let bytes = parts.map { $0.utf8.count == 2 ? Hex.decode(String($0))?.first : nil }
+        guard !t.isEmpty, t.utf8.count <= 200, bytes.allSatisfy({ $0 != nil }) else {
             throw CofferError.invalid("invalid serial number \"\(text.prefix(80))\"")
         }
-        return serialString(parts.compactMap { UInt8($0, radix: 16) })
+        return serialString(bytes.compactMap { $0 })
     }
 
     static func serialKey(_ serial: String) -> String { serial.replacingOccurrences(of: ":", with: "-") }

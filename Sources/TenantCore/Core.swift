@@ -502,6 +502,9 @@ public final class Core: Sendable {
         activity.withLock { $0 = [:] }
         rootKeyHolder.withLock { $0 = nil }
         progress.withLock { $0 = Progress() }
+        // Sealable namespaces seal with the node (OpenBao's rule): their holders unseal again.
+        namespaceRootKeys.withLock { $0 = [:] }
+        namespaceUnsealProgress.withLock { $0 = [:] }
         if let c = physical as? CachingStorage { c.invalidateAll() }
         logger.info("core sealed")
     }

@@ -798,6 +798,11 @@ def test_sealable_namespace_is_the_tenants_own_key(tls_server):
     assert acme.secrets.kv.v2.read_secret_version("db", mount_point="kv", raise_on_deleted_version=True)["data"]["data"]["password"] == "acme-secret"
     assert "kv/" in team.sys.list_mounted_secrets_engines()["data"]
 
+    # A global seal seals it too: after the operator unseals the node, acme is still sealed.
+    c.sys.seal()
+    srv.client().sys.submit_unseal_keys(keys[:3])
+    assert status_of()["sealed"] is True
+
     # An ordinary namespace has no seal status; bad seal documents are 400s.
     with pytest.raises(hvac.exceptions.InvalidRequest) as e:
         c.read("sys/namespaces/sibling/seal-status")

@@ -21,7 +21,7 @@ extension VaultGateway {
             case .read:
                 return Self.json(.ok, Self.rekeyJSON(try await core.rekeyStatus(recovery: recovery)))
             case .update, .create:
-                if let pgp = data["pgp_keys"], !pgp.isNull, !(pgp.arrayValue?.isEmpty ?? false) {
+                if Self.givesPGPKeys(data["pgp_keys"]) {
                     throw CofferError.invalid("pgp_keys are not supported: the new shares are returned in the response")
                 }
                 if Self.flag(data["backup"]) { throw CofferError.invalid("cannot request a backup of the new keys without providing PGP keys for encryption") }
@@ -43,8 +43,7 @@ extension VaultGateway {
             guard let result else { return Self.json(.ok, Self.rekeyJSON(status)) }
             var o: [String: JSONValue] = [
                 "complete": true, "nonce": .string(result.nonce),
-                "keys": .array(result.keys.map { .string(Hex.encode($0)) }),
-                "keys_base64": .array(result.keys.map { .string(Data($0).base64EncodedString()) }),
+                "keys": Self.hexShares(result.keys), "keys_base64": Self.base64Shares(result.keys),
                 "pgp_fingerprints": .null, "backup": false, "verification_required": .bool(result.verificationNonce != nil),
             ]
             if let v = result.verificationNonce { o["verification_nonce"] = .string(v) }
@@ -97,6 +96,16 @@ extension VaultGateway {
         guard let v else { return false }
         return v.boolValue ?? (v.stringValue.map { $0 == "true" || $0 == "1" } ?? (v.intValue == 1))
     }
+
+    /// A `pgp_keys`-style field that asks for PGP-encrypted shares (null or [] does not).
+    static func givesPGPKeys(_ v: JSONValue?) -> Bool {
+        guard let v, !v.isNull else { return false }
+        return !(v.arrayValue?.isEmpty ?? false)
+    }
+
+    /// Key shares as Vault returns them: hex, and standard base64.
+    static func hexShares(_ parts: [[UInt8]]) -> JSONValue { .array(parts.map { .string(Hex.encode($0)) }) }
+    static func base64Shares(_ parts: [[UInt8]]) -> JSONValue { .array(parts.map { .string(Data($0).base64EncodedString()) }) }
 
     static func stringField(_ data: [String: JSONValue], _ name: String) throws -> String? {
         guard let v = data[name], !v.isNull else { return nil }

@@ -132,10 +132,10 @@ extension VaultGateway {
             case .update:
                 let shares = try Self.intField(data, "secret_shares")
                 let threshold = try Self.intField(data, "secret_threshold")
-                if let pgp = data["pgp_keys"], !pgp.isNull, !(pgp.arrayValue?.isEmpty ?? false) {
+                if Self.givesPGPKeys(data["pgp_keys"]) {
                     throw CofferError.invalid("pgp_keys are not supported: the key shares are returned in the response")
                 }
-                if let pgp = data["recovery_pgp_keys"], !pgp.isNull, !(pgp.arrayValue?.isEmpty ?? false) {
+                if Self.givesPGPKeys(data["recovery_pgp_keys"]) {
                     throw CofferError.invalid("recovery_pgp_keys are not supported: the recovery shares are returned in the response")
                 }
                 if core.autoSeal == nil, try Self.intField(data, "stored_shares") ?? 0 > 0 {
@@ -145,13 +145,12 @@ extension VaultGateway {
                                                   recoveryShares: try Self.intField(data, "recovery_shares"),
                                                   recoveryThreshold: try Self.intField(data, "recovery_threshold"))
                 var o: [String: JSONValue] = [
-                    "keys": .array(r.keys.map { .string(Hex.encode($0)) }),
-                    "keys_base64": .array(r.keys.map { .string(Data($0).base64EncodedString()) }),
+                    "keys": Self.hexShares(r.keys), "keys_base64": Self.base64Shares(r.keys),
                     "root_token": .string(r.rootToken),
                 ]
                 if core.autoSeal != nil {
-                    o["recovery_keys"] = .array(r.recoveryKeys.map { .string(Hex.encode($0)) })
-                    o["recovery_keys_base64"] = .array(r.recoveryKeys.map { .string(Data($0).base64EncodedString()) })
+                    o["recovery_keys"] = Self.hexShares(r.recoveryKeys)
+                    o["recovery_keys_base64"] = Self.base64Shares(r.recoveryKeys)
                 }
                 return Self.json(.ok, .object(o))
             default:

@@ -99,7 +99,7 @@ extension Core {
     func authorizeQuorum(_ parts: [[UInt8]], config: SealConfiguration, recovery: Bool) async throws {
         let combined: [UInt8]
         do {
-            combined = parts.count == 1 ? parts[0] : try Shamir.combine(parts)
+            combined = try Self.combineKey(parts)
         } catch {
             throw CofferError.invalid("failed to combine the key shares: \(error)")
         }
@@ -206,12 +206,7 @@ extension Core {
         var next = config
         if recovery {
             guard let seal = autoSeal else { throw CofferError.invalid("no auto seal") }
-            let blob: [UInt8]
-            do {
-                blob = try await seal.wrap(newKey, context: Self.recoveryKeyKey)
-            } catch let e as SealUnavailable {
-                throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
-            }
+            let blob = try await Self.wrap(newKey, with: seal, context: Self.recoveryKeyKey)
             next.recoveryShares = shares
             next.recoveryThreshold = threshold
             try await physical.putAll([
@@ -223,7 +218,7 @@ extension Core {
             next.secretShares = shares
             next.secretThreshold = threshold
             try await physical.putAll([
-                StorageEntry(key: Self.rootKeyKey, value: try Sealer.seal(rootKey, key: SymmetricKey(data: newKey), term: 0, aad: Self.rootKeyKey)),
+                StorageEntry(key: Self.rootKeyKey, value: try Self.sealRootKey(rootKey, unsealKey: newKey)),
                 StorageEntry(key: Self.sealConfigKey, value: Array(try StoredJSON.encoder.encode(next))),
             ])
         }
@@ -281,7 +276,7 @@ extension Core {
             }
             guard step.1, let newKey = step.0.pendingKey else { return (verifyStatus(step.0), false) }
             let parts = step.0.verifyParts
-            let combined = parts.count == 1 ? parts[0] : (try? Shamir.combine(parts)) ?? []
+            let combined = (try? Self.combineKey(parts)) ?? []
             guard constantTimeEquals(combined, newKey) else {
                 ceremonies.withLock { $0.rekeys[recovery]?.verifyParts = [] }
                 throw CofferError.invalid("the new key shares do not verify: progress reset, submit the new shares again")

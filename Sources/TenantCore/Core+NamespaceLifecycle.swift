@@ -52,14 +52,14 @@ extension Core {
         defer { _ = creatingIDs.withLock { $0.remove(id) } }
         let keyring = Keyring.generate()
         var keys: [[UInt8]] = []
-        var sealable: (NamespaceSeal, [UInt8])?
+        var seal: NamespaceSeal?
         if let sealShape {
-            let (seal, parts, rootKey) = try makeNamespaceSeal(id: id, keyring: keyring, shares: sealShape.shares, threshold: sealShape.threshold)
-            sealable = (seal, rootKey)
-            keys = parts
+            let made = try makeNamespaceSeal(id: id, keyring: keyring, shares: sealShape.shares, threshold: sealShape.threshold)
+            seal = made.0
+            keys = made.1
         }
-        let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: sealable == nil ? keyring : nil,
-                                     createdAt: Date(), seal: sealable?.0)
+        let record = NamespaceRecord(id: id, path: path, customMetadata: metadata, keyring: seal == nil ? keyring : nil,
+                                     createdAt: Date(), seal: seal)
         let nsBarrier = Barrier(physical: PrefixedStorage(physical, prefix: NamespacePath.storagePrefix(id: id)))
         nsBarrier.install(keyring)
         // Every write of a creation at once: with concurrent creations they share group commits.
@@ -73,7 +73,7 @@ extension Core {
         }
         let generation = recordGeneration.load(ordering: .acquiring)
         parent.setChild(name, record)
-        if sealable != nil {
+        if seal != nil {
             // Sealed from the start, as OpenBao's: the key holders unseal it with their shares.
             nsBarrier.clear()
             logger.info("namespace created", metadata: ["ns.path": "\(record.path)", "ns.id": "\(id)", "ns.sealable": "true"])

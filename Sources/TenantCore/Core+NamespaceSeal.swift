@@ -6,7 +6,6 @@ import Logging
 
 /// What a namespace's seal status says (`sys/namespaces/:path/seal-status`).
 public struct NamespaceSealStatus: Sendable {
-    public var sealable: Bool
     public var sealed: Bool
     public var shares: Int
     public var threshold: Int
@@ -21,10 +20,9 @@ public struct NamespaceSealStatus: Sendable {
 /// namespace below it, whose records live in its storage) answers 503; siblings are not
 /// touched. The root key is held in memory only while unsealed; a restart seals them all.
 extension Core {
-    /// A new sealable namespace's seal: shares of a fresh unseal key, the record's `seal`,
-    /// and its root key (kept in memory: a new namespace starts unsealed).
-    func makeNamespaceSeal(id: String, keyring: Keyring, shares: Int, threshold: Int) throws -> (NamespaceSeal, [[UInt8]], [UInt8]) {
-        try Self.checkShares(shares, threshold, "namespace seal")
+    /// A new sealable namespace's seal (the record's `seal`) and the shares of its fresh
+    /// unseal key; the caller has checked shares and threshold.
+    func makeNamespaceSeal(id: String, keyring: Keyring, shares: Int, threshold: Int) throws -> (NamespaceSeal, [[UInt8]]) {
         let unsealKey = SecureRandom.bytes(32)
         let rootKey = SecureRandom.bytes(32)
         let parts = try Self.splitKey(unsealKey, shares: shares, threshold: threshold)
@@ -32,7 +30,7 @@ extension Core {
             shares: shares, threshold: threshold,
             wrappedRootKey: try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: NamespaceSeal.rootKeyAAD(id)),
             sealedKeyring: try Self.sealKeyring(keyring, rootKey: rootKey, id: id))
-        return (seal, parts, rootKey)
+        return (seal, parts)
     }
 
     static func sealKeyring(_ keyring: Keyring, rootKey: [UInt8], id: String) throws -> [UInt8] {
@@ -59,29 +57,28 @@ extension Core {
         record.seal != nil && namespaceRootKeys.withLock { $0[record.id] == nil }
     }
 
-    /// The record of `relative` (one or more segments) below the caller's namespace.
-    func sealableRecord(callerPath: String, relative: String) async throws -> (parent: NamespaceCore, name: String, record: NamespaceRecord) {
+    /// The record of `relative` (one or more segments) below the caller's namespace, and its seal.
+    func sealableRecord(callerPath: String, relative: String) async throws -> (record: NamespaceRecord, seal: NamespaceSeal) {
         let (pp, name) = try split(callerPath, relative)
         guard let parent = try await namespace(path: pp), let record = try await parent.child(name) else {
             throw CofferError(.notFound, "namespace not found: \((pp + name + "/").prefix(128))")
         }
-        guard record.seal != nil else { throw CofferError.invalid("namespace is not sealable") }
-        return (parent, name, record)
+        guard let seal = record.seal else { throw CofferError.invalid("namespace is not sealable") }
+        return (record, seal)
     }
 
     public func namespaceSealStatus(callerPath: String, relative: String) async throws -> NamespaceSealStatus {
-        let (_, _, record) = try await sealableRecord(callerPath: callerPath, relative: relative)
+        let (record, seal) = try await sealableRecord(callerPath: callerPath, relative: relative)
         let p = namespaceUnsealProgress.withLock { $0[record.id] } ?? Progress()
-        let seal = record.seal
-        return NamespaceSealStatus(sealable: true, sealed: namespaceIsSealed(record), shares: seal?.shares ?? 0,
-                                   threshold: seal?.threshold ?? 0, progress: p.parts.count, nonce: p.nonce)
+        return NamespaceSealStatus(sealed: namespaceIsSealed(record), shares: seal.shares, threshold: seal.threshold,
+                                   progress: p.parts.count, nonce: p.nonce)
     }
 
     /// Seals the namespace: its root key is forgotten, its loaded state (and its
     /// descendants') dropped and their keyrings cleared from memory.
     public func sealNamespace(callerPath: String, relative: String) async throws {
         try await namespaceLoadLock.withLock {
-            let (_, _, record) = try await sealableRecord(callerPath: callerPath, relative: relative)
+            let (record, _) = try await sealableRecord(callerPath: callerPath, relative: relative)
             namespaceRootKeys.withLock { $0[record.id] = nil }
             namespaceUnsealProgress.withLock { $0[record.id] = nil }
             let dropped = loaded.withLock { l -> [NamespaceCore] in
@@ -100,8 +97,7 @@ extension Core {
     /// Adds one unseal key share; at the threshold the shares recombine to the unseal key,
     /// which opens the namespace root key. Wrong shares are a 400 and nothing is kept.
     public func unsealNamespace(callerPath: String, relative: String, key: String?, reset: Bool) async throws -> NamespaceSealStatus {
-        let (_, _, record) = try await sealableRecord(callerPath: callerPath, relative: relative)
-        guard let seal = record.seal else { throw CofferError.invalid("namespace is not sealable") }
+        let (record, seal) = try await sealableRecord(callerPath: callerPath, relative: relative)
         if reset {
             namespaceUnsealProgress.withLock { $0[record.id] = nil }
             return try await namespaceSealStatus(callerPath: callerPath, relative: relative)
@@ -116,16 +112,14 @@ extension Core {
         }
         let ready: [[UInt8]]? = namespaceUnsealProgress.withLock { all in
             var p = all[record.id] ?? Progress()
-            if p.parts.isEmpty { p.nonce = RandomID.secureUUID() }
-            if !p.parts.contains(where: { constantTimeEquals($0, part) }) { p.parts.append(part) }
-            all[record.id] = p
-            return p.parts.count >= seal.threshold ? p.parts : nil
+            defer { all[record.id] = p }
+            return p.add(part, threshold: seal.threshold)
         }
         guard let ready else { return try await namespaceSealStatus(callerPath: callerPath, relative: relative) }
         namespaceUnsealProgress.withLock { $0[record.id] = nil }
         let rootKey: [UInt8]
         do {
-            let unsealKey = seal.shares == 1 ? ready[0] : try Shamir.combine(ready)
+            let unsealKey = try Self.combineKey(ready)
             rootKey = try Sealer.open(seal.wrappedRootKey, key: SymmetricKey(data: unsealKey), aad: NamespaceSeal.rootKeyAAD(record.id))
         } catch let e as CofferError {
             throw CofferError.invalid("invalid key: \(e.message)")

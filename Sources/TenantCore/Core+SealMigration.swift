@@ -1,5 +1,4 @@
 import CofferSDK
-import Crypto
 import Foundation
 import Synchronization
 import Logging
@@ -49,18 +48,14 @@ extension Core {
         let next: SealConfiguration
         var entries: [StorageEntry]
         if let seal = autoSeal {
-            do {
-                entries = [
-                    StorageEntry(key: Self.rootKeyKey, value: try await seal.wrap(rootKey, context: Self.rootKeyKey)),
-                    StorageEntry(key: Self.recoveryKeyKey, value: try await seal.wrap(quorumKey, context: Self.recoveryKeyKey)),
-                ]
-            } catch let e as SealUnavailable {
-                throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
-            }
+            entries = [
+                StorageEntry(key: Self.rootKeyKey, value: try await Self.wrap(rootKey, with: seal, context: Self.rootKeyKey)),
+                StorageEntry(key: Self.recoveryKeyKey, value: try await Self.wrap(quorumKey, with: seal, context: Self.recoveryKeyKey)),
+            ]
             next = SealConfiguration(type: seal.type, secretShares: 1, secretThreshold: 1,
                                      recoveryShares: config.quorumShares, recoveryThreshold: config.quorumThreshold)
         } else {
-            entries = [StorageEntry(key: Self.rootKeyKey, value: try Sealer.seal(rootKey, key: SymmetricKey(data: quorumKey), term: 0, aad: Self.rootKeyKey))]
+            entries = [StorageEntry(key: Self.rootKeyKey, value: try Self.sealRootKey(rootKey, unsealKey: quorumKey))]
             next = SealConfiguration(type: "shamir", secretShares: config.quorumShares, secretThreshold: config.quorumThreshold)
         }
         entries.append(StorageEntry(key: Self.sealConfigKey, value: Array(try StoredJSON.encoder.encode(next))))

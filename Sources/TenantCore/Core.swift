@@ -76,6 +76,14 @@ public final class Core: Sendable {
     struct Progress {
         var parts: [[UInt8]] = []
         var nonce = ""
+
+        /// Adds a share (a repeat counts once; the first starts a new nonce); all of them
+        /// once `threshold` are in, else nil.
+        mutating func add(_ part: [UInt8], threshold: Int) -> [[UInt8]]? {
+            if parts.isEmpty { nonce = RandomID.secureUUID() }
+            if !parts.contains(where: { constantTimeEquals($0, part) }) { parts.append(part) }
+            return parts.count >= threshold ? parts : nil
+        }
     }
 
     let progress = Mutex(Progress())
@@ -187,6 +195,26 @@ public final class Core: Sendable {
         shares == 1 ? [key] : try Shamir.split(secret: key, shares: shares, threshold: threshold)
     }
 
+    /// The key a quorum of `splitKey`'s shares recombines to.
+    static func combineKey(_ parts: [[UInt8]]) throws -> [UInt8] {
+        parts.count == 1 ? parts[0] : try Shamir.combine(parts)
+    }
+
+    /// The stored form of the root key under Shamir: sealed with the unseal key.
+    static func sealRootKey(_ rootKey: [UInt8], unsealKey: [UInt8]) throws -> [UInt8] {
+        try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: rootKeyKey)
+    }
+
+    /// `plaintext` wrapped by the auto seal for the storage key `context`; a seal that
+    /// cannot answer is a 503 that names it.
+    static func wrap(_ plaintext: [UInt8], with seal: any AutoSeal, context: String) async throws -> [UInt8] {
+        do {
+            return try await seal.wrap(plaintext, context: context)
+        } catch let e as SealUnavailable {
+            throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
+        }
+    }
+
     /// `sys/init`. Shamir: `shares`/`threshold` unseal key shares; the node stays sealed.
     /// Auto seal: the root key is wrapped by the seal, `recoveryShares`/`recoveryThreshold`
     /// recovery key shares are returned (5/3 when not given), and the node unseals itself.
@@ -195,27 +223,23 @@ public final class Core: Sendable {
             if try await sealConfiguration() != nil { throw CofferError.invalid("Vault is already initialized") }
             let rootKey = SecureRandom.bytes(32)
             let keyring = Keyring.generate()
-            var config: SealConfiguration
+            let config: SealConfiguration
             var parts: [[UInt8]] = []
             var recoveryParts: [[UInt8]] = []
             if let seal = autoSeal {
-                let rs = recoveryShares ?? 5, rt = recoveryThreshold ?? (recoveryShares == nil ? 3 : recoveryShares ?? 0)
+                let rs = recoveryShares ?? 5, rt = recoveryThreshold ?? recoveryShares ?? 3
                 try Self.checkShares(rs, rt, "recovery")
                 let recoveryKey = SecureRandom.bytes(32)
                 recoveryParts = try Self.splitKey(recoveryKey, shares: rs, threshold: rt)
-                do {
-                    try await physical.put(Self.rootKeyKey, try await seal.wrap(rootKey, context: Self.rootKeyKey))
-                    try await physical.put(Self.recoveryKeyKey, try await seal.wrap(recoveryKey, context: Self.recoveryKeyKey))
-                } catch let e as SealUnavailable {
-                    throw CofferError(.unavailable, "\(seal.type) seal: \(e.description)")
-                }
+                try await physical.put(Self.rootKeyKey, try await Self.wrap(rootKey, with: seal, context: Self.rootKeyKey))
+                try await physical.put(Self.recoveryKeyKey, try await Self.wrap(recoveryKey, with: seal, context: Self.recoveryKeyKey))
                 config = SealConfiguration(type: seal.type, secretShares: 1, secretThreshold: 1, recoveryShares: rs, recoveryThreshold: rt)
             } else {
                 // recovery_shares is ignored under Shamir, as Vault does (its CLI always sends it).
                 try Self.checkShares(shares, threshold, "seal")
                 let unsealKey = SecureRandom.bytes(32)
                 parts = try Self.splitKey(unsealKey, shares: shares, threshold: threshold)
-                try await physical.put(Self.rootKeyKey, try Sealer.seal(rootKey, key: SymmetricKey(data: unsealKey), term: 0, aad: Self.rootKeyKey))
+                try await physical.put(Self.rootKeyKey, try Self.sealRootKey(rootKey, unsealKey: unsealKey))
                 config = SealConfiguration(type: "shamir", secretShares: shares, secretThreshold: threshold)
             }
             try await storeKeyring(keyring, rootKey: rootKey)
@@ -231,7 +255,6 @@ public final class Core: Sendable {
             }
             barrier.clear()
             rootNamespace.withLock { $0 = nil }
-            if config.isAuto { config.secretShares = 1 }
             try await physical.put(Self.sealConfigKey, Array(try StoredJSON.encoder.encode(config)))
             logger.info("core initialized", metadata: ["seal": "\(config.type)", "shares": "\(config.quorumShares)", "threshold": "\(config.quorumThreshold)"])
             return InitResult(keys: parts, recoveryKeys: recoveryParts, rootToken: token)
@@ -284,14 +307,9 @@ public final class Core: Sendable {
             if migrate && !migrating { throw CofferError.invalid("no seal migration is pending: unseal without migrate") }
             guard let key, !key.isEmpty else { throw CofferError.invalid("'key' must be specified in request body as JSON, or 'reset' set to true") }
             let part = try Self.decodeShare(key, shares: config.quorumShares, what: config.isAuto ? "recovery" : "unseal")
-            let ready: [[UInt8]]? = progress.withLock { p in
-                if p.parts.isEmpty { p.nonce = RandomID.secureUUID() }
-                if !p.parts.contains(where: { constantTimeEquals($0, part) }) { p.parts.append(part) }
-                return p.parts.count >= config.quorumThreshold ? p.parts : nil
-            }
-            guard let ready else { return try await status() }
+            guard let ready = progress.withLock({ $0.add(part, threshold: config.quorumThreshold) }) else { return try await status() }
             progress.withLock { $0 = Progress() }
-            let combined = config.quorumShares == 1 ? ready[0] : try Shamir.combine(ready)
+            let combined = try Self.combineKey(ready)
             if migrating {
                 try await completeSealMigration(quorumKey: combined, config: config)
             } else if config.isAuto {
